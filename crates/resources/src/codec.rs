@@ -1,0 +1,141 @@
+//! Mesos JSON and protobuf for [`Resource`] and [`Resources`], and serde support.
+//!
+//! Input in either reservation format is validated (Mesos common validation) and upgraded;
+//! output is the post-refinement format unless the legacy one is asked for.
+
+use berth_proto::mesos::v1 as pb;
+use prost::Message as _;
+use serde::de::Error as _;
+use serde_json::Value as Json;
+
+use crate::error::{Error, JsonError, ValidationError};
+use crate::json::{from_json_value, to_json_value};
+use crate::{Resource, Resources, format, validate};
+
+impl Resource {
+    /// Reads one resource from Mesos JSON (either format).
+    ///
+    /// # Errors
+    /// [`Error::Json`] (stage `parse`) or [`Error::Resource`] (stage `validate`).
+    pub fn from_json(json: &Json) -> Result<Resource, Error> {
+        let raw: pb::Resource = from_json_value(json)?;
+        Ok(Resource::from_proto(&raw)?)
+    }
+
+    /// Mesos JSON, post-refinement format.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        to_json_value(&self.to_proto())
+    }
+
+    /// Mesos JSON, legacy (pre-refinement) format.
+    ///
+    /// # Errors
+    /// [`Error::Downgrade`] for refined reservations.
+    pub fn to_json_legacy(&self) -> Result<Json, Error> {
+        Ok(to_json_value(&self.to_proto_legacy()?))
+    }
+
+    /// Protobuf bytes (post-refinement format).
+    #[must_use]
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// Reads protobuf bytes of a `mesos.v1.Resource` (either format).
+    ///
+    /// # Errors
+    /// [`JsonError::Decode`] for bytes that do not decode, else as [`Resource::from_proto`].
+    pub fn decode(bytes: &[u8]) -> Result<Resource, Error> {
+        let raw = pb::Resource::decode(bytes).map_err(|e| JsonError::Decode(e.to_string()))?;
+        Ok(Resource::from_proto(&raw)?)
+    }
+}
+
+/// Parses a JSON array of Mesos resources into wire messages (no validation).
+///
+/// # Errors
+/// [`JsonError`] when the value is not an array or an element does not parse.
+pub fn parse_proto_list(json: &Json) -> Result<Vec<pb::Resource>, JsonError> {
+    let Json::Array(items) = json else {
+        return Err(JsonError::NotArray("resources".to_owned()));
+    };
+    items.iter().map(from_json_value::<pb::Resource>).collect()
+}
+
+impl Resources {
+    /// Reads and validates wire resources (either format); any invalid element is an error
+    /// naming it. Use `FromIterator` to get Mesos's "drop invalid" behaviour instead.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] for the first invalid element.
+    pub fn from_proto_list(list: &[pb::Resource]) -> Result<Resources, Error> {
+        validate::validate_list(list)?;
+        let mut out = Resources::new();
+        for (index, raw) in list.iter().enumerate() {
+            let mut up = raw.clone();
+            format::upgrade(&mut up);
+            let r = Resource::from_upgraded(&up).map_err(|error| ValidationError::Resource {
+                index,
+                resource: format!("{}", to_json_value(raw)),
+                error,
+            })?;
+            out.add_resource(r);
+        }
+        Ok(out)
+    }
+
+    /// Reads a JSON array of Mesos resources (either format).
+    ///
+    /// # Errors
+    /// As [`parse_proto_list`] and [`Resources::from_proto_list`].
+    pub fn from_json(json: &Json) -> Result<Resources, Error> {
+        Resources::from_proto_list(&parse_proto_list(json)?)
+    }
+
+    /// The wire resources, a shared resource once per copy (post-refinement format).
+    #[must_use]
+    pub fn to_proto_list(&self) -> Vec<pb::Resource> {
+        self.iter_expanded().map(Resource::to_proto).collect()
+    }
+
+    /// Mesos JSON array (post-refinement format).
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        Json::Array(self.iter_expanded().map(Resource::to_json).collect())
+    }
+
+    /// Mesos JSON array (legacy format).
+    ///
+    /// # Errors
+    /// [`Error::Downgrade`] for refined reservations.
+    pub fn to_json_legacy(&self) -> Result<Json, Error> {
+        self.iter_expanded().map(Resource::to_json_legacy).collect::<Result<Vec<_>, _>>().map(Json::Array)
+    }
+}
+
+impl serde::Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Resource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Resource, D::Error> {
+        let json = Json::deserialize(d)?;
+        Resource::from_json(&json).map_err(D::Error::custom)
+    }
+}
+
+impl serde::Serialize for Resources {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Resources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
+        let json = Json::deserialize(d)?;
+        Resources::from_json(&json).map_err(D::Error::custom)
+    }
+}

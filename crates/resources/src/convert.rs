@@ -1,0 +1,274 @@
+//! Conversions between the wire types (`berth_proto`) and the idiomatic model.
+//!
+//! [`Resource::from_proto`] validates (Mesos common validation), upgrades the legacy
+//! reservation format and builds the idiomatic value; [`Resource::to_proto`] writes the
+//! post-refinement form. Everything berth models is kept, so `to_proto ∘ from_proto` is the
+//! identity on valid post-refinement resources, up to scalar fixed-point rounding (research Q-9)
+//! and range normalisation (sorted, coalesced) — neither changes what Mesos observes.
+
+use std::sync::Arc;
+
+use berth_proto::mesos::v1 as pb;
+use pb::resource::disk_info::source::Type as SourceType;
+use pb::resource::reservation_info::Type as ResType;
+use pb::value::Type as PbValueType;
+
+use crate::error::{Error, ResourceError};
+use crate::resource::{
+    AllocationInfo, DiskInfo, DiskSource, DiskSourceType, Label, Labels, Persistence,
+    ReservationInfo, ReservationType, Resource, SourceRoot, Volume, VolumeMode,
+};
+use crate::value::{Range, Ranges, Set, Value};
+use crate::{PersistenceId, Role, Scalar, format};
+
+pub(crate) fn labels_from_proto(l: &pb::Labels) -> Labels {
+    Labels(l.labels.iter().map(|l| Label { key: l.key.clone(), value: l.value.clone() }).collect())
+}
+
+fn labels_to_proto(l: &Labels) -> pb::Labels {
+    pb::Labels {
+        labels: l.0.iter().map(|l| pb::Label { key: l.key.clone(), value: l.value.clone() }).collect(),
+    }
+}
+
+/// A short rendering of a wire resource for error messages.
+pub(crate) fn render_proto(r: &pb::Resource) -> String {
+    let mut upgraded = r.clone();
+    if validate_shallow(&upgraded) {
+        format::upgrade(&mut upgraded);
+        if let Ok(res) = Resource::from_upgraded(&upgraded) {
+            return res.to_string();
+        }
+    }
+    format!("{}", crate::json::to_json_value(r))
+}
+
+fn validate_shallow(r: &pb::Resource) -> bool {
+    crate::validate::validate_resource(r).is_ok()
+}
+
+impl Resource {
+    /// Reads a wire resource in either reservation format: common validation, upgrade, build.
+    ///
+    /// # Errors
+    /// The validation error, or [`ResourceError::PersistenceId`] for a persistence id that
+    /// cannot become a path component.
+    pub fn from_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        crate::validate::validate_resource(r)?;
+        let mut upgraded = r.clone();
+        format::upgrade(&mut upgraded);
+        Resource::from_upgraded(&upgraded)
+    }
+
+    /// Builds from a wire resource that passed common validation and was upgraded.
+    pub(crate) fn from_upgraded(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        let value = match PbValueType::try_from(r.r#type) {
+            Ok(PbValueType::Scalar) => {
+                let v = r.scalar.as_ref().map_or(0.0, |s| s.value);
+                Value::Scalar(Scalar::from_f64(v)?)
+            }
+            Ok(PbValueType::Ranges) => Value::Ranges(Ranges::new(
+                r.ranges
+                    .iter()
+                    .flat_map(|rs| rs.range.iter())
+                    .filter_map(|x| Range::new(x.begin, x.end)),
+            )),
+            Ok(PbValueType::Set) => {
+                Value::Set(Set::new(r.set.iter().flat_map(|s| s.item.iter().cloned())))
+            }
+            Ok(PbValueType::Text) => return Err(ResourceError::UnsupportedType),
+            Err(_) => return Err(ResourceError::InvalidType),
+        };
+        let mut reservations = Vec::with_capacity(r.reservations.len());
+        for x in &r.reservations {
+            let kind = match x.r#type() {
+                ResType::Static => ReservationType::Static,
+                ResType::Dynamic => ReservationType::Dynamic,
+                ResType::Unknown => return Err(ResourceError::UnknownReservationType),
+            };
+            let role = Role::new(x.role()).map_err(ResourceError::ReservationRole)?;
+            reservations.push(ReservationInfo {
+                kind,
+                role,
+                principal: x.principal.clone(),
+                labels: x.labels.as_ref().map(labels_from_proto),
+            });
+        }
+        let disk = match &r.disk {
+            None => None,
+            Some(d) => Some(Box::new(disk_from_proto(d)?)),
+        };
+        Ok(Resource {
+            name: Arc::from(r.name.as_str()),
+            value,
+            reservations,
+            disk,
+            revocable: r.revocable.is_some(),
+            shared: r.shared.is_some(),
+            allocation_info: r.allocation_info.as_ref().map(|a| AllocationInfo { role: a.role.clone() }),
+            provider_id: r.provider_id.as_ref().map(|p| p.value.clone()),
+        })
+    }
+
+    /// Writes the post-refinement wire form.
+    #[must_use]
+    pub fn to_proto(&self) -> pb::Resource {
+        let mut out = pb::Resource {
+            name: self.name.to_string(),
+            ..Default::default()
+        };
+        match &self.value {
+            Value::Scalar(s) => {
+                out.r#type = PbValueType::Scalar as i32;
+                out.scalar = Some(pb::value::Scalar { value: s.as_f64() });
+            }
+            Value::Ranges(rs) => {
+                out.r#type = PbValueType::Ranges as i32;
+                out.ranges = Some(pb::value::Ranges {
+                    range: rs
+                        .ranges()
+                        .iter()
+                        .map(|x| pb::value::Range { begin: x.begin(), end: x.end() })
+                        .collect(),
+                });
+            }
+            Value::Set(s) => {
+                out.r#type = PbValueType::Set as i32;
+                out.set = Some(pb::value::Set { item: s.items().to_vec() });
+            }
+        }
+        out.reservations = self
+            .reservations
+            .iter()
+            .map(|x| pb::resource::ReservationInfo {
+                r#type: Some(match x.kind {
+                    ReservationType::Static => ResType::Static as i32,
+                    ReservationType::Dynamic => ResType::Dynamic as i32,
+                }),
+                role: Some(x.role.to_string()),
+                principal: x.principal.clone(),
+                labels: x.labels.as_ref().map(labels_to_proto),
+            })
+            .collect();
+        out.disk = self.disk.as_deref().map(disk_to_proto);
+        out.revocable = self.revocable.then_some(pb::resource::RevocableInfo {});
+        out.shared = self.shared.then_some(pb::resource::SharedInfo {});
+        out.allocation_info = self
+            .allocation_info
+            .as_ref()
+            .map(|a| pb::resource::AllocationInfo { role: a.role.clone() });
+        out.provider_id = self.provider_id.as_ref().map(|p| pb::ResourceProviderId { value: p.clone() });
+        out
+    }
+
+    /// Writes the legacy (pre-refinement) wire form.
+    ///
+    /// # Errors
+    /// [`Error::Downgrade`] for refined reservations.
+    pub fn to_proto_legacy(&self) -> Result<pb::Resource, Error> {
+        let mut out = self.to_proto();
+        format::downgrade(&mut out)?;
+        Ok(out)
+    }
+
+    /// Validates a resource built in Rust with Mesos's common rules (the same checks as input
+    /// from the wire).
+    ///
+    /// # Errors
+    /// The first rule that fails.
+    pub fn validate(&self) -> Result<(), ResourceError> {
+        crate::validate::validate_resource(&self.to_proto())
+    }
+}
+
+fn disk_from_proto(d: &pb::resource::DiskInfo) -> Result<DiskInfo, ResourceError> {
+    let persistence = match &d.persistence {
+        None => None,
+        Some(p) => Some(Persistence {
+            id: PersistenceId::new(&p.id).map_err(ResourceError::PersistenceId)?,
+            principal: p.principal.clone(),
+        }),
+    };
+    let volume = match &d.volume {
+        None => None,
+        Some(v) => Some(Volume {
+            container_path: v.container_path.clone(),
+            mode: match pb::volume::Mode::try_from(v.mode) {
+                Ok(pb::volume::Mode::Rw) => VolumeMode::Rw,
+                Ok(pb::volume::Mode::Ro) => VolumeMode::Ro,
+                Err(_) => return Err(ResourceError::InvalidVolumeMode),
+            },
+            host_path: v.host_path.clone(),
+            image: v.image.clone(),
+            source: v.source.clone(),
+        }),
+    };
+    let source = match &d.source {
+        None => None,
+        Some(s) => Some(DiskSource {
+            kind: match SourceType::try_from(s.r#type) {
+                Ok(SourceType::Path) => DiskSourceType::Path,
+                Ok(SourceType::Mount) => DiskSourceType::Mount,
+                Ok(SourceType::Block) => DiskSourceType::Block,
+                Ok(SourceType::Raw) => DiskSourceType::Raw,
+                Ok(SourceType::Unknown) | Err(_) => {
+                    return Err(ResourceError::UnsupportedSourceType(format!("{s:?}")));
+                }
+            },
+            path: s.path.as_ref().map(|p| SourceRoot { root: p.root.clone() }),
+            mount: s.mount.as_ref().map(|m| SourceRoot { root: m.root.clone() }),
+            id: s.id.clone(),
+            metadata: s.metadata.as_ref().map(labels_from_proto),
+            profile: s.profile.clone(),
+            vendor: s.vendor.clone(),
+        }),
+    };
+    Ok(DiskInfo { persistence, volume, source })
+}
+
+fn disk_to_proto(d: &DiskInfo) -> pb::resource::DiskInfo {
+    use pb::resource::disk_info;
+    pb::resource::DiskInfo {
+        persistence: d.persistence.as_ref().map(|p| disk_info::Persistence {
+            id: p.id.to_string(),
+            principal: p.principal.clone(),
+        }),
+        volume: d.volume.as_ref().map(|v| pb::Volume {
+            container_path: v.container_path.clone(),
+            host_path: v.host_path.clone(),
+            mode: match v.mode {
+                VolumeMode::Rw => pb::volume::Mode::Rw as i32,
+                VolumeMode::Ro => pb::volume::Mode::Ro as i32,
+            },
+            image: v.image.clone(),
+            source: v.source.clone(),
+        }),
+        source: d.source.as_ref().map(|s| disk_info::Source {
+            r#type: match s.kind {
+                DiskSourceType::Path => SourceType::Path as i32,
+                DiskSourceType::Mount => SourceType::Mount as i32,
+                DiskSourceType::Block => SourceType::Block as i32,
+                DiskSourceType::Raw => SourceType::Raw as i32,
+            },
+            path: s.path.as_ref().map(|p| disk_info::source::Path { root: p.root.clone() }),
+            mount: s.mount.as_ref().map(|m| disk_info::source::Mount { root: m.root.clone() }),
+            id: s.id.clone(),
+            metadata: s.metadata.as_ref().map(labels_to_proto),
+            profile: s.profile.clone(),
+            vendor: s.vendor.clone(),
+        }),
+    }
+}
+
+impl TryFrom<&pb::Resource> for Resource {
+    type Error = ResourceError;
+    fn try_from(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        Resource::from_proto(r)
+    }
+}
+
+impl From<&Resource> for pb::Resource {
+    fn from(r: &Resource) -> pb::Resource {
+        r.to_proto()
+    }
+}

@@ -1,0 +1,639 @@
+//! [`Resources`]: a combined collection of resources with Mesos's arithmetic (`research` A-4…A-10).
+//!
+//! * Adding merges a resource into the entry it is *addable* to (same metadata; scalars add,
+//!   ranges and sets union, identical shared volumes count copies), else appends it. Invalid or
+//!   empty resources are ignored, as in Mesos.
+//! * Subtracting takes from the entry it is *subtractable* from; an entry that becomes empty or
+//!   negative is removed; subtracting something absent is a no-op.
+//! * MOUNT and BLOCK disks, RAW disks with an id and persistent volumes never merge, and are only
+//!   subtracted whole.
+//! * `contains` consumes matched persistent volumes so one volume cannot satisfy two requests;
+//!   equality is mutual containment.
+//!
+//! Lookups go through a hash index of resource metadata once a collection has more than a few
+//! entries, so adding or subtracting a collection of `n` resources costs `O(n)`, not `O(n²)`
+//! as in Mesos. Entry order is insertion order until something is removed.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub, SubAssign};
+
+use rustc_hash::FxHashMap;
+
+use crate::resource::{DiskSourceType, ReservationInfo, ReservationType, Resource};
+use crate::value::{Ranges, Value};
+use crate::{Role, Scalar};
+
+/// Collections at least this long keep a hash index.
+const INDEX_THRESHOLD: usize = 8;
+
+#[derive(Clone, Debug)]
+struct Entry {
+    resource: Resource,
+    /// [`Resource::metadata_hash`], cached.
+    hash: u64,
+    /// Number of copies of a shared resource; 1 for others.
+    count: u64,
+}
+
+/// A combined collection of resources.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    entries: Vec<Entry>,
+    index: Option<FxHashMap<u64, Vec<u32>>>,
+}
+
+/// Mesos `addable(l, r)`.
+fn addable(l: &Resource, r: &Resource) -> bool {
+    if l.shared != r.shared {
+        return false;
+    }
+    if l.shared {
+        return l == r;
+    }
+    if !l.same_metadata(r) {
+        return false;
+    }
+    !whole_only(l)
+}
+
+/// Disks that are used whole: never merged, only subtracted when equal.
+fn whole_only(r: &Resource) -> bool {
+    let Some(disk) = &r.disk else { return false };
+    if disk.persistence.is_some() {
+        return true;
+    }
+    match &disk.source {
+        Some(s) => match s.kind {
+            DiskSourceType::Mount | DiskSourceType::Block => true,
+            DiskSourceType::Raw => s.id.is_some(),
+            DiskSourceType::Path => false,
+        },
+        None => false,
+    }
+}
+
+/// Mesos `subtractable(l, r)`.
+fn subtractable(l: &Resource, r: &Resource) -> bool {
+    if l.shared != r.shared {
+        return false;
+    }
+    if l.shared {
+        return l == r;
+    }
+    if !l.same_metadata(r) {
+        return false;
+    }
+    !whole_only(l) || l == r
+}
+
+/// Mesos `Resource_::contains`.
+fn entry_contains(l: &Entry, r: &Entry) -> bool {
+    if l.resource.shared != r.resource.shared {
+        return false;
+    }
+    if l.resource.shared {
+        return l.count >= r.count && l.resource == r.resource;
+    }
+    subtractable(&l.resource, &r.resource) && r.resource.value.le(&l.resource.value)
+}
+
+fn check_u32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+impl Resources {
+    /// An empty collection.
+    #[must_use]
+    pub fn new() -> Resources {
+        Resources::default()
+    }
+
+    /// Number of distinct entries (identical shared copies are one entry).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, each once.
+    pub fn iter(&self) -> impl Iterator<Item = &Resource> + '_ {
+        self.entries.iter().map(|e| &e.resource)
+    }
+
+    /// The entries with their copy counts (1 for non-shared resources).
+    pub fn iter_with_counts(&self) -> impl Iterator<Item = (&Resource, u64)> + '_ {
+        self.entries.iter().map(|e| (&e.resource, e.count))
+    }
+
+    /// Every resource, a shared one repeated once per copy.
+    pub fn iter_expanded(&self) -> impl Iterator<Item = &Resource> + '_ {
+        self.entries
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(&e.resource, usize::try_from(e.count).unwrap_or(usize::MAX)))
+    }
+
+    /// Copies of a shared resource held (0 if absent); 1 or 0 for others.
+    #[must_use]
+    pub fn count(&self, r: &Resource) -> u64 {
+        let hash = r.metadata_hash();
+        self.candidates(hash)
+            .find(|&i| self.entries.get(i).is_some_and(|e| e.resource == *r))
+            .and_then(|i| self.entries.get(i))
+            .map_or(0, |e| e.count)
+    }
+
+    fn candidates(&self, hash: u64) -> Box<dyn Iterator<Item = usize> + '_> {
+        match &self.index {
+            Some(index) => Box::new(
+                index
+                    .get(&hash)
+                    .map(|v| v.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&i| i as usize),
+            ),
+            None => Box::new(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, e)| e.hash == hash)
+                    .map(|(i, _)| i),
+            ),
+        }
+    }
+
+    fn find(&self, hash: u64, pred: impl Fn(&Entry) -> bool) -> Option<usize> {
+        match &self.index {
+            Some(index) => index
+                .get(&hash)?
+                .iter()
+                .map(|&i| i as usize)
+                .find(|&i| self.entries.get(i).is_some_and(&pred)),
+            None => self.entries.iter().position(|e| e.hash == hash && pred(e)),
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        let i = check_u32(self.entries.len());
+        let hash = entry.hash;
+        self.entries.push(entry);
+        if let Some(index) = &mut self.index {
+            index.entry(hash).or_default().push(i);
+        } else if self.entries.len() >= INDEX_THRESHOLD {
+            self.build_index();
+        }
+    }
+
+    fn build_index(&mut self) {
+        let mut index: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        index.reserve(self.entries.len());
+        for (i, e) in self.entries.iter().enumerate() {
+            index.entry(e.hash).or_default().push(check_u32(i));
+        }
+        self.index = Some(index);
+    }
+
+    fn remove(&mut self, i: usize) {
+        let last = self.entries.len().saturating_sub(1);
+        let Some(removed_hash) = self.entries.get(i).map(|e| e.hash) else { return };
+        let moved_hash = self.entries.get(last).map(|e| e.hash);
+        self.entries.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            if let Some(bucket) = index.get_mut(&removed_hash) {
+                bucket.retain(|&x| x as usize != i);
+                if bucket.is_empty() {
+                    index.remove(&removed_hash);
+                }
+            }
+            if i != last {
+                if let Some(bucket) = moved_hash.and_then(|h| index.get_mut(&h)) {
+                    for x in bucket.iter_mut() {
+                        if *x as usize == last {
+                            *x = check_u32(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_entry(&mut self, entry: Entry) {
+        if entry.resource.is_empty() || entry.count == 0 {
+            return;
+        }
+        let found = self.find(entry.hash, |e| addable(&e.resource, &entry.resource));
+        match found.and_then(|i| self.entries.get_mut(i)) {
+            Some(e) => {
+                if e.resource.shared {
+                    e.count = e.count.saturating_add(entry.count);
+                } else {
+                    e.resource.value.add_assign(&entry.resource.value);
+                }
+            }
+            None => self.push(entry),
+        }
+    }
+
+    fn subtract_entry(&mut self, entry: &Entry) {
+        if entry.resource.is_empty() {
+            return;
+        }
+        let Some(i) = self.find(entry.hash, |e| subtractable(&e.resource, &entry.resource)) else {
+            return;
+        };
+        let Some(e) = self.entries.get_mut(i) else { return };
+        let gone = if e.resource.shared {
+            e.count = e.count.saturating_sub(entry.count);
+            e.count == 0
+        } else {
+            e.resource.value.sub_assign(&entry.resource.value);
+            e.resource.is_empty()
+                || matches!(e.resource.value, Value::Scalar(s) if s < Scalar::ZERO)
+        };
+        if gone {
+            self.remove(i);
+        }
+    }
+
+    fn contains_entry(&self, entry: &Entry) -> bool {
+        self.find(entry.hash, |e| entry_contains(e, entry)).is_some()
+    }
+
+    fn entry_of(resource: Resource) -> Entry {
+        Entry { hash: resource.metadata_hash(), resource, count: 1 }
+    }
+
+    /// Adds one resource; invalid or empty resources are ignored (Mesos `+=`).
+    pub fn add_resource(&mut self, resource: Resource) {
+        if resource.is_valid() {
+            self.add_entry(Resources::entry_of(resource));
+        }
+    }
+
+    /// Subtracts one resource; invalid, empty or absent resources are ignored (Mesos `-=`).
+    pub fn subtract_resource(&mut self, resource: &Resource) {
+        if resource.is_valid() {
+            self.subtract_entry(&Resources::entry_of(resource.clone()));
+        }
+    }
+
+    /// Adds every entry of `other`.
+    pub fn add_all(&mut self, other: &Resources) {
+        for e in &other.entries {
+            self.add_entry(e.clone());
+        }
+    }
+
+    /// Subtracts every entry of `other`.
+    pub fn subtract_all(&mut self, other: &Resources) {
+        for e in &other.entries {
+            self.subtract_entry(e);
+        }
+    }
+
+    /// Mesos `contains(Resource)`: valid and held by one entry.
+    #[must_use]
+    pub fn contains_resource(&self, resource: &Resource) -> bool {
+        resource.is_valid() && self.contains_entry(&Resources::entry_of(resource.clone()))
+    }
+
+    /// Mesos `contains(Resources)`: every entry of `other` is held; each matched persistent
+    /// volume is consumed.
+    #[must_use]
+    pub fn contains(&self, other: &Resources) -> bool {
+        if !other.entries.iter().any(|e| e.resource.is_persistent_volume()) {
+            return other.entries.iter().all(|e| self.contains_entry(e));
+        }
+        let mut remaining = self.clone();
+        for e in &other.entries {
+            if !remaining.contains_entry(e) {
+                return false;
+            }
+            if e.resource.is_persistent_volume() {
+                remaining.subtract_entry(e);
+            }
+        }
+        true
+    }
+
+    /// The entries that satisfy `pred` (copy counts kept).
+    #[must_use]
+    pub fn filter(&self, pred: impl Fn(&Resource) -> bool) -> Resources {
+        let mut out = Resources::new();
+        for e in self.entries.iter().filter(|e| pred(&e.resource)) {
+            out.push(e.clone());
+        }
+        out
+    }
+
+    /// Unreserved resources.
+    #[must_use]
+    pub fn unreserved(&self) -> Resources {
+        self.filter(Resource::is_unreserved)
+    }
+
+    /// Reserved resources, to `role` if given.
+    #[must_use]
+    pub fn reserved(&self, role: Option<&str>) -> Resources {
+        self.filter(|r| r.is_reserved(role))
+    }
+
+    /// Revocable resources.
+    #[must_use]
+    pub fn revocable(&self) -> Resources {
+        self.filter(|r| r.revocable)
+    }
+
+    /// Non-revocable resources.
+    #[must_use]
+    pub fn non_revocable(&self) -> Resources {
+        self.filter(|r| !r.revocable)
+    }
+
+    /// Shared resources.
+    #[must_use]
+    pub fn shared(&self) -> Resources {
+        self.filter(|r| r.shared)
+    }
+
+    /// Non-shared resources.
+    #[must_use]
+    pub fn non_shared(&self) -> Resources {
+        self.filter(|r| !r.shared)
+    }
+
+    /// Persistent volumes.
+    #[must_use]
+    pub fn persistent_volumes(&self) -> Resources {
+        self.filter(Resource::is_persistent_volume)
+    }
+
+    /// Resources that may be allocated to `role` (unreserved, or reserved to it or an ancestor).
+    #[must_use]
+    pub fn allocatable_to(&self, role: &str) -> Resources {
+        self.filter(|r| r.is_allocatable_to(role))
+    }
+
+    /// Rebuilds the collection with every entry mapped by `f` (re-combining).
+    fn map(&self, f: impl Fn(&Resource) -> Resource) -> Resources {
+        let mut out = Resources::new();
+        for e in &self.entries {
+            let r = f(&e.resource);
+            out.add_entry(Entry { hash: r.metadata_hash(), resource: r, count: e.count });
+        }
+        out
+    }
+
+    /// Every reservation removed (Mesos `toUnreserved`).
+    #[must_use]
+    pub fn to_unreserved(&self) -> Resources {
+        self.map(|r| {
+            let mut r = r.clone();
+            r.reservations.clear();
+            r
+        })
+    }
+
+    /// The last reservation of every entry removed (Mesos `popReservation`); unreserved entries
+    /// stay as they are.
+    #[must_use]
+    pub fn pop_reservation(&self) -> Resources {
+        self.map(|r| r.pop_reservation().unwrap_or_else(|| r.clone()))
+    }
+
+    /// `reservation` pushed on every entry (Mesos `pushReservation`).
+    ///
+    /// # Errors
+    /// The first entry that the new stack would make invalid (e.g. not a refinement).
+    pub fn push_reservation(&self, reservation: &ReservationInfo) -> Result<Resources, crate::ResourceError> {
+        let mut out = Resources::new();
+        for e in &self.entries {
+            let mut r = e.resource.clone();
+            r.reservations.push(reservation.clone());
+            r.validate()?;
+            out.add_entry(Entry { hash: r.metadata_hash(), resource: r, count: e.count });
+        }
+        Ok(out)
+    }
+
+    /// Allocation info removed (Mesos `unallocate`).
+    #[must_use]
+    pub fn unallocate(&self) -> Resources {
+        self.map(|r| {
+            let mut r = r.clone();
+            r.allocation_info = None;
+            r
+        })
+    }
+
+    /// Allocated to `role` (Mesos `allocate`).
+    #[must_use]
+    pub fn allocate(&self, role: &str) -> Resources {
+        self.map(|r| {
+            let mut r = r.clone();
+            r.allocation_info = Some(crate::resource::AllocationInfo { role: Some(role.to_owned()) });
+            r
+        })
+    }
+
+    /// Total of the scalar resources named `name` (shared copies counted once, as in Mesos).
+    #[must_use]
+    pub fn scalar(&self, name: &str) -> Option<Scalar> {
+        let mut total = None;
+        for r in self.iter().filter(|r| &*r.name == name) {
+            if let Value::Scalar(s) = r.value {
+                total = Some(total.unwrap_or(Scalar::ZERO) + s);
+            }
+        }
+        total
+    }
+
+    /// Union of the range resources named `name`.
+    #[must_use]
+    pub fn ranges(&self, name: &str) -> Option<Ranges> {
+        let mut total: Option<Ranges> = None;
+        for r in self.iter().filter(|r| &*r.name == name) {
+            if let Value::Ranges(x) = &r.value {
+                total = Some(total.map_or_else(|| x.clone(), |t| t.union(x)));
+            }
+        }
+        total
+    }
+
+    /// Total `cpus`.
+    #[must_use]
+    pub fn cpus(&self) -> Option<Scalar> {
+        self.scalar("cpus")
+    }
+
+    /// Total `mem` (MB).
+    #[must_use]
+    pub fn mem(&self) -> Option<Scalar> {
+        self.scalar("mem")
+    }
+
+    /// Total `disk` (MB).
+    #[must_use]
+    pub fn disk(&self) -> Option<Scalar> {
+        self.scalar("disk")
+    }
+
+    /// Total `gpus`.
+    #[must_use]
+    pub fn gpus(&self) -> Option<Scalar> {
+        self.scalar("gpus")
+    }
+
+    /// All `ports`.
+    #[must_use]
+    pub fn ports(&self) -> Option<Ranges> {
+        self.ranges("ports")
+    }
+
+    /// Roles of the current reservations present.
+    #[must_use]
+    pub fn reservation_roles(&self) -> Vec<Role> {
+        let mut roles: Vec<Role> = self.iter().filter_map(|r| r.reservation_role().cloned()).collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+}
+
+impl Resource {
+    /// Fast structural validity check used when adding to a collection: the invariants the
+    /// types do not already guarantee (see [`Resource::validate`] for the error).
+    #[must_use]
+    pub fn is_valid(&self) -> bool {
+        if self.name.is_empty() {
+            return false;
+        }
+        if matches!(self.value, Value::Scalar(s) if s < Scalar::ZERO) {
+            return false;
+        }
+        if let Some(disk) = &self.disk {
+            if &*self.name != "disk" {
+                return false;
+            }
+            if let Some(s) = &disk.source {
+                if matches!(s.kind, DiskSourceType::Block | DiskSourceType::Raw)
+                    && (s.path.is_some() || s.mount.is_some())
+                {
+                    return false;
+                }
+            }
+        }
+        if self.shared && !self.is_persistent_volume() {
+            return false;
+        }
+        self.reservations.windows(2).all(|w| match w {
+            [parent, child] => {
+                child.kind == ReservationType::Dynamic && child.role.is_strict_subrole_of(&parent.role)
+            }
+            _ => true,
+        })
+    }
+}
+
+impl FromIterator<Resource> for Resources {
+    fn from_iter<I: IntoIterator<Item = Resource>>(iter: I) -> Resources {
+        let mut out = Resources::new();
+        for r in iter {
+            out.add_resource(r);
+        }
+        out
+    }
+}
+
+impl From<Resource> for Resources {
+    fn from(r: Resource) -> Resources {
+        let mut out = Resources::new();
+        out.add_resource(r);
+        out
+    }
+}
+
+impl PartialEq for Resources {
+    /// Mesos `==`: each contains the other.
+    fn eq(&self, other: &Resources) -> bool {
+        self.contains(other) && other.contains(self)
+    }
+}
+
+impl AddAssign<&Resources> for Resources {
+    fn add_assign(&mut self, rhs: &Resources) {
+        self.add_all(rhs);
+    }
+}
+
+impl SubAssign<&Resources> for Resources {
+    fn sub_assign(&mut self, rhs: &Resources) {
+        self.subtract_all(rhs);
+    }
+}
+
+impl AddAssign<Resource> for Resources {
+    fn add_assign(&mut self, rhs: Resource) {
+        self.add_resource(rhs);
+    }
+}
+
+impl SubAssign<&Resource> for Resources {
+    fn sub_assign(&mut self, rhs: &Resource) {
+        self.subtract_resource(rhs);
+    }
+}
+
+impl Add<&Resources> for &Resources {
+    type Output = Resources;
+    fn add(self, rhs: &Resources) -> Resources {
+        let mut out = self.clone();
+        out.add_all(rhs);
+        out
+    }
+}
+
+impl Sub<&Resources> for &Resources {
+    type Output = Resources;
+    fn sub(self, rhs: &Resources) -> Resources {
+        let mut out = self.clone();
+        out.subtract_all(rhs);
+        out
+    }
+}
+
+impl Add<&Resources> for Resources {
+    type Output = Resources;
+    fn add(mut self, rhs: &Resources) -> Resources {
+        self.add_all(rhs);
+        self
+    }
+}
+
+impl Sub<&Resources> for Resources {
+    type Output = Resources;
+    fn sub(mut self, rhs: &Resources) -> Resources {
+        self.subtract_all(rhs);
+        self
+    }
+}
+
+impl fmt::Display for Resources {
+    /// `a; b; c` as Mesos prints a collection.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for r in self.iter_expanded() {
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            r.fmt(f)?;
+        }
+        Ok(())
+    }
+}

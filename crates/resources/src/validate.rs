@@ -1,0 +1,290 @@
+//! Resource validation on the wire form, exactly in Mesos's order.
+//!
+//! * [`validate_resource`] — Mesos `Resources::validate(const Resource&)` (common validation):
+//!   value fields, DiskInfo placement and source, reservation format (legacy, refined and
+//!   endpoint forms), sharedness. Accepts either reservation format.
+//! * [`validate_list`] — the same over a list, naming the failing element.
+//! * [`validate_master`] — the master's `resource::validate`: common validation, then the `gpus`
+//!   total, persistent-volume and DiskInfo rules, and dynamically-reserved-revocable; run on the
+//!   upgraded (post-refinement) form.
+//!
+//! Where Mesos accepts malformed input by accident, berth is stricter and says so:
+//! overlapping ranges are refused whatever their order (Mesos only notices a later range
+//! starting inside an earlier one), non-finite scalars are refused, and a reservation of type
+//! `UNKNOWN` is refused anywhere in a stack.
+
+#![allow(deprecated)] // `Resource.role` is deprecated in Mesos but is part of the legacy format we read.
+
+use berth_proto::mesos::v1 as pb;
+use pb::resource::disk_info::source::Type as SourceType;
+use pb::resource::reservation_info::Type as ResType;
+use pb::value::Type as ValueType;
+
+use crate::error::{ResourceError, ValidationError};
+use crate::role::{is_strict_subrole, validate_role_name};
+use crate::{Scalar, persistence::validate_id};
+
+/// Mesos common validation of one resource (either reservation format).
+///
+/// # Errors
+/// The first [`ResourceError`] in Mesos's order.
+pub fn validate_resource(r: &pb::Resource) -> Result<(), ResourceError> {
+    if r.name.is_empty() {
+        return Err(ResourceError::EmptyName);
+    }
+    validate_value(r)?;
+    validate_disk(r)?;
+    validate_reservations(r)?;
+    if r.shared.is_some() {
+        if r.name != "disk" {
+            return Err(ResourceError::SharedNonDisk(r.name.clone()));
+        }
+        if r.disk.as_ref().and_then(|d| d.persistence.as_ref()).is_none() {
+            return Err(ResourceError::SharedNonPersistent);
+        }
+    }
+    Ok(())
+}
+
+fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
+    match ValueType::try_from(r.r#type) {
+        Ok(ValueType::Scalar) => {
+            let Some(scalar) = r.scalar.as_ref().filter(|_| r.ranges.is_none() && r.set.is_none())
+            else {
+                return Err(ResourceError::InvalidScalar);
+            };
+            let fixed = Scalar::from_f64(scalar.value)?;
+            if scalar.value != 0.0 && fixed.milli() <= 0 {
+                return Err(ResourceError::ScalarNotPositive);
+            }
+        }
+        Ok(ValueType::Ranges) => {
+            let Some(ranges) = r.ranges.as_ref().filter(|_| r.scalar.is_none() && r.set.is_none())
+            else {
+                return Err(ResourceError::InvalidRanges);
+            };
+            let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.range.len());
+            for range in &ranges.range {
+                if range.begin > range.end {
+                    return Err(ResourceError::RangeBeginAfterEnd);
+                }
+                spans.push((range.begin, range.end));
+            }
+            // Stricter than Mesos (research Q-1): any overlap, in any order, is refused.
+            spans.sort_unstable();
+            if spans.windows(2).any(|w| matches!(w, [a, b] if b.0 <= a.1)) {
+                return Err(ResourceError::OverlappingRanges);
+            }
+        }
+        Ok(ValueType::Set) => {
+            let Some(set) = r.set.as_ref().filter(|_| r.scalar.is_none() && r.ranges.is_none())
+            else {
+                return Err(ResourceError::InvalidSet);
+            };
+            let mut items: Vec<&str> = set.item.iter().map(String::as_str).collect();
+            items.sort_unstable();
+            if items.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
+                return Err(ResourceError::DuplicateSetItems);
+            }
+        }
+        Ok(ValueType::Text) => return Err(ResourceError::UnsupportedType),
+        Err(_) => return Err(ResourceError::InvalidType),
+    }
+    Ok(())
+}
+
+fn validate_disk(r: &pb::Resource) -> Result<(), ResourceError> {
+    let Some(disk) = &r.disk else { return Ok(()) };
+    if r.name != "disk" {
+        return Err(ResourceError::DiskInfoOnNonDisk(r.name.clone()));
+    }
+    if let Some(source) = &disk.source {
+        match SourceType::try_from(source.r#type) {
+            Ok(SourceType::Path | SourceType::Mount) => {}
+            Ok(t @ (SourceType::Block | SourceType::Raw)) => {
+                let kind = if t == SourceType::Block { "BLOCK" } else { "RAW" };
+                if source.mount.is_some() {
+                    return Err(ResourceError::SourceFieldNotAllowed { field: "Mount", kind });
+                }
+                if source.path.is_some() {
+                    return Err(ResourceError::SourceFieldNotAllowed { field: "Path", kind });
+                }
+            }
+            Ok(SourceType::Unknown) | Err(_) => {
+                return Err(ResourceError::UnsupportedSourceType(format!("{source:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_reservations(r: &pb::Resource) -> Result<(), ResourceError> {
+    if r.reservations.is_empty() {
+        // Pre-refinement format.
+        let role = r.role();
+        validate_role_name(role).map_err(ResourceError::Role)?;
+        if let Some(reservation) = &r.reservation {
+            if reservation.r#type.is_some() {
+                return Err(ResourceError::LegacyReservationField("type"));
+            }
+            if reservation.role.is_some() {
+                return Err(ResourceError::LegacyReservationField("role"));
+            }
+            if role == "*" {
+                return Err(ResourceError::StarDynamicallyReserved);
+            }
+        }
+        return Ok(());
+    }
+
+    // Post-refinement format.
+    for reservation in &r.reservations {
+        if reservation.r#type.is_none() {
+            return Err(ResourceError::ReservationFieldMissing("type"));
+        }
+        let Some(role) = reservation.role.as_deref() else {
+            return Err(ResourceError::ReservationFieldMissing("role"));
+        };
+        validate_role_name(role).map_err(ResourceError::ReservationRole)?;
+        if role == "*" {
+            return Err(ResourceError::StarReserved);
+        }
+    }
+    for pair in r.reservations.windows(2) {
+        let [parent, child] = pair else { continue };
+        if child.r#type() == ResType::Static {
+            return Err(ResourceError::RefinedStatic);
+        }
+        if !is_strict_subrole(child.role(), parent.role()) {
+            return Err(ResourceError::NotARefinement {
+                child: child.role().to_owned(),
+                parent: parent.role().to_owned(),
+            });
+        }
+    }
+
+    // Mixed ("endpoint") format: the legacy fields must agree with the stack.
+    if let [single] = r.reservations.as_slice() {
+        if let Some(role) = &r.role {
+            if role != single.role() {
+                return Err(ResourceError::FormatRoleMismatch {
+                    role: role.clone(),
+                    stack: single.role().to_owned(),
+                });
+            }
+        }
+        match ResType::try_from(single.r#type.unwrap_or_default()) {
+            Ok(ResType::Static) => {
+                if r.reservation.is_some() {
+                    return Err(ResourceError::FormatStaticWithReservation);
+                }
+            }
+            Ok(ResType::Dynamic) => {
+                if r.role.is_some() != r.reservation.is_some() {
+                    return Err(ResourceError::FormatDynamicPartial);
+                }
+                if let Some(legacy) = &r.reservation {
+                    if legacy.principal() != single.principal() {
+                        return Err(ResourceError::FormatPrincipalMismatch {
+                            legacy: legacy.principal().to_owned(),
+                            stack: single.principal().to_owned(),
+                        });
+                    }
+                    let empty = pb::Labels::default();
+                    let a = crate::convert::labels_from_proto(legacy.labels.as_ref().unwrap_or(&empty));
+                    let b = crate::convert::labels_from_proto(single.labels.as_ref().unwrap_or(&empty));
+                    if a != b {
+                        return Err(ResourceError::FormatLabelsMismatch);
+                    }
+                }
+            }
+            Ok(ResType::Unknown) | Err(_) => return Err(ResourceError::FormatUnknownReservationType),
+        }
+    } else {
+        if r.role.is_some() {
+            return Err(ResourceError::FormatRefinedWithLegacy("Resource.role"));
+        }
+        if r.reservation.is_some() {
+            return Err(ResourceError::FormatRefinedWithLegacy("Resource.reservation"));
+        }
+    }
+
+    // Stricter than Mesos: UNKNOWN (or an unknown number) anywhere in a stack.
+    if r
+        .reservations
+        .iter()
+        .any(|x| !matches!(ResType::try_from(x.r#type.unwrap_or_default()), Ok(ResType::Static | ResType::Dynamic)))
+    {
+        return Err(ResourceError::UnknownReservationType);
+    }
+    Ok(())
+}
+
+/// Common validation of every element of a list (Mesos `Resources::validate(list)`).
+///
+/// # Errors
+/// [`ValidationError::Resource`] naming the first invalid element.
+pub fn validate_list(list: &[pb::Resource]) -> Result<(), ValidationError> {
+    for (index, r) in list.iter().enumerate() {
+        validate_resource(r).map_err(|error| ValidationError::Resource {
+            index,
+            resource: crate::convert::render_proto(r),
+            error,
+        })?;
+    }
+    Ok(())
+}
+
+/// The master's resource validation (`resource::validate` in the master) of a list already
+/// in the post-refinement format (call [`crate::format::upgrade`] first).
+///
+/// # Errors
+/// The first failure, with the master's prefixes.
+pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
+    validate_list(list)?;
+
+    // gpus: the total must be whole.
+    let mut gpus = Scalar::ZERO;
+    for r in list.iter().filter(|r| r.name == "gpus" && r.r#type == ValueType::Scalar as i32) {
+        if let Some(s) = &r.scalar {
+            gpus += Scalar::from_f64(s.value).map_err(|e| ValidationError::Gpus(e.into()))?;
+        }
+    }
+    if !gpus.is_integral() {
+        return Err(ValidationError::Gpus(ResourceError::GpusNotInteger));
+    }
+
+    for r in list {
+        let Some(disk) = &r.disk else { continue };
+        if let Some(persistence) = &disk.persistence {
+            if r.revocable.is_some() {
+                return Err(ValidationError::Disk(ResourceError::PersistentRevocable));
+            }
+            if r.reservations.is_empty() {
+                return Err(ValidationError::Disk(ResourceError::PersistentUnreserved));
+            }
+            let Some(volume) = &disk.volume else {
+                return Err(ValidationError::Disk(ResourceError::PersistentWithoutVolume));
+            };
+            if volume.host_path.is_some() {
+                return Err(ValidationError::Disk(ResourceError::PersistentWithHostPath));
+            }
+            validate_id(&persistence.id)
+                .map_err(|e| ValidationError::Disk(ResourceError::PersistentInvalidId(e)))?;
+        } else if disk.volume.is_some() {
+            return Err(ValidationError::Disk(ResourceError::NonPersistentVolume));
+        } else if disk.source.is_none() {
+            return Err(ValidationError::Disk(ResourceError::EmptyDiskInfo));
+        }
+    }
+
+    for r in list {
+        let dynamic = r.reservations.last().is_some_and(|x| x.r#type() == ResType::Dynamic);
+        if dynamic && r.revocable.is_some() {
+            return Err(ValidationError::Reservation(ResourceError::DynamicRevocable(
+                crate::convert::render_proto(r),
+            )));
+        }
+    }
+    Ok(())
+}

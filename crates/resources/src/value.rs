@@ -1,0 +1,377 @@
+//! Resource values: scalars, port-style ranges and sets, with Mesos's arithmetic.
+//!
+//! [`Ranges`] are kept normalised (sorted, overlapping and adjacent ranges coalesced), which is
+//! the form Mesos reaches after any arithmetic; equality and containment are therefore linear.
+//! [`Set`] keeps insertion order (Mesos prints it that way) and never holds duplicates.
+
+use std::fmt;
+
+use crate::Scalar;
+
+/// An inclusive range `[begin, end]` with `begin <= end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Range {
+    begin: u64,
+    end: u64,
+}
+
+impl Range {
+    /// `[begin, end]`; `None` when `begin > end`.
+    #[must_use]
+    pub const fn new(begin: u64, end: u64) -> Option<Range> {
+        if begin <= end { Some(Range { begin, end }) } else { None }
+    }
+
+    /// First value.
+    #[must_use]
+    pub const fn begin(self) -> u64 {
+        self.begin
+    }
+
+    /// Last value.
+    #[must_use]
+    pub const fn end(self) -> u64 {
+        self.end
+    }
+}
+
+/// A normalised set of ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ranges(Vec<Range>);
+
+impl Ranges {
+    /// Builds normalised ranges from any ranges (overlaps allowed: this is the union).
+    #[must_use]
+    pub fn new(ranges: impl IntoIterator<Item = Range>) -> Ranges {
+        let mut v: Vec<Range> = ranges.into_iter().collect();
+        v.sort_unstable();
+        Ranges(coalesce_sorted(v))
+    }
+
+    /// The ranges, sorted and coalesced.
+    #[must_use]
+    pub fn ranges(&self) -> &[Range] {
+        &self.0
+    }
+
+    /// True when no value is covered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of values covered (saturating).
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |n, r| n.saturating_add(r.end - r.begin).saturating_add(1))
+    }
+
+    /// Union (Mesos `+`: coalescing, adjacent ranges merge).
+    #[must_use]
+    pub fn union(&self, other: &Ranges) -> Ranges {
+        let mut out = Vec::with_capacity(self.0.len() + other.0.len());
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => {
+                    if x <= y {
+                        a.next()
+                    } else {
+                        b.next()
+                    }
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            if let Some(&r) = next {
+                push_coalescing(&mut out, r);
+            }
+        }
+        Ranges(out)
+    }
+
+    /// Difference (Mesos `-`: allowed even when `other` is not a subset).
+    #[must_use]
+    pub fn difference(&self, other: &Ranges) -> Ranges {
+        let mut out = Vec::with_capacity(self.0.len());
+        let mut j = 0usize;
+        let sub = &other.0;
+        for &r in &self.0 {
+            let mut begin = r.begin;
+            let end = r.end;
+            // Skip subtrahend ranges entirely before this one.
+            while sub.get(j).is_some_and(|s| s.end < begin) {
+                j += 1;
+            }
+            let mut k = j;
+            let mut alive = true;
+            while let Some(s) = sub.get(k) {
+                if s.begin > end {
+                    break;
+                }
+                if s.begin > begin {
+                    out.push(Range { begin, end: s.begin - 1 });
+                }
+                if s.end >= end {
+                    alive = false;
+                    break;
+                }
+                begin = s.end + 1;
+                k += 1;
+            }
+            if alive {
+                out.push(Range { begin, end });
+            }
+        }
+        Ranges(out)
+    }
+
+    /// Subset test (Mesos `<=`): every range of `self` lies inside one range of `other`.
+    #[must_use]
+    pub fn is_subset(&self, other: &Ranges) -> bool {
+        let mut j = 0usize;
+        for r in &self.0 {
+            while other.0.get(j).is_some_and(|o| o.end < r.begin) {
+                j += 1;
+            }
+            match other.0.get(j) {
+                Some(o) if o.begin <= r.begin && r.end <= o.end => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+fn push_coalescing(out: &mut Vec<Range>, r: Range) {
+    if let Some(last) = out.last_mut() {
+        if r.begin <= last.end.saturating_add(1) {
+            last.end = last.end.max(r.end);
+            return;
+        }
+    }
+    out.push(r);
+}
+
+fn coalesce_sorted(v: Vec<Range>) -> Vec<Range> {
+    let mut out = Vec::with_capacity(v.len());
+    for r in v {
+        push_coalescing(&mut out, r);
+    }
+    out
+}
+
+impl fmt::Display for Ranges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}-{}", r.begin, r.end)?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A set of distinct strings, in insertion order.
+#[derive(Clone, Debug, Default, Eq)]
+pub struct Set(Vec<String>);
+
+impl Set {
+    /// A set from items; duplicates are dropped (validation refuses them earlier).
+    #[must_use]
+    pub fn new(items: impl IntoIterator<Item = String>) -> Set {
+        let mut out: Vec<String> = Vec::new();
+        for item in items {
+            if !out.contains(&item) {
+                out.push(item);
+            }
+        }
+        Set(out)
+    }
+
+    /// The items.
+    #[must_use]
+    pub fn items(&self) -> &[String] {
+        &self.0
+    }
+
+    /// True when empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Union: left items, then new right items.
+    #[must_use]
+    pub fn union(&self, other: &Set) -> Set {
+        let mut out = self.0.clone();
+        for item in &other.0 {
+            if !out.contains(item) {
+                out.push(item.clone());
+            }
+        }
+        Set(out)
+    }
+
+    /// Items of `self` not in `other`.
+    #[must_use]
+    pub fn difference(&self, other: &Set) -> Set {
+        Set(self.0.iter().filter(|i| !other.0.contains(i)).cloned().collect())
+    }
+
+    /// Every item of `self` is in `other`.
+    #[must_use]
+    pub fn is_subset(&self, other: &Set) -> bool {
+        self.0.len() <= other.0.len() && self.0.iter().all(|i| other.0.contains(i))
+    }
+}
+
+/// Order-insensitive (Mesos compares positionally, `research` Q-2; berth compares as sets).
+impl PartialEq for Set {
+    fn eq(&self, other: &Set) -> bool {
+        self.0.len() == other.0.len() && self.is_subset(other)
+    }
+}
+
+impl std::hash::Hash for Set {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Order-insensitive, consistent with `PartialEq`.
+        let mut acc = 0u64;
+        for item in &self.0 {
+            acc = acc.wrapping_add(crate::hash::fx_str(item));
+        }
+        state.write_u64(acc);
+    }
+}
+
+impl fmt::Display for Set {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{{}}}", self.0.join(", "))
+    }
+}
+
+/// The value of a resource.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// `SCALAR`.
+    Scalar(Scalar),
+    /// `RANGES`.
+    Ranges(Ranges),
+    /// `SET`.
+    Set(Set),
+}
+
+/// The type of a [`Value`], `Value.Type` in Mesos.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValueType {
+    /// `SCALAR`.
+    Scalar,
+    /// `RANGES`.
+    Ranges,
+    /// `SET`.
+    Set,
+}
+
+impl Value {
+    /// The type.
+    #[must_use]
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::Scalar(_) => ValueType::Scalar,
+            Value::Ranges(_) => ValueType::Ranges,
+            Value::Set(_) => ValueType::Set,
+        }
+    }
+
+    /// Mesos `isEmpty`: zero scalar, no ranges, no items.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Value::Scalar(s) => s.is_zero(),
+            Value::Ranges(r) => r.is_empty(),
+            Value::Set(s) => s.is_empty(),
+        }
+    }
+
+    /// `self <= other` for values of the same type; `false` across types.
+    #[must_use]
+    pub fn le(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => a <= b,
+            (Value::Ranges(a), Value::Ranges(b)) => a.is_subset(b),
+            (Value::Set(a), Value::Set(b)) => a.is_subset(b),
+            _ => false,
+        }
+    }
+
+    /// Adds `other` in place (same type; other types are ignored).
+    pub fn add_assign(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => *a += *b,
+            (Value::Ranges(a), Value::Ranges(b)) => *a = a.union(b),
+            (Value::Set(a), Value::Set(b)) => *a = a.union(b),
+            _ => {}
+        }
+    }
+
+    /// Subtracts `other` in place (same type; other types are ignored).
+    pub fn sub_assign(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => *a -= *b,
+            (Value::Ranges(a), Value::Ranges(b)) => *a = a.difference(b),
+            (Value::Set(a), Value::Set(b)) => *a = a.difference(b),
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Scalar(s) => s.fmt(f),
+            Value::Ranges(r) => r.fmt(f),
+            Value::Set(s) => s.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(v: &[(u64, u64)]) -> Ranges {
+        Ranges::new(v.iter().filter_map(|&(b, e)| Range::new(b, e)))
+    }
+
+    #[test]
+    fn ranges_arithmetic() {
+        assert_eq!(rs(&[(1, 2)]).union(&rs(&[(3, 4)])), rs(&[(1, 4)]));
+        assert_eq!(rs(&[(1, 2), (3, 4)]).ranges().len(), 1);
+        assert_eq!(
+            rs(&[(20000, 40000)]).difference(&rs(&[(10000, 20000), (30000, 50000)])),
+            rs(&[(20001, 29999)])
+        );
+        assert_eq!(rs(&[(1, 10)]).difference(&rs(&[(3, 4), (6, 6)])), rs(&[(1, 2), (5, 5), (7, 10)]));
+        assert!(rs(&[(2, 3), (5, 6)]).is_subset(&rs(&[(1, 10)])));
+        assert!(!rs(&[(2, 3), (5, 12)]).is_subset(&rs(&[(1, 10)])));
+        assert!(!rs(&[(1, 10)]).is_subset(&rs(&[(1, 4), (6, 10)])));
+        assert_eq!(rs(&[(0, u64::MAX)]).difference(&rs(&[(0, u64::MAX)])), rs(&[]));
+        assert_eq!(rs(&[(0, u64::MAX)]).len(), u64::MAX);
+    }
+
+    #[test]
+    fn sets() {
+        let a = Set::new(["a".to_string(), "b".to_string()]);
+        let b = Set::new(["b".to_string(), "a".to_string()]);
+        assert_eq!(a, b);
+        assert!(a.is_subset(&b));
+        let c = Set::new(["c".to_string()]);
+        assert_eq!(a.union(&c).items().len(), 3);
+        assert_eq!(a.union(&c).difference(&b), c);
+    }
+}
