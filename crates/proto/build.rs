@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("berth_descriptor_set.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    prost_build::Config::new().enable_type_names().compile_fds(fds)?;
+    prost_build::Config::new()
+        .enable_type_names()
+        .compile_fds(fds)?;
     Ok(())
 }

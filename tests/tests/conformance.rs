@@ -12,17 +12,28 @@ fn report(kind: &str, total: usize, failures: &[(String, String)]) {
         println!("  FAIL {name}: {why}");
     }
     assert!(total > 0, "{kind}: no vectors found");
-    assert!(failures.is_empty(), "{kind}: {} of {total} vectors fail", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{kind}: {} of {total} vectors fail",
+        failures.len()
+    );
 }
 
 #[test]
 fn resource_validation_vectors() {
     let text = read_vectors("operations.json").unwrap_or_else(|e| panic!("{e}"));
     let vectors = load_operation_vectors(&text).unwrap_or_else(|e| panic!("operations.json: {e}"));
-    let selected: Vec<_> = vectors.iter().filter(|v| v.category == "resource_validation").collect();
+    let selected: Vec<_> = vectors
+        .iter()
+        .filter(|v| v.category == "resource_validation")
+        .collect();
     let failures: Vec<(String, String)> = selected
         .iter()
-        .filter_map(|v| check_resource_validation(v).err().map(|e| (v.name.clone(), e)))
+        .filter_map(|v| {
+            check_resource_validation(v)
+                .err()
+                .map(|e| (v.name.clone(), e))
+        })
         .collect();
     report("resource_validation", selected.len(), &failures);
 }

@@ -8,7 +8,7 @@ use prost::Message as _;
 use serde::de::Error as _;
 use serde_json::Value as Json;
 
-use crate::error::{Error, JsonError, ValidationError};
+use crate::error::{InputError, JsonError, ValidationError};
 use crate::json::{from_json_value, to_json_value};
 use crate::{Resource, Resources, format, validate};
 
@@ -16,8 +16,8 @@ impl Resource {
     /// Reads one resource from Mesos JSON (either format).
     ///
     /// # Errors
-    /// [`Error::Json`] (stage `parse`) or [`Error::Resource`] (stage `validate`).
-    pub fn from_json(json: &Json) -> Result<Resource, Error> {
+    /// [`InputError::Json`] (stage `parse`) or [`InputError::Resource`] (stage `validate`).
+    pub fn from_json(json: &Json) -> Result<Resource, InputError> {
         let raw: pb::Resource = from_json_value(json)?;
         Ok(Resource::from_proto(&raw)?)
     }
@@ -31,8 +31,8 @@ impl Resource {
     /// Mesos JSON, legacy (pre-refinement) format.
     ///
     /// # Errors
-    /// [`Error::Downgrade`] for refined reservations.
-    pub fn to_json_legacy(&self) -> Result<Json, Error> {
+    /// [`InputError::Downgrade`] for refined reservations.
+    pub fn to_json_legacy(&self) -> Result<Json, InputError> {
         Ok(to_json_value(&self.to_proto_legacy()?))
     }
 
@@ -46,7 +46,7 @@ impl Resource {
     ///
     /// # Errors
     /// [`JsonError::Decode`] for bytes that do not decode, else as [`Resource::from_proto`].
-    pub fn decode(bytes: &[u8]) -> Result<Resource, Error> {
+    pub fn decode(bytes: &[u8]) -> Result<Resource, InputError> {
         let raw = pb::Resource::decode(bytes).map_err(|e| JsonError::Decode(e.to_string()))?;
         Ok(Resource::from_proto(&raw)?)
     }
@@ -68,8 +68,8 @@ impl Resources {
     /// naming it. Use `FromIterator` to get Mesos's "drop invalid" behaviour instead.
     ///
     /// # Errors
-    /// [`Error::Validation`] for the first invalid element.
-    pub fn from_proto_list(list: &[pb::Resource]) -> Result<Resources, Error> {
+    /// [`InputError::Validation`] for the first invalid element.
+    pub fn from_proto_list(list: &[pb::Resource]) -> Result<Resources, InputError> {
         validate::validate_list(list)?;
         let mut out = Resources::new();
         for (index, raw) in list.iter().enumerate() {
@@ -89,7 +89,7 @@ impl Resources {
     ///
     /// # Errors
     /// As [`parse_proto_list`] and [`Resources::from_proto_list`].
-    pub fn from_json(json: &Json) -> Result<Resources, Error> {
+    pub fn from_json(json: &Json) -> Result<Resources, InputError> {
         Resources::from_proto_list(&parse_proto_list(json)?)
     }
 
@@ -108,9 +108,12 @@ impl Resources {
     /// Mesos JSON array (legacy format).
     ///
     /// # Errors
-    /// [`Error::Downgrade`] for refined reservations.
-    pub fn to_json_legacy(&self) -> Result<Json, Error> {
-        self.iter_expanded().map(Resource::to_json_legacy).collect::<Result<Vec<_>, _>>().map(Json::Array)
+    /// [`InputError::Downgrade`] for refined reservations.
+    pub fn to_json_legacy(&self) -> Result<Json, InputError> {
+        self.iter_expanded()
+            .map(Resource::to_json_legacy)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Json::Array)
     }
 }
 

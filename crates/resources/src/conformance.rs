@@ -68,13 +68,19 @@ impl StageError {
     /// A parse-stage failure.
     #[must_use]
     pub fn parse(e: &JsonError) -> StageError {
-        StageError { stage: "parse", message: e.to_string() }
+        StageError {
+            stage: "parse",
+            message: e.to_string(),
+        }
     }
 
     /// A validate-stage failure.
     #[must_use]
     pub fn validate(e: &impl std::fmt::Display) -> StageError {
-        StageError { stage: "validate", message: e.to_string() }
+        StageError {
+            stage: "validate",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -86,18 +92,24 @@ pub fn check_outcome(expect: &Json, actual: &Result<(), StageError>) -> Result<(
     let want_valid = expect.get("valid").and_then(Json::as_bool).unwrap_or(true);
     match (want_valid, actual) {
         (true, Ok(())) => Ok(()),
-        (true, Err(e)) => Err(format!("expected valid, failed at {}: {}", e.stage, e.message)),
+        (true, Err(e)) => Err(format!(
+            "expected valid, failed at {}: {}",
+            e.stage, e.message
+        )),
         (false, Ok(())) => Err("expected a failure, but it was accepted".to_owned()),
         (false, Err(e)) => {
-            if let Some(stage) = expect.get("stage").and_then(Json::as_str) {
-                if stage != e.stage {
-                    return Err(format!("expected stage {stage}, failed at {}: {}", e.stage, e.message));
-                }
+            if let Some(stage) = expect.get("stage").and_then(Json::as_str)
+                && stage != e.stage
+            {
+                return Err(format!(
+                    "expected stage {stage}, failed at {}: {}",
+                    e.stage, e.message
+                ));
             }
-            if let Some(sub) = expect.get("error_contains").and_then(Json::as_str) {
-                if !e.message.contains(sub) {
-                    return Err(format!("error {:?} does not contain {sub:?}", e.message));
-                }
+            if let Some(sub) = expect.get("error_contains").and_then(Json::as_str)
+                && !e.message.contains(sub)
+            {
+                return Err(format!("error {:?} does not contain {sub:?}", e.message));
             }
             Ok(())
         }
@@ -138,9 +150,13 @@ pub fn json_equal(a: &Json, b: &Json) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => x == y,
         },
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b)),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b))
+        }
         (Json::Object(x), Json::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
@@ -148,7 +164,11 @@ pub fn json_equal(a: &Json, b: &Json) -> bool {
 
 fn validate_vector(v: &OperationVector) -> Result<Vec<pb::Resource>, StageError> {
     let list = parse_list(&v.resources)?;
-    let level = v.context.get("level").and_then(Json::as_str).unwrap_or("resource");
+    let level = v
+        .context
+        .get("level")
+        .and_then(Json::as_str)
+        .unwrap_or("resource");
     for r in &list {
         validate::validate_resource(r).map_err(|e| StageError::validate(&e))?;
     }
@@ -166,7 +186,10 @@ fn validate_vector(v: &OperationVector) -> Result<Vec<pb::Resource>, StageError>
 /// A description of the mismatch.
 pub fn check_resource_validation(v: &OperationVector) -> Result<(), String> {
     let result = validate_vector(v);
-    check_outcome(&v.expect, &result.as_ref().map(|_| ()).map_err(Clone::clone))?;
+    check_outcome(
+        &v.expect,
+        &result.as_ref().map(|_| ()).map_err(Clone::clone),
+    )?;
     let Ok(list) = result else { return Ok(()) };
 
     let resources: Vec<Resource> = list
@@ -183,12 +206,20 @@ pub fn check_resource_validation(v: &OperationVector) -> Result<(), String> {
     }
     let downgraded: Result<Vec<Json>, _> = resources.iter().map(Resource::to_json_legacy).collect();
     if let Some(want) = v.expect.get("downgraded") {
-        let got = Json::Array(downgraded.clone().map_err(|e| format!("downgrade failed: {e}"))?);
+        let got = Json::Array(
+            downgraded
+                .clone()
+                .map_err(|e| format!("downgrade failed: {e}"))?,
+        );
         if !json_equal(&got, want) {
             return Err(format!("downgraded: got {got}, want {want}"));
         }
     }
-    if let Some(sub) = v.expect.get("downgrade_error_contains").and_then(Json::as_str) {
+    if let Some(sub) = v
+        .expect
+        .get("downgrade_error_contains")
+        .and_then(Json::as_str)
+    {
         match downgraded {
             Ok(_) => return Err("downgrade succeeded, expected an error".to_owned()),
             Err(e) if !e.to_string().contains(sub) => {
@@ -200,7 +231,8 @@ pub fn check_resource_validation(v: &OperationVector) -> Result<(), String> {
 
     // Every valid vector also round-trips through protobuf bytes.
     for r in &resources {
-        let back = Resource::decode(&r.encode_to_vec()).map_err(|e| format!("protobuf round trip: {e}"))?;
+        let back = Resource::decode(&r.encode_to_vec())
+            .map_err(|e| format!("protobuf round trip: {e}"))?;
         if !back.identical(r) {
             return Err(format!("protobuf round trip changed {r}"));
         }
@@ -219,9 +251,17 @@ pub fn check_arithmetic(v: &ArithmeticVector) -> Result<(), String> {
         "add" => &left + &right,
         "subtract" => &left - &right,
         "contains" => {
-            let want = v.expect.get("contains").and_then(Json::as_bool).ok_or("no expect.contains")?;
+            let want = v
+                .expect
+                .get("contains")
+                .and_then(Json::as_bool)
+                .ok_or("no expect.contains")?;
             let got = left.contains(&right);
-            return if got == want { Ok(()) } else { Err(format!("contains: got {got}, want {want}")) };
+            return if got == want {
+                Ok(())
+            } else {
+                Err(format!("contains: got {got}, want {want}"))
+            };
         }
         other => return Err(format!("unknown op {other}")),
     };
@@ -229,10 +269,10 @@ pub fn check_arithmetic(v: &ArithmeticVector) -> Result<(), String> {
     if result != want {
         return Err(format!("result: got [{result}], want [{want}]"));
     }
-    if let Some(size) = v.expect.get("size").and_then(Json::as_u64) {
-        if result.len() as u64 != size {
-            return Err(format!("size: got {}, want {size}", result.len()));
-        }
+    if let Some(size) = v.expect.get("size").and_then(Json::as_u64)
+        && result.len() as u64 != size
+    {
+        return Err(format!("size: got {}, want {size}", result.len()));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use pb::resource::disk_info::source::Type as SourceType;
 use pb::resource::reservation_info::Type as ResType;
 use pb::value::Type as PbValueType;
 
-use crate::error::{Error, ResourceError};
+use crate::error::{InputError, ResourceError};
 use crate::resource::{
     AllocationInfo, DiskInfo, DiskSource, DiskSourceType, Label, Labels, Persistence,
     ReservationInfo, ReservationType, Resource, SourceRoot, Volume, VolumeMode,
@@ -22,12 +22,27 @@ use crate::value::{Range, Ranges, Set, Value};
 use crate::{PersistenceId, Role, Scalar, format};
 
 pub(crate) fn labels_from_proto(l: &pb::Labels) -> Labels {
-    Labels(l.labels.iter().map(|l| Label { key: l.key.clone(), value: l.value.clone() }).collect())
+    Labels(
+        l.labels
+            .iter()
+            .map(|l| Label {
+                key: l.key.clone(),
+                value: l.value.clone(),
+            })
+            .collect(),
+    )
 }
 
 fn labels_to_proto(l: &Labels) -> pb::Labels {
     pb::Labels {
-        labels: l.0.iter().map(|l| pb::Label { key: l.key.clone(), value: l.value.clone() }).collect(),
+        labels: l
+            .0
+            .iter()
+            .map(|l| pb::Label {
+                key: l.key.clone(),
+                value: l.value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -105,7 +120,9 @@ impl Resource {
             disk,
             revocable: r.revocable.is_some(),
             shared: r.shared.is_some(),
-            allocation_info: r.allocation_info.as_ref().map(|a| AllocationInfo { role: a.role.clone() }),
+            allocation_info: r.allocation_info.as_ref().map(|a| AllocationInfo {
+                role: a.role.clone(),
+            }),
             provider_id: r.provider_id.as_ref().map(|p| p.value.clone()),
         })
     }
@@ -128,13 +145,18 @@ impl Resource {
                     range: rs
                         .ranges()
                         .iter()
-                        .map(|x| pb::value::Range { begin: x.begin(), end: x.end() })
+                        .map(|x| pb::value::Range {
+                            begin: x.begin(),
+                            end: x.end(),
+                        })
                         .collect(),
                 });
             }
             Value::Set(s) => {
                 out.r#type = PbValueType::Set as i32;
-                out.set = Some(pb::value::Set { item: s.items().to_vec() });
+                out.set = Some(pb::value::Set {
+                    item: s.items().to_vec(),
+                });
             }
         }
         out.reservations = self
@@ -156,16 +178,21 @@ impl Resource {
         out.allocation_info = self
             .allocation_info
             .as_ref()
-            .map(|a| pb::resource::AllocationInfo { role: a.role.clone() });
-        out.provider_id = self.provider_id.as_ref().map(|p| pb::ResourceProviderId { value: p.clone() });
+            .map(|a| pb::resource::AllocationInfo {
+                role: a.role.clone(),
+            });
+        out.provider_id = self
+            .provider_id
+            .as_ref()
+            .map(|p| pb::ResourceProviderId { value: p.clone() });
         out
     }
 
     /// Writes the legacy (pre-refinement) wire form.
     ///
     /// # Errors
-    /// [`Error::Downgrade`] for refined reservations.
-    pub fn to_proto_legacy(&self) -> Result<pb::Resource, Error> {
+    /// [`InputError::Downgrade`] for refined reservations.
+    pub fn to_proto_legacy(&self) -> Result<pb::Resource, InputError> {
         let mut out = self.to_proto();
         format::downgrade(&mut out)?;
         Ok(out)
@@ -215,15 +242,23 @@ fn disk_from_proto(d: &pb::resource::DiskInfo) -> Result<DiskInfo, ResourceError
                     return Err(ResourceError::UnsupportedSourceType(format!("{s:?}")));
                 }
             },
-            path: s.path.as_ref().map(|p| SourceRoot { root: p.root.clone() }),
-            mount: s.mount.as_ref().map(|m| SourceRoot { root: m.root.clone() }),
+            path: s.path.as_ref().map(|p| SourceRoot {
+                root: p.root.clone(),
+            }),
+            mount: s.mount.as_ref().map(|m| SourceRoot {
+                root: m.root.clone(),
+            }),
             id: s.id.clone(),
             metadata: s.metadata.as_ref().map(labels_from_proto),
             profile: s.profile.clone(),
             vendor: s.vendor.clone(),
         }),
     };
-    Ok(DiskInfo { persistence, volume, source })
+    Ok(DiskInfo {
+        persistence,
+        volume,
+        source,
+    })
 }
 
 fn disk_to_proto(d: &DiskInfo) -> pb::resource::DiskInfo {
@@ -250,8 +285,12 @@ fn disk_to_proto(d: &DiskInfo) -> pb::resource::DiskInfo {
                 DiskSourceType::Block => SourceType::Block as i32,
                 DiskSourceType::Raw => SourceType::Raw as i32,
             },
-            path: s.path.as_ref().map(|p| disk_info::source::Path { root: p.root.clone() }),
-            mount: s.mount.as_ref().map(|m| disk_info::source::Mount { root: m.root.clone() }),
+            path: s.path.as_ref().map(|p| disk_info::source::Path {
+                root: p.root.clone(),
+            }),
+            mount: s.mount.as_ref().map(|m| disk_info::source::Mount {
+                root: m.root.clone(),
+            }),
             id: s.id.clone(),
             metadata: s.metadata.as_ref().map(labels_to_proto),
             profile: s.profile.clone(),

@@ -100,7 +100,10 @@ pub enum ResourceError {
     #[error("DiskInfo should not be set for {0} resource")]
     DiskInfoOnNonDisk(String),
     #[error("{field} should not be set for {kind} disk source")]
-    SourceFieldNotAllowed { field: &'static str, kind: &'static str },
+    SourceFieldNotAllowed {
+        field: &'static str,
+        kind: &'static str,
+    },
     #[error("Unsupported 'DiskInfo.Source.Type' in '{0}'")]
     UnsupportedSourceType(String),
     #[error("Invalid role: {0}")]
@@ -215,7 +218,9 @@ impl ValidationError {
     pub fn resource_error(&self) -> &ResourceError {
         match self {
             ValidationError::Resource { error, .. } => error,
-            ValidationError::Gpus(e) | ValidationError::Disk(e) | ValidationError::Reservation(e) => e,
+            ValidationError::Gpus(e)
+            | ValidationError::Disk(e)
+            | ValidationError::Reservation(e) => e,
         }
     }
 }
@@ -270,7 +275,7 @@ pub enum JsonError {
 /// Any failure to turn input into berth resources: the JSON/protobuf cannot be read (stage
 /// `parse`), or it reads but is not a valid resource (stage `validate`).
 #[derive(Debug, Clone, PartialEq, Error)]
-pub enum Error {
+pub enum InputError {
     /// Could not be parsed.
     #[error(transparent)]
     Json(#[from] JsonError),
@@ -293,13 +298,15 @@ pub enum Error {
     Downgrade,
 }
 
-impl Error {
+impl InputError {
     /// `"parse"` or `"validate"`: the stage that failed, as the conformance vectors name it.
     #[must_use]
     pub fn stage(&self) -> &'static str {
         match self {
-            Error::Json(_) | Error::Text { .. } => "parse",
-            Error::Resource(_) | Error::Validation(_) | Error::Downgrade => "validate",
+            InputError::Json(_) | InputError::Text { .. } => "parse",
+            InputError::Resource(_) | InputError::Validation(_) | InputError::Downgrade => {
+                "validate"
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 use berth_proto::mesos::v1 as pb;
 use pb::resource::reservation_info::Type as ResType;
 
-use crate::error::Error;
+use crate::error::InputError;
 
 /// Converts a validated resource to the post-refinement format, in place.
 pub fn upgrade(r: &mut pb::Resource) {
@@ -45,9 +45,9 @@ pub fn upgrade(r: &mut pb::Resource) {
 /// Converts a post-refinement resource to the legacy format, in place.
 ///
 /// # Errors
-/// [`Error::Downgrade`] when the stack has more than one reservation (the resource is left as
+/// [`InputError::Downgrade`] when the stack has more than one reservation (the resource is left as
 /// it was).
-pub fn downgrade(r: &mut pb::Resource) -> Result<(), Error> {
+pub fn downgrade(r: &mut pb::Resource) -> Result<(), InputError> {
     match r.reservations.len() {
         0 => {
             r.role = Some("*".to_owned());
@@ -64,7 +64,7 @@ pub fn downgrade(r: &mut pb::Resource) -> Result<(), Error> {
                 labels: info.labels,
             });
         }
-        _ => return Err(Error::Downgrade),
+        _ => return Err(InputError::Downgrade),
     }
     Ok(())
 }

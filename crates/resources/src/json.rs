@@ -41,7 +41,8 @@ where
 {
     let desc = descriptor(&T::full_name())?;
     let msg = parse_message(&desc, json, desc.name())?;
-    msg.transcode_to::<T>().map_err(|e| JsonError::Decode(e.to_string()))
+    msg.transcode_to::<T>()
+        .map_err(|e| JsonError::Decode(e.to_string()))
 }
 
 /// Parses Mesos JSON text into a wire message.
@@ -82,13 +83,19 @@ fn json_kind(v: &Json) -> &'static str {
     }
 }
 
-fn parse_message(desc: &MessageDescriptor, json: &Json, path: &str) -> Result<DynamicMessage, JsonError> {
+fn parse_message(
+    desc: &MessageDescriptor,
+    json: &Json,
+    path: &str,
+) -> Result<DynamicMessage, JsonError> {
     let Json::Object(obj) = json else {
         return Err(JsonError::NotObject(path.to_owned()));
     };
     let mut msg = DynamicMessage::new(desc.clone());
     for field in desc.fields() {
-        let Some(v) = obj.get(field.name()) else { continue };
+        let Some(v) = obj.get(field.name()) else {
+            continue;
+        };
         if v.is_null() {
             continue;
         }
@@ -131,7 +138,9 @@ fn parse_map(
     path: &str,
 ) -> Result<std::collections::HashMap<MapKey, PValue>, JsonError> {
     let Kind::Message(entry) = field.kind() else {
-        return Err(JsonError::Decode(format!("map field {path} without an entry message")));
+        return Err(JsonError::Decode(format!(
+            "map field {path} without an entry message"
+        )));
     };
     let key_field = entry.map_entry_key_field();
     let value_field = entry.map_entry_value_field();
@@ -143,18 +152,28 @@ fn parse_map(
         let key = match key_field.kind() {
             Kind::String => MapKey::String(k.clone()),
             Kind::Bool => MapKey::Bool(k == "true"),
-            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => MapKey::I32(
-                k.parse().map_err(|_| JsonError::BadNumber { field: path.to_owned(), value: k.clone() })?,
-            ),
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => MapKey::I64(
-                k.parse().map_err(|_| JsonError::BadNumber { field: path.to_owned(), value: k.clone() })?,
-            ),
-            Kind::Uint32 | Kind::Fixed32 => MapKey::U32(
-                k.parse().map_err(|_| JsonError::BadNumber { field: path.to_owned(), value: k.clone() })?,
-            ),
-            _ => MapKey::U64(
-                k.parse().map_err(|_| JsonError::BadNumber { field: path.to_owned(), value: k.clone() })?,
-            ),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+                MapKey::I32(k.parse().map_err(|_| JsonError::BadNumber {
+                    field: path.to_owned(),
+                    value: k.clone(),
+                })?)
+            }
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+                MapKey::I64(k.parse().map_err(|_| JsonError::BadNumber {
+                    field: path.to_owned(),
+                    value: k.clone(),
+                })?)
+            }
+            Kind::Uint32 | Kind::Fixed32 => {
+                MapKey::U32(k.parse().map_err(|_| JsonError::BadNumber {
+                    field: path.to_owned(),
+                    value: k.clone(),
+                })?)
+            }
+            _ => MapKey::U64(k.parse().map_err(|_| JsonError::BadNumber {
+                field: path.to_owned(),
+                value: k.clone(),
+            })?),
         };
         if let Some(pv) = parse_single(&value_field.kind(), val, &format!("{path}.{k}"), true)? {
             out.insert(key, pv);
@@ -167,7 +186,10 @@ fn number_text(v: &Json, path: &str) -> Result<String, JsonError> {
     match v {
         Json::Number(n) => Ok(n.to_string()),
         Json::String(s) => Ok(s.trim().to_owned()),
-        other => Err(JsonError::WrongType { field: path.to_owned(), found: json_kind(other) }),
+        other => Err(JsonError::WrongType {
+            field: path.to_owned(),
+            found: json_kind(other),
+        }),
     }
 }
 
@@ -183,12 +205,23 @@ fn parse_int<T: std::str::FromStr>(v: &Json, path: &str) -> Result<T, JsonError>
                 Err(())
             }
         })
-        .map_err(|()| JsonError::BadNumber { field: path.to_owned(), value: text })
+        .map_err(|()| JsonError::BadNumber {
+            field: path.to_owned(),
+            value: text,
+        })
 }
 
 /// Returns `None` when the value is to be dropped (unknown name in an optional enum).
-fn parse_single(kind: &Kind, v: &Json, path: &str, required: bool) -> Result<Option<PValue>, JsonError> {
-    let wrong = |found| JsonError::WrongType { field: path.to_owned(), found };
+fn parse_single(
+    kind: &Kind,
+    v: &Json,
+    path: &str,
+    required: bool,
+) -> Result<Option<PValue>, JsonError> {
+    let wrong = |found| JsonError::WrongType {
+        field: path.to_owned(),
+        found,
+    };
     Ok(Some(match kind {
         Kind::Message(m) => PValue::Message(parse_message(m, v, path)?),
         Kind::Enum(e) => {
@@ -198,7 +231,10 @@ fn parse_single(kind: &Kind, v: &Json, path: &str, required: bool) -> Result<Opt
             match e.get_value_by_name(name) {
                 Some(ev) => PValue::EnumNumber(ev.number()),
                 None if required => {
-                    return Err(JsonError::UnknownEnum { field: path.to_owned(), name: name.clone() });
+                    return Err(JsonError::UnknownEnum {
+                        field: path.to_owned(),
+                        name: name.clone(),
+                    });
                 }
                 None => return Ok(None),
             }
@@ -208,9 +244,10 @@ fn parse_single(kind: &Kind, v: &Json, path: &str, required: bool) -> Result<Opt
             let f: f64 = match text.as_str() {
                 "Infinity" | "inf" => f64::INFINITY,
                 "-Infinity" | "-inf" => f64::NEG_INFINITY,
-                other => other
-                    .parse()
-                    .map_err(|_| JsonError::BadNumber { field: path.to_owned(), value: text.clone() })?,
+                other => other.parse().map_err(|_| JsonError::BadNumber {
+                    field: path.to_owned(),
+                    value: text.clone(),
+                })?,
             };
             if matches!(kind, Kind::Float) {
                 #[allow(clippy::cast_possible_truncation)]
@@ -248,19 +285,25 @@ fn print_message(msg: &DynamicMessage) -> Json {
     for field in msg.descriptor().fields() {
         if msg.has_field(&field) {
             let v = msg.get_field(&field);
-            if let PValue::List(items) = v.as_ref() {
-                if items.is_empty() {
-                    continue;
-                }
+            if let PValue::List(items) = v.as_ref()
+                && items.is_empty()
+            {
+                continue;
             }
-            if let PValue::Map(m) = v.as_ref() {
-                if m.is_empty() {
-                    continue;
-                }
+            if let PValue::Map(m) = v.as_ref()
+                && m.is_empty()
+            {
+                continue;
             }
-            out.insert(field.name().to_owned(), print_value(&field.kind(), v.as_ref()));
+            out.insert(
+                field.name().to_owned(),
+                print_value(&field.kind(), v.as_ref()),
+            );
         } else if has_printable_default(&field) {
-            out.insert(field.name().to_owned(), print_value(&field.kind(), &field.default_value()));
+            out.insert(
+                field.name().to_owned(),
+                print_value(&field.kind(), &field.default_value()),
+            );
         }
     }
     Json::Object(out)
@@ -269,7 +312,12 @@ fn print_message(msg: &DynamicMessage) -> Json {
 /// stout prints an unset field that has an explicit, non-deprecated default.
 fn has_printable_default(field: &FieldDescriptor) -> bool {
     let proto = field.field_descriptor_proto();
-    proto.default_value.is_some() && !proto.options.as_ref().and_then(|o| o.deprecated).unwrap_or(false)
+    proto.default_value.is_some()
+        && !proto
+            .options
+            .as_ref()
+            .and_then(|o| o.deprecated)
+            .unwrap_or(false)
 }
 
 fn print_f64(f: f64) -> Json {
@@ -278,7 +326,15 @@ fn print_f64(f: f64) -> Json {
         return Json::Number(Number::from(f as i64));
     }
     Number::from_f64(f).map_or_else(
-        || Json::String(if f > 0.0 { "Infinity".into() } else if f < 0.0 { "-Infinity".into() } else { "NaN".into() }),
+        || {
+            Json::String(if f > 0.0 {
+                "Infinity".into()
+            } else if f < 0.0 {
+                "-Infinity".into()
+            } else {
+                "NaN".into()
+            })
+        },
         Json::Number,
     )
 }
@@ -295,9 +351,10 @@ fn print_value(kind: &Kind, v: &PValue) -> Json {
         PValue::String(s) => Json::String(s.clone()),
         PValue::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
         PValue::EnumNumber(n) => match kind {
-            Kind::Enum(e) => e
-                .get_value(*n)
-                .map_or_else(|| Json::Number((*n).into()), |ev| Json::String(ev.name().to_owned())),
+            Kind::Enum(e) => e.get_value(*n).map_or_else(
+                || Json::Number((*n).into()),
+                |ev| Json::String(ev.name().to_owned()),
+            ),
             _ => Json::Number((*n).into()),
         },
         PValue::Message(m) => print_message(m),
@@ -346,7 +403,10 @@ mod tests {
         assert_eq!(back["scalar"]["value"], json!(2048));
         assert_eq!(back["reservations"][0]["type"], json!("DYNAMIC"));
         assert_eq!(back["disk"]["volume"]["mode"], json!("RW"));
-        assert!(back.get("role").is_none(), "deprecated default is not printed");
+        assert!(
+            back.get("role").is_none(),
+            "deprecated default is not printed"
+        );
         assert!(back.get("unknown_key").is_none());
     }
 
@@ -358,7 +418,10 @@ mod tests {
             Err(JsonError::UnknownEnum { .. })
         ));
         let numeric = json!({"name":"x","type":0});
-        assert!(matches!(from_json_value::<pb::Resource>(&numeric), Err(JsonError::WrongType { .. })));
+        assert!(matches!(
+            from_json_value::<pb::Resource>(&numeric),
+            Err(JsonError::WrongType { .. })
+        ));
         let bad_optional = json!({"name":"cpus","type":"SCALAR","scalar":{"value":1},
             "reservations":[{"type":"BOGUS","role":"r"}]});
         let r: pb::Resource = from_json_value(&bad_optional).unwrap_or_else(|e| panic!("{e}"));
@@ -380,15 +443,24 @@ mod tests {
             Err(JsonError::WrongType { .. })
         ));
         assert!(matches!(
-            from_json_value::<pb::Resource>(&json!({"name":"p","type":"RANGES","ranges":{"range":{}}})),
+            from_json_value::<pb::Resource>(
+                &json!({"name":"p","type":"RANGES","ranges":{"range":{}}})
+            ),
             Err(JsonError::NotArray(_))
         ));
-        assert!(matches!(from_json_value::<pb::Resource>(&json!([])), Err(JsonError::NotObject(_))));
-        assert!(matches!(from_json_str::<pb::Resource>("{"), Err(JsonError::Syntax(_))));
+        assert!(matches!(
+            from_json_value::<pb::Resource>(&json!([])),
+            Err(JsonError::NotObject(_))
+        ));
+        assert!(matches!(
+            from_json_str::<pb::Resource>("{"),
+            Err(JsonError::Syntax(_))
+        ));
         // Empty messages set the field.
-        let r: pb::Resource =
-            from_json_value(&json!({"name":"disk","type":"SCALAR","scalar":{"value":1},"shared":{}}))
-                .unwrap_or_else(|e| panic!("{e}"));
+        let r: pb::Resource = from_json_value(
+            &json!({"name":"disk","type":"SCALAR","scalar":{"value":1},"shared":{}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.shared.is_some());
     }
 
@@ -401,10 +473,17 @@ mod tests {
               "node_stage_secrets":{"s":{"type":"VALUE","value":{"data":"aGVsbG8="}}}}}}});
         let v: pb::Volume = from_json_value(&j).unwrap_or_else(|e| panic!("{e}"));
         let back = to_json_value(&v);
-        assert_eq!(back["image"]["cached"], json!(true), "explicit default printed");
+        assert_eq!(
+            back["image"]["cached"],
+            json!(true),
+            "explicit default printed"
+        );
         let sp = &back["source"]["csi_volume"]["static_provisioning"];
         assert_eq!(sp["volume_context"]["a"], json!("1"));
-        assert_eq!(sp["node_stage_secrets"]["s"]["value"]["data"], json!("aGVsbG8="));
+        assert_eq!(
+            sp["node_stage_secrets"]["s"]["value"]["data"],
+            json!("aGVsbG8=")
+        );
         // Printing the default makes it explicit, as stout does; everything else is kept.
         let mut expected = v;
         if let Some(image) = expected.image.as_mut() {

@@ -18,7 +18,7 @@
 //!
 //! Module map: [`scalar`] (fixed point), [`role`], [`persistence`] (ids, Marathon form),
 //! [`value`] (ranges, sets), [`resource`] (the model), [`resources`] (collections and
-//! arithmetic), [`validate`] (Mesos's rules, in Mesos's order), [`format`] (reservation formats),
+//! arithmetic), [`validate`] (Mesos's rules, in Mesos's order), [`format`](mod@format) (reservation formats),
 //! [`json`] (stout-compatible JSON for any message of the schema), [`text`] (agent
 //! `--resources` syntax), [`conformance`] (the vector engine).
 
@@ -39,11 +39,13 @@ pub mod validate;
 pub mod value;
 
 pub use berth_proto::mesos::v1 as proto;
-pub use error::{Error, IdError, JsonError, ResourceError, RoleError, ScalarError, ValidationError};
+pub use error::{
+    IdError, InputError, JsonError, ResourceError, RoleError, ScalarError, ValidationError,
+};
 pub use persistence::{MarathonVolumeId, PersistenceId};
 pub use resource::{
-    AllocationInfo, DiskInfo, DiskSource, DiskSourceType, Label, Labels, Persistence, ReservationInfo,
-    ReservationType, Resource, SourceRoot, Volume, VolumeMode,
+    AllocationInfo, DiskInfo, DiskSource, DiskSourceType, Label, Labels, Persistence,
+    ReservationInfo, ReservationType, Resource, SourceRoot, Volume, VolumeMode,
 };
 pub use resources::Resources;
 pub use role::Role;

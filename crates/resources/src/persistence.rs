@@ -104,7 +104,11 @@ impl MarathonVolumeId {
     /// [`IdError`] if the parts contain `#` or the result is not a valid persistence id.
     pub fn new(app_id: &str, volume: &str, uuid: uuid::Uuid) -> Result<Self, IdError> {
         let app_safe_path = app_id.trim_start_matches('/').replace('/', "_");
-        let id = MarathonVolumeId { app_safe_path, volume: volume.to_owned(), uuid };
+        let id = MarathonVolumeId {
+            app_safe_path,
+            volume: volume.to_owned(),
+            uuid,
+        };
         let text = id.to_string();
         if id.app_safe_path.is_empty()
             || id.volume.is_empty()
@@ -158,7 +162,13 @@ impl MarathonVolumeId {
 
 impl fmt::Display for MarathonVolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}#{}", self.app_safe_path, self.volume, self.uuid.hyphenated())
+        write!(
+            f,
+            "{}#{}#{}",
+            self.app_safe_path,
+            self.volume,
+            self.uuid.hyphenated()
+        )
     }
 }
 
@@ -177,7 +187,11 @@ impl std::str::FromStr for MarathonVolumeId {
             return Err(not());
         }
         let uuid = uuid::Uuid::try_parse(uuid).map_err(|_| not())?;
-        Ok(MarathonVolumeId { app_safe_path: app.to_owned(), volume: volume.to_owned(), uuid })
+        Ok(MarathonVolumeId {
+            app_safe_path: app.to_owned(),
+            volume: volume.to_owned(),
+            uuid,
+        })
     }
 }
 
@@ -192,9 +206,18 @@ mod tests {
         assert!(PersistenceId::new(&"a".repeat(255)).is_ok());
         assert_eq!(PersistenceId::new(".."), Err(IdError::Dot("..".into())));
         assert_eq!(PersistenceId::new("."), Err(IdError::Dot(".".into())));
-        assert!(matches!(PersistenceId::new("a/b"), Err(IdError::InvalidCharacters(_))));
-        assert!(matches!(PersistenceId::new("a\\b"), Err(IdError::InvalidCharacters(_))));
-        assert!(matches!(PersistenceId::new("a\nb"), Err(IdError::InvalidCharacters(_))));
+        assert!(matches!(
+            PersistenceId::new("a/b"),
+            Err(IdError::InvalidCharacters(_))
+        ));
+        assert!(matches!(
+            PersistenceId::new("a\\b"),
+            Err(IdError::InvalidCharacters(_))
+        ));
+        assert!(matches!(
+            PersistenceId::new("a\nb"),
+            Err(IdError::InvalidCharacters(_))
+        ));
         assert!(PersistenceId::new("...").is_ok());
         assert!(PersistenceId::new("my-volume.1").is_ok());
     }
@@ -215,10 +238,19 @@ mod tests {
 
     #[test]
     fn marathon_rejects_other_forms() {
-        for bad in ["a#b", "a#b#c", "#b#1b4e28ba-2fa1-11d2-883f-0016d3cca427", "a#b#c#d"] {
+        for bad in [
+            "a#b",
+            "a#b#c",
+            "#b#1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "a#b#c#d",
+        ] {
             assert!(bad.parse::<MarathonVolumeId>().is_err(), "{bad}");
         }
-        assert!("a#b#1b4e28ba-2fa1-11d2-883f-0016d3cca427".parse::<MarathonVolumeId>().is_ok());
+        assert!(
+            "a#b#1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+                .parse::<MarathonVolumeId>()
+                .is_ok()
+        );
         assert!(MarathonVolumeId::new("/a", "x#y", uuid::Uuid::nil()).is_err());
     }
 }

@@ -31,7 +31,10 @@ impl Label {
     /// A label with a value.
     #[must_use]
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Label {
-        Label { key: key.into(), value: Some(value.into()) }
+        Label {
+            key: key.into(),
+            value: Some(value.into()),
+        }
     }
 
     fn value_str(&self) -> &str {
@@ -45,7 +48,11 @@ pub struct Labels(pub Vec<Label>);
 
 impl Labels {
     fn sorted(&self) -> Vec<(&str, &str)> {
-        let mut v: Vec<(&str, &str)> = self.0.iter().map(|l| (l.key.as_str(), l.value_str())).collect();
+        let mut v: Vec<(&str, &str)> = self
+            .0
+            .iter()
+            .map(|l| (l.key.as_str(), l.value_str()))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -56,7 +63,12 @@ impl PartialEq for Labels {
         if self.0.len() != other.0.len() {
             return false;
         }
-        if self.0.iter().zip(&other.0).all(|(a, b)| a.key == b.key && a.value_str() == b.value_str()) {
+        if self
+            .0
+            .iter()
+            .zip(&other.0)
+            .all(|(a, b)| a.key == b.key && a.value_str() == b.value_str())
+        {
             return true;
         }
         self.sorted() == other.sorted()
@@ -113,7 +125,12 @@ impl ReservationInfo {
     /// A static reservation for `role`.
     #[must_use]
     pub fn static_(role: Role) -> ReservationInfo {
-        ReservationInfo { kind: ReservationType::Static, role, principal: None, labels: None }
+        ReservationInfo {
+            kind: ReservationType::Static,
+            role,
+            principal: None,
+            labels: None,
+        }
     }
 
     /// Adds labels.
@@ -177,7 +194,9 @@ impl SourceRoot {
     /// A root at `path`.
     #[must_use]
     pub fn new(path: impl Into<String>) -> SourceRoot {
-        SourceRoot { root: Some(path.into()) }
+        SourceRoot {
+            root: Some(path.into()),
+        }
     }
 
     fn root_str(&self) -> &str {
@@ -220,19 +239,33 @@ impl DiskSource {
     /// A PATH source rooted at `root`.
     #[must_use]
     pub fn path(root: impl Into<String>) -> DiskSource {
-        DiskSource { path: Some(SourceRoot::new(root)), ..DiskSource::bare(DiskSourceType::Path) }
+        DiskSource {
+            path: Some(SourceRoot::new(root)),
+            ..DiskSource::bare(DiskSourceType::Path)
+        }
     }
 
     /// A MOUNT source rooted at `root`.
     #[must_use]
     pub fn mount(root: impl Into<String>) -> DiskSource {
-        DiskSource { mount: Some(SourceRoot::new(root)), ..DiskSource::bare(DiskSourceType::Mount) }
+        DiskSource {
+            mount: Some(SourceRoot::new(root)),
+            ..DiskSource::bare(DiskSourceType::Mount)
+        }
     }
 
     /// A source of `kind` with nothing else set.
     #[must_use]
     pub fn bare(kind: DiskSourceType) -> DiskSource {
-        DiskSource { kind, path: None, mount: None, id: None, metadata: None, profile: None, vendor: None }
+        DiskSource {
+            kind,
+            path: None,
+            mount: None,
+            id: None,
+            metadata: None,
+            profile: None,
+            vendor: None,
+        }
     }
 
     /// The root directory of a PATH or MOUNT disk.
@@ -275,7 +308,13 @@ impl Volume {
     /// A volume at `container_path` with `mode`.
     #[must_use]
     pub fn new(container_path: impl Into<String>, mode: VolumeMode) -> Volume {
-        Volume { container_path: container_path.into(), mode, host_path: None, image: None, source: None }
+        Volume {
+            container_path: container_path.into(),
+            mode,
+            host_path: None,
+            image: None,
+            source: None,
+        }
     }
 }
 
@@ -377,7 +416,10 @@ impl Resource {
     /// The persistence id of a persistent volume.
     #[must_use]
     pub fn persistence_id(&self) -> Option<&PersistenceId> {
-        self.disk.as_ref().and_then(|d| d.persistence.as_ref()).map(|p| &p.id)
+        self.disk
+            .as_ref()
+            .and_then(|d| d.persistence.as_ref())
+            .map(|p| &p.id)
     }
 
     /// The disk source type, if any.
@@ -417,7 +459,9 @@ impl Resource {
     /// Mesos `isDynamicallyReserved`: the last reservation is DYNAMIC.
     #[must_use]
     pub fn is_dynamically_reserved(&self) -> bool {
-        self.reservations.last().is_some_and(|r| r.kind == ReservationType::Dynamic)
+        self.reservations
+            .last()
+            .is_some_and(|r| r.kind == ReservationType::Dynamic)
     }
 
     /// More than one reservation.
@@ -439,13 +483,16 @@ impl Resource {
     /// Mesos `needCheckpointing`: no provider and (dynamically reserved or a persistent volume).
     #[must_use]
     pub fn needs_checkpointing(&self) -> bool {
-        self.provider_id.is_none() && (self.is_dynamically_reserved() || self.is_persistent_volume())
+        self.provider_id.is_none()
+            && (self.is_dynamically_reserved() || self.is_persistent_volume())
     }
 
     /// The allocation role, if allocated.
     #[must_use]
     pub fn allocation_role(&self) -> Option<&str> {
-        self.allocation_info.as_ref().and_then(|a| a.role.as_deref())
+        self.allocation_info
+            .as_ref()
+            .and_then(|a| a.role.as_deref())
     }
 
     /// The resource without its volume: persistence, volume (and the disk info when it has no

@@ -132,9 +132,9 @@ impl Resources {
 
     /// Every resource, a shared one repeated once per copy.
     pub fn iter_expanded(&self) -> impl Iterator<Item = &Resource> + '_ {
-        self.entries
-            .iter()
-            .flat_map(|e| std::iter::repeat_n(&e.resource, usize::try_from(e.count).unwrap_or(usize::MAX)))
+        self.entries.iter().flat_map(|e| {
+            std::iter::repeat_n(&e.resource, usize::try_from(e.count).unwrap_or(usize::MAX))
+        })
     }
 
     /// Copies of a shared resource held (0 if absent); 1 or 0 for others.
@@ -200,7 +200,9 @@ impl Resources {
 
     fn remove(&mut self, i: usize) {
         let last = self.entries.len().saturating_sub(1);
-        let Some(removed_hash) = self.entries.get(i).map(|e| e.hash) else { return };
+        let Some(removed_hash) = self.entries.get(i).map(|e| e.hash) else {
+            return;
+        };
         let moved_hash = self.entries.get(last).map(|e| e.hash);
         self.entries.swap_remove(i);
         if let Some(index) = &mut self.index {
@@ -210,12 +212,12 @@ impl Resources {
                     index.remove(&removed_hash);
                 }
             }
-            if i != last {
-                if let Some(bucket) = moved_hash.and_then(|h| index.get_mut(&h)) {
-                    for x in bucket.iter_mut() {
-                        if *x as usize == last {
-                            *x = check_u32(i);
-                        }
+            if i != last
+                && let Some(bucket) = moved_hash.and_then(|h| index.get_mut(&h))
+            {
+                for x in bucket.iter_mut() {
+                    if *x as usize == last {
+                        *x = check_u32(i);
                     }
                 }
             }
@@ -246,7 +248,9 @@ impl Resources {
         let Some(i) = self.find(entry.hash, |e| subtractable(&e.resource, &entry.resource)) else {
             return;
         };
-        let Some(e) = self.entries.get_mut(i) else { return };
+        let Some(e) = self.entries.get_mut(i) else {
+            return;
+        };
         let gone = if e.resource.shared {
             e.count = e.count.saturating_sub(entry.count);
             e.count == 0
@@ -261,11 +265,16 @@ impl Resources {
     }
 
     fn contains_entry(&self, entry: &Entry) -> bool {
-        self.find(entry.hash, |e| entry_contains(e, entry)).is_some()
+        self.find(entry.hash, |e| entry_contains(e, entry))
+            .is_some()
     }
 
     fn entry_of(resource: Resource) -> Entry {
-        Entry { hash: resource.metadata_hash(), resource, count: 1 }
+        Entry {
+            hash: resource.metadata_hash(),
+            resource,
+            count: 1,
+        }
     }
 
     /// Adds one resource; invalid or empty resources are ignored (Mesos `+=`).
@@ -306,7 +315,11 @@ impl Resources {
     /// volume is consumed.
     #[must_use]
     pub fn contains(&self, other: &Resources) -> bool {
-        if !other.entries.iter().any(|e| e.resource.is_persistent_volume()) {
+        if !other
+            .entries
+            .iter()
+            .any(|e| e.resource.is_persistent_volume())
+        {
             return other.entries.iter().all(|e| self.contains_entry(e));
         }
         let mut remaining = self.clone();
@@ -384,7 +397,11 @@ impl Resources {
         let mut out = Resources::new();
         for e in &self.entries {
             let r = f(&e.resource);
-            out.add_entry(Entry { hash: r.metadata_hash(), resource: r, count: e.count });
+            out.add_entry(Entry {
+                hash: r.metadata_hash(),
+                resource: r,
+                count: e.count,
+            });
         }
         out
     }
@@ -410,13 +427,20 @@ impl Resources {
     ///
     /// # Errors
     /// The first entry that the new stack would make invalid (e.g. not a refinement).
-    pub fn push_reservation(&self, reservation: &ReservationInfo) -> Result<Resources, crate::ResourceError> {
+    pub fn push_reservation(
+        &self,
+        reservation: &ReservationInfo,
+    ) -> Result<Resources, crate::ResourceError> {
         let mut out = Resources::new();
         for e in &self.entries {
             let mut r = e.resource.clone();
             r.reservations.push(reservation.clone());
             r.validate()?;
-            out.add_entry(Entry { hash: r.metadata_hash(), resource: r, count: e.count });
+            out.add_entry(Entry {
+                hash: r.metadata_hash(),
+                resource: r,
+                count: e.count,
+            });
         }
         Ok(out)
     }
@@ -436,7 +460,9 @@ impl Resources {
     pub fn allocate(&self, role: &str) -> Resources {
         self.map(|r| {
             let mut r = r.clone();
-            r.allocation_info = Some(crate::resource::AllocationInfo { role: Some(role.to_owned()) });
+            r.allocation_info = Some(crate::resource::AllocationInfo {
+                role: Some(role.to_owned()),
+            });
             r
         })
     }
@@ -498,7 +524,10 @@ impl Resources {
     /// Roles of the current reservations present.
     #[must_use]
     pub fn reservation_roles(&self) -> Vec<Role> {
-        let mut roles: Vec<Role> = self.iter().filter_map(|r| r.reservation_role().cloned()).collect();
+        let mut roles: Vec<Role> = self
+            .iter()
+            .filter_map(|r| r.reservation_role().cloned())
+            .collect();
         roles.sort();
         roles.dedup();
         roles
@@ -520,12 +549,11 @@ impl Resource {
             if &*self.name != "disk" {
                 return false;
             }
-            if let Some(s) = &disk.source {
-                if matches!(s.kind, DiskSourceType::Block | DiskSourceType::Raw)
-                    && (s.path.is_some() || s.mount.is_some())
-                {
-                    return false;
-                }
+            if let Some(s) = &disk.source
+                && matches!(s.kind, DiskSourceType::Block | DiskSourceType::Raw)
+                && (s.path.is_some() || s.mount.is_some())
+            {
+                return false;
             }
         }
         if self.shared && !self.is_persistent_volume() {
@@ -533,7 +561,8 @@ impl Resource {
         }
         self.reservations.windows(2).all(|w| match w {
             [parent, child] => {
-                child.kind == ReservationType::Dynamic && child.role.is_strict_subrole_of(&parent.role)
+                child.kind == ReservationType::Dynamic
+                    && child.role.is_strict_subrole_of(&parent.role)
             }
             _ => true,
         })

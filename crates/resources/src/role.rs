@@ -127,7 +127,9 @@ mod tests {
         for ok in ["a", "a/b/c", "prod-1", "x.y", "a*b"] {
             assert!(Role::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/a", "a/", "a//b", ".", "a/../b", "*/a", "-a", "a/-b", "a b", "a\u{7f}"] {
+        for bad in [
+            "", "/a", "a/", "a//b", ".", "a/../b", "*/a", "-a", "a/-b", "a b", "a\u{7f}",
+        ] {
             assert!(Role::new(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Role::new("*"), Err(RoleError::Star));

@@ -157,9 +157,18 @@ mod tests {
 
     #[test]
     fn non_finite_and_huge_are_rejected() {
-        assert!(matches!(Scalar::from_f64(f64::NAN), Err(ScalarError::NotFinite(_))));
-        assert!(matches!(Scalar::from_f64(f64::INFINITY), Err(ScalarError::NotFinite(_))));
-        assert!(matches!(Scalar::from_f64(1e300), Err(ScalarError::OutOfRange(_))));
+        assert!(matches!(
+            Scalar::from_f64(f64::NAN),
+            Err(ScalarError::NotFinite(_))
+        ));
+        assert!(matches!(
+            Scalar::from_f64(f64::INFINITY),
+            Err(ScalarError::NotFinite(_))
+        ));
+        assert!(matches!(
+            Scalar::from_f64(1e300),
+            Err(ScalarError::OutOfRange(_))
+        ));
     }
 
     #[test]

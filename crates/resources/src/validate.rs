@@ -39,7 +39,11 @@ pub fn validate_resource(r: &pb::Resource) -> Result<(), ResourceError> {
         if r.name != "disk" {
             return Err(ResourceError::SharedNonDisk(r.name.clone()));
         }
-        if r.disk.as_ref().and_then(|d| d.persistence.as_ref()).is_none() {
+        if r.disk
+            .as_ref()
+            .and_then(|d| d.persistence.as_ref())
+            .is_none()
+        {
             return Err(ResourceError::SharedNonPersistent);
         }
     }
@@ -49,7 +53,10 @@ pub fn validate_resource(r: &pb::Resource) -> Result<(), ResourceError> {
 fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
     match ValueType::try_from(r.r#type) {
         Ok(ValueType::Scalar) => {
-            let Some(scalar) = r.scalar.as_ref().filter(|_| r.ranges.is_none() && r.set.is_none())
+            let Some(scalar) = r
+                .scalar
+                .as_ref()
+                .filter(|_| r.ranges.is_none() && r.set.is_none())
             else {
                 return Err(ResourceError::InvalidScalar);
             };
@@ -59,7 +66,10 @@ fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
             }
         }
         Ok(ValueType::Ranges) => {
-            let Some(ranges) = r.ranges.as_ref().filter(|_| r.scalar.is_none() && r.set.is_none())
+            let Some(ranges) = r
+                .ranges
+                .as_ref()
+                .filter(|_| r.scalar.is_none() && r.set.is_none())
             else {
                 return Err(ResourceError::InvalidRanges);
             };
@@ -77,7 +87,10 @@ fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
             }
         }
         Ok(ValueType::Set) => {
-            let Some(set) = r.set.as_ref().filter(|_| r.scalar.is_none() && r.ranges.is_none())
+            let Some(set) = r
+                .set
+                .as_ref()
+                .filter(|_| r.scalar.is_none() && r.ranges.is_none())
             else {
                 return Err(ResourceError::InvalidSet);
             };
@@ -102,12 +115,22 @@ fn validate_disk(r: &pb::Resource) -> Result<(), ResourceError> {
         match SourceType::try_from(source.r#type) {
             Ok(SourceType::Path | SourceType::Mount) => {}
             Ok(t @ (SourceType::Block | SourceType::Raw)) => {
-                let kind = if t == SourceType::Block { "BLOCK" } else { "RAW" };
+                let kind = if t == SourceType::Block {
+                    "BLOCK"
+                } else {
+                    "RAW"
+                };
                 if source.mount.is_some() {
-                    return Err(ResourceError::SourceFieldNotAllowed { field: "Mount", kind });
+                    return Err(ResourceError::SourceFieldNotAllowed {
+                        field: "Mount",
+                        kind,
+                    });
                 }
                 if source.path.is_some() {
-                    return Err(ResourceError::SourceFieldNotAllowed { field: "Path", kind });
+                    return Err(ResourceError::SourceFieldNotAllowed {
+                        field: "Path",
+                        kind,
+                    });
                 }
             }
             Ok(SourceType::Unknown) | Err(_) => {
@@ -165,13 +188,13 @@ fn validate_reservations(r: &pb::Resource) -> Result<(), ResourceError> {
 
     // Mixed ("endpoint") format: the legacy fields must agree with the stack.
     if let [single] = r.reservations.as_slice() {
-        if let Some(role) = &r.role {
-            if role != single.role() {
-                return Err(ResourceError::FormatRoleMismatch {
-                    role: role.clone(),
-                    stack: single.role().to_owned(),
-                });
-            }
+        if let Some(role) = &r.role
+            && role != single.role()
+        {
+            return Err(ResourceError::FormatRoleMismatch {
+                role: role.clone(),
+                stack: single.role().to_owned(),
+            });
         }
         match ResType::try_from(single.r#type.unwrap_or_default()) {
             Ok(ResType::Static) => {
@@ -191,30 +214,37 @@ fn validate_reservations(r: &pb::Resource) -> Result<(), ResourceError> {
                         });
                     }
                     let empty = pb::Labels::default();
-                    let a = crate::convert::labels_from_proto(legacy.labels.as_ref().unwrap_or(&empty));
-                    let b = crate::convert::labels_from_proto(single.labels.as_ref().unwrap_or(&empty));
+                    let a =
+                        crate::convert::labels_from_proto(legacy.labels.as_ref().unwrap_or(&empty));
+                    let b =
+                        crate::convert::labels_from_proto(single.labels.as_ref().unwrap_or(&empty));
                     if a != b {
                         return Err(ResourceError::FormatLabelsMismatch);
                     }
                 }
             }
-            Ok(ResType::Unknown) | Err(_) => return Err(ResourceError::FormatUnknownReservationType),
+            Ok(ResType::Unknown) | Err(_) => {
+                return Err(ResourceError::FormatUnknownReservationType);
+            }
         }
     } else {
         if r.role.is_some() {
             return Err(ResourceError::FormatRefinedWithLegacy("Resource.role"));
         }
         if r.reservation.is_some() {
-            return Err(ResourceError::FormatRefinedWithLegacy("Resource.reservation"));
+            return Err(ResourceError::FormatRefinedWithLegacy(
+                "Resource.reservation",
+            ));
         }
     }
 
     // Stricter than Mesos: UNKNOWN (or an unknown number) anywhere in a stack.
-    if r
-        .reservations
-        .iter()
-        .any(|x| !matches!(ResType::try_from(x.r#type.unwrap_or_default()), Ok(ResType::Static | ResType::Dynamic)))
-    {
+    if r.reservations.iter().any(|x| {
+        !matches!(
+            ResType::try_from(x.r#type.unwrap_or_default()),
+            Ok(ResType::Static | ResType::Dynamic)
+        )
+    }) {
         return Err(ResourceError::UnknownReservationType);
     }
     Ok(())
@@ -245,7 +275,10 @@ pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
 
     // gpus: the total must be whole.
     let mut gpus = Scalar::ZERO;
-    for r in list.iter().filter(|r| r.name == "gpus" && r.r#type == ValueType::Scalar as i32) {
+    for r in list
+        .iter()
+        .filter(|r| r.name == "gpus" && r.r#type == ValueType::Scalar as i32)
+    {
         if let Some(s) = &r.scalar {
             gpus += Scalar::from_f64(s.value).map_err(|e| ValidationError::Gpus(e.into()))?;
         }
@@ -264,7 +297,9 @@ pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
                 return Err(ValidationError::Disk(ResourceError::PersistentUnreserved));
             }
             let Some(volume) = &disk.volume else {
-                return Err(ValidationError::Disk(ResourceError::PersistentWithoutVolume));
+                return Err(ValidationError::Disk(
+                    ResourceError::PersistentWithoutVolume,
+                ));
             };
             if volume.host_path.is_some() {
                 return Err(ValidationError::Disk(ResourceError::PersistentWithHostPath));
@@ -279,11 +314,14 @@ pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
     }
 
     for r in list {
-        let dynamic = r.reservations.last().is_some_and(|x| x.r#type() == ResType::Dynamic);
+        let dynamic = r
+            .reservations
+            .last()
+            .is_some_and(|x| x.r#type() == ResType::Dynamic);
         if dynamic && r.revocable.is_some() {
-            return Err(ValidationError::Reservation(ResourceError::DynamicRevocable(
-                crate::convert::render_proto(r),
-            )));
+            return Err(ValidationError::Reservation(
+                ResourceError::DynamicRevocable(crate::convert::render_proto(r)),
+            ));
         }
     }
     Ok(())

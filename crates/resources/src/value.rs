@@ -19,7 +19,11 @@ impl Range {
     /// `[begin, end]`; `None` when `begin > end`.
     #[must_use]
     pub const fn new(begin: u64, end: u64) -> Option<Range> {
-        if begin <= end { Some(Range { begin, end }) } else { None }
+        if begin <= end {
+            Some(Range { begin, end })
+        } else {
+            None
+        }
     }
 
     /// First value.
@@ -63,9 +67,9 @@ impl Ranges {
     /// Number of values covered (saturating).
     #[must_use]
     pub fn len(&self) -> u64 {
-        self.0
-            .iter()
-            .fold(0u64, |n, r| n.saturating_add(r.end - r.begin).saturating_add(1))
+        self.0.iter().fold(0u64, |n, r| {
+            n.saturating_add(r.end - r.begin).saturating_add(1)
+        })
     }
 
     /// Union (Mesos `+`: coalescing, adjacent ranges merge).
@@ -113,7 +117,10 @@ impl Ranges {
                     break;
                 }
                 if s.begin > begin {
-                    out.push(Range { begin, end: s.begin - 1 });
+                    out.push(Range {
+                        begin,
+                        end: s.begin - 1,
+                    });
                 }
                 if s.end >= end {
                     alive = false;
@@ -147,11 +154,11 @@ impl Ranges {
 }
 
 fn push_coalescing(out: &mut Vec<Range>, r: Range) {
-    if let Some(last) = out.last_mut() {
-        if r.begin <= last.end.saturating_add(1) {
-            last.end = last.end.max(r.end);
-            return;
-        }
+    if let Some(last) = out.last_mut()
+        && r.begin <= last.end.saturating_add(1)
+    {
+        last.end = last.end.max(r.end);
+        return;
     }
     out.push(r);
 }
@@ -221,7 +228,12 @@ impl Set {
     /// Items of `self` not in `other`.
     #[must_use]
     pub fn difference(&self, other: &Set) -> Set {
-        Set(self.0.iter().filter(|i| !other.0.contains(i)).cloned().collect())
+        Set(self
+            .0
+            .iter()
+            .filter(|i| !other.0.contains(i))
+            .cloned()
+            .collect())
     }
 
     /// Every item of `self` is in `other`.
@@ -356,11 +368,17 @@ mod tests {
             rs(&[(20000, 40000)]).difference(&rs(&[(10000, 20000), (30000, 50000)])),
             rs(&[(20001, 29999)])
         );
-        assert_eq!(rs(&[(1, 10)]).difference(&rs(&[(3, 4), (6, 6)])), rs(&[(1, 2), (5, 5), (7, 10)]));
+        assert_eq!(
+            rs(&[(1, 10)]).difference(&rs(&[(3, 4), (6, 6)])),
+            rs(&[(1, 2), (5, 5), (7, 10)])
+        );
         assert!(rs(&[(2, 3), (5, 6)]).is_subset(&rs(&[(1, 10)])));
         assert!(!rs(&[(2, 3), (5, 12)]).is_subset(&rs(&[(1, 10)])));
         assert!(!rs(&[(1, 10)]).is_subset(&rs(&[(1, 4), (6, 10)])));
-        assert_eq!(rs(&[(0, u64::MAX)]).difference(&rs(&[(0, u64::MAX)])), rs(&[]));
+        assert_eq!(
+            rs(&[(0, u64::MAX)]).difference(&rs(&[(0, u64::MAX)])),
+            rs(&[])
+        );
         assert_eq!(rs(&[(0, u64::MAX)]).len(), u64::MAX);
     }
 
