@@ -212,7 +212,6 @@ impl Allocation {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // Tests abort on setup errors.
 mod tests {
     use super::*;
 

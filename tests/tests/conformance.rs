@@ -48,3 +48,22 @@ fn arithmetic_vectors() {
         .collect();
     report("arithmetic", vectors.len(), &failures);
 }
+
+#[test]
+fn operation_vectors() {
+    let text = read_vectors("operations.json").unwrap_or_else(|e| panic!("{e}"));
+    let vectors = load_operation_vectors(&text).unwrap_or_else(|e| panic!("operations.json: {e}"));
+    let selected: Vec<_> = vectors
+        .iter()
+        .filter(|v| v.category != "resource_validation")
+        .collect();
+    let failures: Vec<(String, String)> = selected
+        .iter()
+        .filter_map(|v| {
+            berth_offers::conformance::check_vector(v)
+                .err()
+                .map(|e| (v.name.clone(), e))
+        })
+        .collect();
+    report("operations", selected.len(), &failures);
+}
