@@ -1,13 +1,14 @@
-//! The validator binary, run as an operator would run it.
+//! The validator binary, run as an operator or a scheduler would run it.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers abort on setup errors
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
-fn run(args: &[&str], stdin: Option<&str>) -> (Output, Json) {
+fn run_raw(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth-validator"))
         .args(args)
         .stdin(Stdio::piped())
@@ -15,13 +16,14 @@ fn run(args: &[&str], stdin: Option<&str>) -> (Output, Json) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("stdin: {e}"));
-    }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("wait: {e}"));
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin).expect("write stdin");
+    drop(pipe);
+    child.wait_with_output().expect("wait")
+}
+
+fn run_json(args: &[&str], stdin: &str) -> (Output, Json) {
+    let out = run_raw(args, stdin.as_bytes());
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not JSON ({e}): {}",
@@ -31,22 +33,132 @@ fn run(args: &[&str], stdin: Option<&str>) -> (Output, Json) {
     (out, json)
 }
 
-#[test]
-fn check_on_embedded_defaults() {
-    let (out, json) = run(&["check"], None);
-    assert!(out.status.success());
-    assert_eq!(json["valid"], Json::Bool(true));
-    assert_eq!(json["totals"]["disk"], serde_json::json!(2048.0));
-    // The legacy role/reservation input comes out in the post-refinement format.
-    let disk = &json["resources"][3];
-    assert_eq!(disk["reservations"][0]["type"], "DYNAMIC");
-    assert_eq!(disk["reservations"][0]["role"], "framework-role");
-    assert!(disk.get("role").is_none());
-    assert_eq!(json["persistent_volumes"].as_array().map(Vec::len), Some(1));
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("berth-validator-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write temp file");
+    path
+}
+
+/// The Mesos persistent-volume documentation's "subsequent offer" after its CREATE example,
+/// with the placeholders filled in as in the embedded defaults.
+fn seed_subsequent_offer() -> Json {
+    json!([{
+        "name": "disk",
+        "type": "SCALAR",
+        "scalar": {"value": 2048},
+        "role": "framework-role",
+        "reservation": {"principal": "framework-principal"},
+        "disk": {
+            "persistence": {"id": "volume-1"},
+            "volume": {"container_path": "data", "mode": "RW"}
+        }
+    }])
 }
 
 #[test]
-fn check_refuses_bad_input_with_typed_errors() {
+fn check_on_embedded_defaults_gives_the_seeds_subsequent_offer() {
+    let (out, json) = run_json(&["check", "--json"], "");
+    assert!(out.status.success());
+    assert_eq!(json["valid"], Json::Bool(true));
+    assert_eq!(
+        json["legacy"],
+        seed_subsequent_offer(),
+        "legacy output is exactly the documented offer"
+    );
+    assert_eq!(
+        json["resources_after"][0]["reservations"][0]["type"],
+        "DYNAMIC"
+    );
+
+    let human = run_raw(&["check", "--legacy"], b"");
+    assert!(human.status.success());
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.starts_with("VALID: the operation applies."), "{text}");
+    let printed: Json =
+        serde_json::from_str(text.split_once('\n').map(|x| x.1).unwrap_or_default()).expect("json");
+    assert_eq!(printed, seed_subsequent_offer());
+}
+
+#[test]
+fn check_reports_invalid_operations_with_exit_1() {
+    let offer = temp_file("offer.json", &seed_subsequent_offer().to_string());
+    // Destroying a volume that the agent has not checkpointed.
+    let destroy = temp_file(
+        "destroy.json",
+        &json!({"type": "DESTROY", "destroy": {"volumes": seed_subsequent_offer()}}).to_string(),
+    );
+    let out = run_raw(
+        &[
+            "check",
+            "--resources",
+            offer.to_str().unwrap(),
+            "--operation",
+            destroy.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("INVALID (validate): Persistent volumes not found"),
+        "{text}"
+    );
+
+    // The same DESTROY with the volume checkpointed on the agent applies.
+    let context = temp_file(
+        "context.json",
+        &json!({"api": "operator", "agent_checkpointed_resources": seed_subsequent_offer()})
+            .to_string(),
+    );
+    let (out, json) = run_json(
+        &[
+            "check",
+            "--json",
+            "--resources",
+            offer.to_str().unwrap(),
+            "--operation",
+            destroy.to_str().unwrap(),
+            "--context",
+            context.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{json}");
+    assert!(json["resources_after"][0].get("disk").is_none(), "{json}");
+}
+
+#[test]
+fn seed_typo_is_warned_about() {
+    // The documentation's CREATE says `create.resources`; the field is `volumes`.
+    let op = temp_file(
+        "typo.json",
+        &json!({"type": "CREATE", "create": {"resources": seed_subsequent_offer()}}).to_string(),
+    );
+    let offer = temp_file(
+        "offer2.json",
+        &json!([seed_subsequent_offer()[0].clone()]).to_string(),
+    );
+    let out = run_raw(
+        &[
+            "check",
+            "--resources",
+            offer.to_str().unwrap(),
+            "--operation",
+            op.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("'create.resources' is not a field of Offer.Operation")
+    );
+}
+
+#[test]
+fn check_resources_only_and_bad_input() {
     let cases = [
         (
             r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":-1}}]"#,
@@ -60,55 +172,243 @@ fn check_refuses_bad_input_with_typed_errors() {
             r#"[{"name":"disk","type":"SCALAR","scalar":{"value":1},"role":"r","disk":{"persistence":{"id":".."},"volume":{"container_path":"d","mode":"RW"}}}]"#,
             "'..' is disallowed",
         ),
-        (
-            r#"[{"name":"disk","type":"SCALAR","scalar":{"value":1},"disk":{"persistence":{"id":"v"},"volume":{"container_path":"d","mode":"RW"}}}]"#,
-            "unreserved",
-        ),
-        ("[not json", "not JSON"),
         ("cpus:abc", "bad scalar"),
     ];
     for (input, want) in cases {
-        let (out, json) = run(&["check", "-"], Some(input));
+        let (out, json) = run_json(&["check", "--json", "--resources", "-"], input);
         assert_eq!(out.status.code(), Some(1), "{input}");
-        assert_eq!(json["valid"], Json::Bool(false));
-        let err = json["error"].as_str().unwrap_or_default();
         assert!(
-            err.contains(want),
-            "{input}: {err} does not contain {want:?}"
+            json["error"].as_str().unwrap_or_default().contains(want),
+            "{input}: {json}"
         );
+    }
+    let (out, json) = run_json(
+        &["check", "--json", "--resources", "-"],
+        "cpus(r1):2;mem:64",
+    );
+    assert!(out.status.success());
+    assert_eq!(json["downgraded"][0]["role"], "r1");
+    // Not JSON at all is an input error (exit 2).
+    assert_eq!(
+        run_raw(&["check", "--resources", "-"], b"[not json")
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run_raw(&["check", "--bogus"], b"").status.code(), Some(2));
+    assert_eq!(run_raw(&["frobnicate"], b"").status.code(), Some(2));
+    assert_eq!(
+        run_raw(&["check", "--operation", "/nonexistent/op.json"], b"")
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn acls_allow_and_deny() {
+    let acls = temp_file(
+        "acls.json",
+        &json!({"permissive": false,
+                "create_volumes": [{"principals": {"values": ["ops"]}, "roles": {"values": ["framework-role"]}}]})
+        .to_string(),
+    );
+    let offer = temp_file(
+        "offer3.json",
+        r#"[{"name":"disk","type":"SCALAR","scalar":{"value":2048},"role":"framework-role","reservation":{"principal":"ops"}}]"#,
+    );
+    let create = json!({"type": "CREATE", "create": {"volumes": [{"name":"disk","type":"SCALAR","scalar":{"value":2048},
+        "role":"framework-role","reservation":{"principal":"ops"},
+        "disk":{"persistence":{"id":"v","principal":"ops"},"volume":{"container_path":"d","mode":"RW"}}}]}});
+    let op = temp_file("create3.json", &create.to_string());
+    for (principal, ok) in [("ops", true), ("intruder", false)] {
+        let ctx = temp_file(
+            &format!("ctx-{principal}.json"),
+            &json!({"api":"operator","principal":principal}).to_string(),
+        );
+        let mut create_for = create.clone();
+        create_for["create"]["volumes"][0]["disk"]["persistence"]["principal"] = json!(principal);
+        let op_for = temp_file(&format!("op-{principal}.json"), &create_for.to_string());
+        let (out, json) = run_json(
+            &[
+                "check",
+                "--json",
+                "--resources",
+                offer.to_str().unwrap(),
+                "--operation",
+                op_for.to_str().unwrap(),
+                "--context",
+                ctx.to_str().unwrap(),
+                "--acls",
+                acls.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert_eq!(out.status.success(), ok, "{principal}: {json}");
+        if !ok {
+            assert!(
+                json["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Not authorized"),
+                "{json}"
+            );
+        }
+    }
+    let _ = op;
+}
+
+#[test]
+fn batch_answers_every_line_in_order_and_survives_garbage() {
+    let ok = json!({"resources": [{"name":"cpus","type":"SCALAR","scalar":{"value":2}}],
+        "operation": {"type":"RESERVE","reserve":{"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1},
+          "reservations":[{"type":"DYNAMIC","role":"r","principal":"p"}]}]}},
+        "context": {"api":"operator","principal":"p"}});
+    let bad_apply = json!({"resources": [], "operation": ok["operation"].clone(), "context": ok["context"].clone()});
+    let input = format!(
+        "{ok}\nthis is not json\n{bad_apply}\n\n[1,2]\n{}\n{}\n",
+        json!({"op":"add","left":[{"name":"cpus","type":"SCALAR","scalar":{"value":1}}],"right":[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]}),
+        json!({"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1},"role":"r"}],"operation":null,"context":{"level":"resource"}}),
+    );
+    let out = run_raw(&["batch"], input.as_bytes());
+    assert!(out.status.success());
+    let lines: Vec<Json> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each answer is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    assert_eq!(lines[0]["valid"], true);
+    assert_eq!(
+        lines[0]["resources_after"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(lines[1]["stage"], "parse");
+    assert_eq!(lines[2]["stage"], "apply");
+    assert_eq!(lines[3]["stage"], "parse");
+    assert_eq!(lines[4]["stage"], "parse");
+    assert_eq!(lines[5]["size"], 1);
+    assert_eq!(lines[5]["result"][0]["scalar"]["value"], 3);
+    assert_eq!(lines[6]["upgraded"][0]["reservations"][0]["type"], "STATIC");
+    assert_eq!(lines[6]["downgraded"][0]["role"], "r");
+}
+
+#[test]
+fn batch_runs_all_vectors_like_the_conformance_engine() {
+    let dir = std::env::var_os("BERTH_CONFORMANCE_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        PathBuf::from,
+    );
+    let text = std::fs::read_to_string(dir.join("operations.json")).expect("operations.json");
+    let vectors: Vec<Json> = serde_json::from_str(&text).expect("vectors");
+    let input: String = vectors.iter().map(|v| format!("{v}\n")).collect();
+    let out = run_raw(&["batch"], input.as_bytes());
+    let answers: Vec<Json> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(answers.len(), vectors.len());
+    for (v, a) in vectors.iter().zip(&answers) {
+        let want = v["expect"]["valid"].as_bool().unwrap_or(true);
+        assert_eq!(a["valid"].as_bool(), Some(want), "{}: {a}", v["name"]);
+        if !want {
+            assert_eq!(a["stage"], v["expect"]["stage"], "{}", v["name"]);
+            if let Some(sub) = v["expect"]["error_contains"].as_str() {
+                assert!(
+                    a["error"].as_str().unwrap_or_default().contains(sub),
+                    "{}: {a}",
+                    v["name"]
+                );
+            }
+        }
     }
 }
 
 #[test]
-fn resource_level_skips_master_checks() {
-    let input = r#"[{"name":"disk","type":"SCALAR","scalar":{"value":1},"disk":{"persistence":{"id":"v"},"volume":{"container_path":"d","mode":"RW"}}}]"#;
-    let (out, _) = run(&["check", "-", "--level", "resource"], Some(input));
-    assert!(out.status.success());
-}
-
-#[test]
-fn convert_between_formats() {
-    let (out, json) = run(
-        &["convert", "-", "--to", "legacy"],
-        Some("cpus(r1):2;mem:64"),
+fn convert_round_trips_every_vector_byte_for_byte() {
+    let dir = std::env::var_os("BERTH_CONFORMANCE_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        PathBuf::from,
     );
-    assert!(out.status.success());
-    let roles: Vec<&str> = json
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["role"].as_str())
-        .collect();
-    assert_eq!(roles, ["r1", "*"]);
-
-    let refined = r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":1},"reservations":[
-        {"type":"STATIC","role":"a"},{"type":"DYNAMIC","role":"a/b","principal":"p"}]}]"#;
-    let (out, json) = run(&["convert", "-", "--to", "legacy"], Some(refined));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        json["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Cannot downgrade")
-    );
+    let text = std::fs::read_to_string(dir.join("operations.json")).expect("operations.json");
+    let vectors: Vec<Json> = serde_json::from_str(&text).expect("vectors");
+    let mut checked = 0;
+    for v in &vectors {
+        let mut items = vec![("resources", v["resources"].clone())];
+        if !v["operation"].is_null() {
+            items.push(("operation", v["operation"].clone()));
+        }
+        for (message, json) in items {
+            let first = run_raw(
+                &[
+                    "convert",
+                    "--message",
+                    message,
+                    "--from",
+                    "json",
+                    "--to",
+                    "pb",
+                ],
+                json.to_string().as_bytes(),
+            );
+            if !first.status.success() {
+                // Vectors that fail at the parse stage are not valid Mesos JSON.
+                assert_eq!(
+                    v["expect"]["stage"],
+                    "parse",
+                    "{}: {}",
+                    v["name"],
+                    String::from_utf8_lossy(&first.stderr)
+                );
+                continue;
+            }
+            let back = run_raw(
+                &[
+                    "convert",
+                    "--message",
+                    message,
+                    "--from",
+                    "pb",
+                    "--to",
+                    "json",
+                ],
+                &first.stdout,
+            );
+            assert!(back.status.success());
+            let again = run_raw(
+                &[
+                    "convert",
+                    "--message",
+                    message,
+                    "--from",
+                    "json",
+                    "--to",
+                    "pb64",
+                ],
+                &back.stdout,
+            );
+            let b64 = run_raw(
+                &[
+                    "convert",
+                    "--message",
+                    message,
+                    "--from",
+                    "pb64",
+                    "--to",
+                    "pb",
+                ],
+                &again.stdout,
+            );
+            assert_eq!(
+                b64.stdout, first.stdout,
+                "{} {message}: bytes changed",
+                v["name"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "only {checked} round trips");
 }

@@ -170,7 +170,15 @@ impl Acls {
     /// # Errors
     /// [`AclError`] for malformed JSON or entities.
     pub fn from_json(text: &str) -> Result<Acls, AclError> {
-        let acls: Acls = serde_json::from_str(text)?;
+        Acls::from_value(serde_json::from_str(text)?)
+    }
+
+    /// Reads an ACL object already parsed as JSON.
+    ///
+    /// # Errors
+    /// [`AclError`] for malformed rules or entities.
+    pub fn from_value(json: serde_json::Value) -> Result<Acls, AclError> {
+        let acls: Acls = serde_json::from_value(json)?;
         for (name, rules) in [
             ("reserve_resources", &acls.reserve_resources),
             ("unreserve_resources", &acls.unreserve_resources),

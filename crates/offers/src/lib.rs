@@ -20,6 +20,7 @@
 
 pub mod acl;
 pub mod apply;
+pub mod batch;
 pub mod conformance;
 pub mod context;
 pub mod error;

@@ -72,6 +72,45 @@ where
     }
 }
 
+/// Keys of `json` that the schema of `T` does not know, as dotted paths (`create.resources`).
+/// Mesos ignores such keys silently; tools use this to warn about typos.
+#[must_use]
+pub fn unknown_fields<T: prost::Name>(json: &Json) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(desc) = descriptor(&T::full_name()) {
+        collect_unknown(&desc, json, "", &mut out);
+    }
+    out
+}
+
+fn collect_unknown(desc: &MessageDescriptor, json: &Json, path: &str, out: &mut Vec<String>) {
+    let Json::Object(obj) = json else { return };
+    for (key, value) in obj {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        let Some(field) = desc.get_field_by_name(key) else {
+            out.push(here);
+            continue;
+        };
+        if field.is_map() {
+            continue;
+        }
+        if let Kind::Message(child) = field.kind() {
+            match value {
+                Json::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        collect_unknown(&child, item, &format!("{here}[{i}]"), out);
+                    }
+                }
+                other => collect_unknown(&child, other, &here, out),
+            }
+        }
+    }
+}
+
 fn json_kind(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
@@ -408,6 +447,18 @@ mod tests {
             "deprecated default is not printed"
         );
         assert!(back.get("unknown_key").is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_listed() {
+        let op = json!({"type": "CREATE", "create": {"resources": [], "volumes": [{"name": "disk", "typo": 1}]}});
+        assert_eq!(
+            unknown_fields::<pb::offer::Operation>(&op),
+            vec![
+                "create.resources".to_owned(),
+                "create.volumes[0].typo".to_owned()
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! Command-line interface.
+
+use std::io::{BufRead as _, BufReader, BufWriter, Read as _, Write as _};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use berth_offers::acl::{Acls, Authorizer};
+use berth_offers::{batch, pipeline};
+use berth_resources::json::unknown_fields;
+use berth_resources::proto;
+use clap::{Parser, Subcommand};
+use serde_json::{Value as Json, json};
+
+use crate::convert::{Encoding, Message};
+
+const DEFAULT_OFFER: &str = include_str!("defaults/offer.json");
+const DEFAULT_OPERATION: &str = include_str!("defaults/create.json");
+const DEFAULT_CONTEXT: &str = include_str!("defaults/context.json");
+
+/// Validate and apply Mesos offer operations exactly as the Mesos master does.
+#[derive(Parser, Debug)]
+#[command(name = "berth-validator", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate resources, or an operation against them, and print the verdict and the
+    /// resulting resources. Without options: the Mesos persistent-volume documentation's CREATE.
+    Check {
+        /// Offered (or agent) resources: JSON array in either reservation format, or agent
+        /// text (`cpus:4;disk(role):100`); `-` for stdin.
+        #[arg(long)]
+        resources: Option<String>,
+        /// The `Offer.Operation` (Mesos JSON); `-` for stdin. Without it only the resources are
+        /// validated.
+        #[arg(long)]
+        operation: Option<String>,
+        /// Validation context (framework or operator, principal, agent capabilities,
+        /// checkpointed and used resources), in the conformance-vector format.
+        #[arg(long)]
+        context: Option<String>,
+        /// A Mesos ACL file (`permissive`, `reserve_resources`, `create_volumes`, ...).
+        #[arg(long)]
+        acls: Option<String>,
+        /// Print resources in the legacy (`role` + `reservation`) format.
+        #[arg(long)]
+        legacy: bool,
+        /// Print one JSON object instead of the human-readable verdict.
+        #[arg(long)]
+        json: bool,
+    },
+    /// JSON-lines filter: one request per input line (conformance-vector format), one answer
+    /// per output line, in order.
+    Batch {
+        /// Input file (default: stdin).
+        #[arg(long)]
+        input: Option<String>,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        output: Option<String>,
+    },
+    /// Convert between Mesos JSON and protobuf wire bytes (raw or base64).
+    Convert {
+        /// What the input holds.
+        #[arg(long, value_enum)]
+        message: Message,
+        /// Input encoding.
+        #[arg(long, value_enum)]
+        from: Encoding,
+        /// Output encoding.
+        #[arg(long, value_enum)]
+        to: Encoding,
+        /// Input file (default: stdin).
+        file: Option<String>,
+    },
+}
+
+fn read_text(arg: Option<&str>, default: &str) -> Result<String> {
+    match arg {
+        None => Ok(default.to_owned()),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
+            Ok(s)
+        }
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
+    }
+}
+
+fn read_json(arg: Option<&str>, default: &str, what: &str) -> Result<Json> {
+    let text = read_text(arg, default)?;
+    serde_json::from_str(&text).with_context(|| format!("{what} is not JSON"))
+}
+
+/// Resources as JSON: a JSON array as is, agent text converted.
+fn resources_json(arg: Option<&str>) -> Result<Result<Json, String>> {
+    let text = read_text(arg, DEFAULT_OFFER)?;
+    if text.trim_start().starts_with('[') {
+        return Ok(Ok(
+            serde_json::from_str(&text).context("resources are not JSON")?
+        ));
+    }
+    Ok(berth_resources::Resources::parse(&text, "*")
+        .map(|r| r.to_json())
+        .map_err(|e| e.to_string()))
+}
+
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            resources,
+            operation,
+            context,
+            acls,
+            legacy,
+            json,
+        } => {
+            let defaults = resources.is_none() && operation.is_none() && context.is_none();
+            let resources = match resources_json(resources.as_deref())? {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(verdict(
+                        json,
+                        &json!({"valid": false, "stage": "parse", "error": e}),
+                        legacy,
+                    ));
+                }
+            };
+            let operation = match (operation.as_deref(), defaults) {
+                (Some(path), _) => Some(read_json(Some(path), "", "the operation")?),
+                (None, true) => Some(read_json(None, DEFAULT_OPERATION, "the operation")?),
+                (None, false) => None,
+            };
+            let context = match (context.as_deref(), defaults) {
+                (Some(path), _) => read_json(Some(path), "", "the context")?,
+                (None, true) => read_json(None, DEFAULT_CONTEXT, "the context")?,
+                (None, false) => Json::Null,
+            };
+            let acls = match acls {
+                Some(path) => Some(
+                    Acls::from_json(&read_text(Some(&path), "")?).context("reading the ACLs")?,
+                ),
+                None => None,
+            };
+            if let Some(op) = &operation {
+                for field in unknown_fields::<proto::offer::Operation>(op) {
+                    eprintln!(
+                        "warning: '{field}' is not a field of Offer.Operation; it is ignored (as Mesos does)"
+                    );
+                }
+            }
+            let answer = match &operation {
+                Some(op) => {
+                    let authorizer = acls.as_ref().map(|a| a as &dyn Authorizer);
+                    match pipeline::evaluate(&resources, op, &context, authorizer) {
+                        Ok(after) => json!({"valid": true, "resources_after": after.to_json(),
+                                            "legacy": after.to_json_legacy().ok()}),
+                        Err(e) => json!({"valid": false, "stage": e.stage, "error": e.message}),
+                    }
+                }
+                None => batch::answer(&json!({"resources": resources, "context": context})),
+            };
+            Ok(verdict(json, &answer, legacy))
+        }
+        Command::Batch { input, output } => {
+            let reader: Box<dyn std::io::BufRead> = match &input {
+                Some(path) => Box::new(BufReader::new(
+                    std::fs::File::open(path).with_context(|| format!("opening {path}"))?,
+                )),
+                None => Box::new(BufReader::new(std::io::stdin().lock())),
+            };
+            let writer: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            run_batch(reader, writer)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Convert {
+            message,
+            from,
+            to,
+            file,
+        } => {
+            let mut input = Vec::new();
+            match file.as_deref() {
+                None | Some("-") => {
+                    std::io::stdin()
+                        .read_to_end(&mut input)
+                        .context("reading standard input")?;
+                }
+                Some(path) => {
+                    input = std::fs::read(path).with_context(|| format!("reading {path}"))?
+                }
+            }
+            match crate::convert::convert(message, from, to, &input) {
+                Ok(out) => {
+                    std::io::stdout()
+                        .write_all(&out)
+                        .context("writing standard output")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("berth-validator: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// Answers every line of `reader` on `writer`, in order, flushing whenever the input has no
+/// more buffered lines (so an interactive caller gets each answer at once).
+pub(crate) fn run_batch(
+    mut reader: Box<dyn std::io::BufRead>,
+    writer: Box<dyn std::io::Write>,
+) -> Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, writer);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).context("reading input")?;
+        if n == 0 {
+            break;
+        }
+        let trimmed = line.trim();
+        let answer = if trimmed.is_empty() {
+            json!({"valid": false, "stage": "parse", "error": "empty line"})
+        } else {
+            batch::answer_line(trimmed)
+        };
+        serde_json::to_writer(&mut out, &answer).context("writing output")?;
+        out.write_all(b"\n").context("writing output")?;
+        if reader.fill_buf().map(<[u8]>::is_empty).unwrap_or(true) {
+            out.flush().context("writing output")?;
+        }
+    }
+    out.flush().context("writing output")?;
+    Ok(())
+}
+
+fn verdict(as_json: bool, answer: &Json, legacy: bool) -> ExitCode {
+    let valid = answer.get("valid").and_then(Json::as_bool).unwrap_or(false);
+    if as_json {
+        println!("{answer}");
+    } else if valid {
+        let resources = if legacy {
+            answer.get("legacy").or_else(|| answer.get("downgraded"))
+        } else {
+            answer
+                .get("resources_after")
+                .or_else(|| answer.get("upgraded"))
+        };
+        let what = if answer.get("resources_after").is_some() {
+            "the operation applies"
+        } else {
+            "the resources are valid"
+        };
+        println!("VALID: {what}. Resulting resources:");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(resources.unwrap_or(&Json::Null)).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "INVALID ({}): {}",
+            answer.get("stage").and_then(Json::as_str).unwrap_or("?"),
+            answer.get("error").and_then(Json::as_str).unwrap_or("?")
+        );
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
