@@ -31,7 +31,7 @@ pub(crate) enum Encoding {
 }
 
 enum Parsed {
-    Resource(proto::Resource),
+    Resource(Box<proto::Resource>),
     Resources(Vec<proto::Resource>),
     Operation(proto::offer::Operation),
 }
@@ -39,7 +39,7 @@ enum Parsed {
 fn decode_bytes(message: Message, bytes: &[u8]) -> Result<Parsed, String> {
     let err = |e: prost::DecodeError| format!("not a protobuf {message:?}: {e}");
     Ok(match message {
-        Message::Resource => Parsed::Resource(proto::Resource::decode(bytes).map_err(err)?),
+        Message::Resource => Parsed::Resource(Box::new(proto::Resource::decode(bytes).map_err(err)?)),
         Message::Operation => {
             Parsed::Operation(proto::offer::Operation::decode(bytes).map_err(err)?)
         }
@@ -68,7 +68,7 @@ fn parse(message: Message, from: Encoding, input: &[u8]) -> Result<Parsed, Strin
             let json: Json = serde_json::from_slice(input).map_err(|e| format!("not JSON: {e}"))?;
             let e = |e: berth_resources::JsonError| e.to_string();
             Ok(match message {
-                Message::Resource => Parsed::Resource(from_json_value(&json).map_err(e)?),
+                Message::Resource => Parsed::Resource(Box::new(from_json_value(&json).map_err(e)?)),
                 Message::Operation => Parsed::Operation(from_json_value(&json).map_err(e)?),
                 Message::Resources => {
                     Parsed::Resources(berth_resources::codec::parse_proto_list(&json).map_err(e)?)
@@ -94,7 +94,7 @@ fn encode(parsed: &Parsed) -> Vec<u8> {
 
 fn to_json(parsed: &Parsed) -> Json {
     match parsed {
-        Parsed::Resource(r) => to_json_value(r),
+        Parsed::Resource(r) => to_json_value(r.as_ref()),
         Parsed::Operation(o) => to_json_value(o),
         Parsed::Resources(list) => Json::Array(list.iter().map(to_json_value).collect()),
     }
