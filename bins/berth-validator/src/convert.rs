@@ -33,13 +33,15 @@ pub(crate) enum Encoding {
 enum Parsed {
     Resource(Box<proto::Resource>),
     Resources(Vec<proto::Resource>),
-    Operation(proto::offer::Operation),
+    Operation(Box<proto::offer::Operation>),
 }
 
 fn decode_bytes(message: Message, bytes: &[u8]) -> Result<Parsed, String> {
     let err = |e: prost::DecodeError| format!("not a protobuf {message:?}: {e}");
     Ok(match message {
-        Message::Resource => Parsed::Resource(Box::new(proto::Resource::decode(bytes).map_err(err)?)),
+        Message::Resource => {
+            Parsed::Resource(Box::new(proto::Resource::decode(bytes).map_err(err)?))
+        }
         Message::Operation => {
             Parsed::Operation(proto::offer::Operation::decode(bytes).map_err(err)?)
         }
@@ -69,7 +71,9 @@ fn parse(message: Message, from: Encoding, input: &[u8]) -> Result<Parsed, Strin
             let e = |e: berth_resources::JsonError| e.to_string();
             Ok(match message {
                 Message::Resource => Parsed::Resource(Box::new(from_json_value(&json).map_err(e)?)),
-                Message::Operation => Parsed::Operation(from_json_value(&json).map_err(e)?),
+                Message::Operation => {
+                    Parsed::Operation(Box::new(from_json_value(&json).map_err(e)?))
+                }
                 Message::Resources => {
                     Parsed::Resources(berth_resources::codec::parse_proto_list(&json).map_err(e)?)
                 }
@@ -95,7 +99,7 @@ fn encode(parsed: &Parsed) -> Vec<u8> {
 fn to_json(parsed: &Parsed) -> Json {
     match parsed {
         Parsed::Resource(r) => to_json_value(r.as_ref()),
-        Parsed::Operation(o) => to_json_value(o),
+        Parsed::Operation(o) => to_json_value(o.as_ref()),
         Parsed::Resources(list) => Json::Array(list.iter().map(to_json_value).collect()),
     }
 }
