@@ -42,9 +42,9 @@ fn decode_bytes(message: Message, bytes: &[u8]) -> Result<Parsed, String> {
         Message::Resource => {
             Parsed::Resource(Box::new(proto::Resource::decode(bytes).map_err(err)?))
         }
-        Message::Operation => {
-            Parsed::Operation(proto::offer::Operation::decode(bytes).map_err(err)?)
-        }
+        Message::Operation => Parsed::Operation(Box::new(
+            proto::offer::Operation::decode(bytes).map_err(err)?,
+        )),
         Message::Resources => {
             let mut buf = bytes;
             let mut out = Vec::new();
