@@ -205,10 +205,10 @@ impl Model {
                 _ => Err("apply"),
             },
             Step::TaskEnd { task } => {
-                if let Some(key) = m.tasks.remove(&task) {
-                    if let Some(v) = m.volumes.get_mut(&key) {
-                        v.task = None;
-                    }
+                if let Some(key) = m.tasks.remove(&task)
+                    && let Some(v) = m.volumes.get_mut(&key)
+                {
+                    v.task = None;
                 }
                 Ok(())
             }
