@@ -4,33 +4,245 @@
 //! (`allocation_info`), enums are names, unknown keys are ignored, `null` means unset, numbers
 //! may come as strings, and after parsing every `required` field must be present
 //! (`research` J-1…J-6). An unknown enum name is a parse error in a required field and is
-//! silently dropped in an optional one.
+//! silently dropped in an optional one. Output lists set fields in field-number order (as
+//! protobuf reflection does) plus unset fields that have an explicit, non-deprecated default.
 //!
-//! The codec is driven by the schema compiled into `berth-proto` (descriptors), so it covers
-//! every message of our `.proto` files with one implementation.
+//! The codec is driven by the schema compiled into `berth-proto` (its descriptors, flattened
+//! once into a compact table), so it covers every message of our `.proto` files with one
+//! implementation. It streams: JSON is read straight into protobuf wire bytes through serde
+//! (no intermediate `serde_json::Value` is needed), and wire bytes are written straight out as
+//! JSON through any serde serializer.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::LazyLock;
 
 use base64::Engine as _;
-use prost_reflect::{
-    Cardinality, DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor,
-    ReflectMessage, Value as PValue,
-};
-use serde_json::{Map, Number, Value as Json};
+use prost::bytes::Buf as _;
+use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+use prost_reflect::{Cardinality, DescriptorPool, Kind as RKind};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value as Json;
 
 use crate::error::JsonError;
 
-static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
-    DescriptorPool::decode(berth_proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())
-});
+// ------------------------------------------------------------------------------------------
+// The schema table.
 
-fn descriptor(full_name: &str) -> Result<MessageDescriptor, JsonError> {
-    let pool = POOL.as_ref().map_err(|e| JsonError::Decode(e.clone()))?;
-    pool.get_message_by_name(full_name)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Double,
+    Float,
+    Int32,
+    Int64,
+    Uint32,
+    Uint64,
+    Sint32,
+    Sint64,
+    Fixed32,
+    Fixed64,
+    Sfixed32,
+    Sfixed64,
+    Bool,
+    String,
+    Bytes,
+    Enum(usize),
+    Message(usize),
+}
+
+impl Kind {
+    fn wire_type(self) -> WireType {
+        match self {
+            Kind::Double | Kind::Fixed64 | Kind::Sfixed64 => WireType::SixtyFourBit,
+            Kind::Float | Kind::Fixed32 | Kind::Sfixed32 => WireType::ThirtyTwoBit,
+            Kind::String | Kind::Bytes | Kind::Message(_) => WireType::LengthDelimited,
+            _ => WireType::Varint,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Default_ {
+    None,
+    Bool(bool),
+    Number(f64),
+    Str(String),
+    Enum(i32),
+}
+
+#[derive(Clone, Debug)]
+struct Field {
+    name: String,
+    number: u32,
+    kind: Kind,
+    required: bool,
+    repeated: bool,
+    /// Map fields: (key kind, value kind); `kind` is then the entry message.
+    map: Option<(Kind, Kind)>,
+    /// An explicit, non-deprecated default, printed for unset fields.
+    default: Default_,
+}
+
+#[derive(Debug, Default)]
+struct Message {
+    full_name: String,
+    /// Sorted by field number.
+    fields: Vec<Field>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Message {
+    fn field_by_number(&self, number: u32) -> Option<usize> {
+        self.fields.binary_search_by_key(&number, |f| f.number).ok()
+    }
+}
+
+#[derive(Debug, Default)]
+struct EnumType {
+    by_name: HashMap<String, i32>,
+    by_number: HashMap<i32, String>,
+}
+
+#[derive(Debug, Default)]
+struct Schema {
+    messages: Vec<Message>,
+    enums: Vec<EnumType>,
+    by_name: HashMap<String, usize>,
+}
+
+fn kind_of(
+    kind: &RKind,
+    msgs: &HashMap<String, usize>,
+    enums: &HashMap<String, usize>,
+) -> Option<Kind> {
+    Some(match kind {
+        RKind::Double => Kind::Double,
+        RKind::Float => Kind::Float,
+        RKind::Int32 => Kind::Int32,
+        RKind::Int64 => Kind::Int64,
+        RKind::Uint32 => Kind::Uint32,
+        RKind::Uint64 => Kind::Uint64,
+        RKind::Sint32 => Kind::Sint32,
+        RKind::Sint64 => Kind::Sint64,
+        RKind::Fixed32 => Kind::Fixed32,
+        RKind::Fixed64 => Kind::Fixed64,
+        RKind::Sfixed32 => Kind::Sfixed32,
+        RKind::Sfixed64 => Kind::Sfixed64,
+        RKind::Bool => Kind::Bool,
+        RKind::String => Kind::String,
+        RKind::Bytes => Kind::Bytes,
+        RKind::Enum(e) => Kind::Enum(*enums.get(e.full_name())?),
+        RKind::Message(m) => Kind::Message(*msgs.get(m.full_name())?),
+    })
+}
+
+fn build_schema() -> Result<Schema, String> {
+    let pool =
+        DescriptorPool::decode(berth_proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
+    let msg_index: HashMap<String, usize> = pool
+        .all_messages()
+        .enumerate()
+        .map(|(i, m)| (m.full_name().to_owned(), i))
+        .collect();
+    let enum_index: HashMap<String, usize> = pool
+        .all_enums()
+        .enumerate()
+        .map(|(i, e)| (e.full_name().to_owned(), i))
+        .collect();
+    let mut schema = Schema {
+        by_name: msg_index.clone(),
+        ..Schema::default()
+    };
+    for e in pool.all_enums() {
+        let mut t = EnumType::default();
+        for v in e.values() {
+            t.by_name.insert(v.name().to_owned(), v.number());
+            t.by_number.insert(v.number(), v.name().to_owned());
+        }
+        schema.enums.push(t);
+    }
+    for m in pool.all_messages() {
+        let mut out = Message {
+            full_name: m.full_name().to_owned(),
+            ..Message::default()
+        };
+        for f in m.fields() {
+            let kind = kind_of(&f.kind(), &msg_index, &enum_index)
+                .ok_or_else(|| format!("unresolved type of {}", f.full_name()))?;
+            let map = if f.is_map() {
+                let RKind::Message(entry) = f.kind() else {
+                    return Err(format!("map {} without entry", f.full_name()));
+                };
+                let k = kind_of(&entry.map_entry_key_field().kind(), &msg_index, &enum_index);
+                let v = kind_of(
+                    &entry.map_entry_value_field().kind(),
+                    &msg_index,
+                    &enum_index,
+                );
+                Some((k.ok_or("map key")?, v.ok_or("map value")?))
+            } else {
+                None
+            };
+            let proto = f.field_descriptor_proto();
+            let deprecated = proto
+                .options
+                .as_ref()
+                .and_then(|o| o.deprecated)
+                .unwrap_or(false);
+            let default = match (&proto.default_value, deprecated, kind) {
+                (Some(_), true, _) | (None, _, _) => Default_::None,
+                (Some(d), false, Kind::Bool) => Default_::Bool(d == "true"),
+                (Some(d), false, Kind::String | Kind::Bytes) => Default_::Str(d.clone()),
+                (Some(d), false, Kind::Enum(e)) => schema
+                    .enums
+                    .get(e)
+                    .and_then(|t| t.by_name.get(d))
+                    .map_or(Default_::None, |n| Default_::Enum(*n)),
+                (Some(d), false, _) => d.parse().map_or(Default_::None, Default_::Number),
+            };
+            out.fields.push(Field {
+                name: f.name().to_owned(),
+                number: f.number(),
+                kind,
+                required: f.cardinality() == Cardinality::Required,
+                repeated: f.is_list() || f.is_map(),
+                map,
+                default,
+            });
+        }
+        out.fields.sort_by_key(|f| f.number);
+        out.by_name = out
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        schema.messages.push(out);
+    }
+    Ok(schema)
+}
+
+static SCHEMA: LazyLock<Result<Schema, String>> = LazyLock::new(build_schema);
+
+fn schema() -> Result<&'static Schema, JsonError> {
+    SCHEMA.as_ref().map_err(|e| JsonError::Decode(e.clone()))
+}
+
+fn message_index(full_name: &str) -> Result<usize, JsonError> {
+    schema()?
+        .by_name
+        .get(full_name)
+        .copied()
         .ok_or_else(|| JsonError::Decode(format!("no message {full_name} in the schema")))
 }
 
-/// Parses Mesos JSON into a wire message.
+// ------------------------------------------------------------------------------------------
+// Public API.
+
+/// Parses Mesos JSON (a `serde_json::Value`) into a wire message.
 ///
 /// # Errors
 /// [`JsonError`] as stout would refuse the input (wrong JSON types, unknown names in required
@@ -39,13 +251,10 @@ pub fn from_json_value<T>(json: &Json) -> Result<T, JsonError>
 where
     T: prost::Message + prost::Name + Default,
 {
-    let desc = descriptor(&T::full_name())?;
-    let msg = parse_message(&desc, json, desc.name())?;
-    msg.transcode_to::<T>()
-        .map_err(|e| JsonError::Decode(e.to_string()))
+    decode_with(&T::full_name(), json)
 }
 
-/// Parses Mesos JSON text into a wire message.
+/// Parses Mesos JSON text into a wire message, without building a `serde_json::Value`.
 ///
 /// # Errors
 /// [`JsonError::Syntax`] for text that is not JSON, otherwise as [`from_json_value`].
@@ -53,22 +262,100 @@ pub fn from_json_str<T>(text: &str) -> Result<T, JsonError>
 where
     T: prost::Message + prost::Name + Default,
 {
-    let json: Json = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
-    from_json_value(&json)
+    let mut de = serde_json::Deserializer::from_str(text);
+    let msg = decode_with(&T::full_name(), &mut de)?;
+    de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
+    Ok(msg)
 }
 
-/// Writes a wire message as Mesos JSON.
+/// Parses Mesos JSON from any serde deserializer into a wire message (the schema-driven
+/// reader behind [`from_json_value`] and [`from_json_str`]).
+///
+/// # Errors
+/// As [`from_json_value`]; errors of the deserializer itself become [`JsonError::Syntax`].
+pub fn decode_with<'de, T, D>(full_name: &str, deserializer: D) -> Result<T, JsonError>
+where
+    T: prost::Message + Default,
+    D: Deserializer<'de>,
+{
+    let bytes = json_to_wire(full_name, deserializer)?;
+    T::decode(bytes.as_slice()).map_err(|e| JsonError::Decode(e.to_string()))
+}
+
+/// Reads Mesos JSON for message `full_name` into protobuf wire bytes.
+///
+/// # Errors
+/// As [`from_json_value`].
+pub fn json_to_wire<'de, D: Deserializer<'de>>(
+    full_name: &str,
+    deserializer: D,
+) -> Result<Vec<u8>, JsonError> {
+    let msg = message_index(full_name)?;
+    let schema = schema()?;
+    let failure = RefCell::new(None);
+    let mut out = Vec::with_capacity(128);
+    let root = schema_name(schema, msg);
+    let seed = MessageSeed {
+        schema,
+        msg,
+        out: &mut out,
+        path: Path::root(&root),
+        failure: &failure,
+    };
+    match seed.deserialize(deserializer) {
+        Ok(()) => Ok(out),
+        Err(e) => Err(failure
+            .into_inner()
+            .unwrap_or_else(|| JsonError::Syntax(e.to_string()))),
+    }
+}
+
+fn schema_name(schema: &Schema, msg: usize) -> String {
+    schema
+        .messages
+        .get(msg)
+        .map(|m| {
+            m.full_name
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes a wire message as Mesos JSON (a `serde_json::Value`).
 #[must_use]
 pub fn to_json_value<T>(msg: &T) -> Json
 where
     T: prost::Message + prost::Name,
 {
-    let Ok(desc) = descriptor(&T::full_name()) else {
-        return Json::Null;
-    };
-    match DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()) {
-        Ok(dm) => print_message(&dm),
-        Err(_) => Json::Null,
+    let bytes = msg.encode_to_vec();
+    WireJson::new(&T::full_name(), &bytes).map_or(Json::Null, |w| {
+        serde_json::to_value(w).unwrap_or(Json::Null)
+    })
+}
+
+/// A protobuf message's wire bytes that serialize as Mesos JSON with any serde serializer,
+/// e.g. `serde_json::to_writer(out, &WireJson::new("mesos.v1.Resource", &bytes)?)`.
+#[derive(Clone, Copy, Debug)]
+pub struct WireJson<'a> {
+    schema: &'static Schema,
+    msg: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> WireJson<'a> {
+    /// Wraps the encoded bytes of message `full_name` (e.g. `mesos.v1.Resource`).
+    ///
+    /// # Errors
+    /// [`JsonError::Decode`] if the schema has no such message.
+    pub fn new(full_name: &str, bytes: &'a [u8]) -> Result<WireJson<'a>, JsonError> {
+        Ok(WireJson {
+            schema: schema()?,
+            msg: message_index(full_name)?,
+            bytes,
+        })
     }
 }
 
@@ -77,349 +364,1022 @@ where
 #[must_use]
 pub fn unknown_fields<T: prost::Name>(json: &Json) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok(desc) = descriptor(&T::full_name()) {
-        collect_unknown(&desc, json, "", &mut out);
+    if let (Ok(schema), Ok(msg)) = (schema(), message_index(&T::full_name())) {
+        collect_unknown(schema, msg, json, "", &mut out);
     }
     out
 }
 
-fn collect_unknown(desc: &MessageDescriptor, json: &Json, path: &str, out: &mut Vec<String>) {
-    let Json::Object(obj) = json else { return };
+fn collect_unknown(schema: &Schema, msg: usize, json: &Json, path: &str, out: &mut Vec<String>) {
+    let (Json::Object(obj), Some(m)) = (json, schema.messages.get(msg)) else {
+        return;
+    };
     for (key, value) in obj {
         let here = if path.is_empty() {
             key.clone()
         } else {
             format!("{path}.{key}")
         };
-        let Some(field) = desc.get_field_by_name(key) else {
+        let Some(field) = m.by_name.get(key).and_then(|&i| m.fields.get(i)) else {
             out.push(here);
             continue;
         };
-        if field.is_map() {
+        if field.map.is_some() {
             continue;
         }
-        if let Kind::Message(child) = field.kind() {
+        if let Kind::Message(child) = field.kind {
             match value {
                 Json::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
-                        collect_unknown(&child, item, &format!("{here}[{i}]"), out);
+                        collect_unknown(schema, child, item, &format!("{here}[{i}]"), out);
                     }
                 }
-                other => collect_unknown(&child, other, &here, out),
+                other => collect_unknown(schema, child, other, &here, out),
             }
         }
     }
 }
 
-fn json_kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "boolean",
-        Json::Number(_) => "number",
-        Json::String(_) => "string",
-        Json::Array(_) => "array",
-        Json::Object(_) => "object",
+// ------------------------------------------------------------------------------------------
+// JSON → wire.
+
+/// A dotted path for error messages, built lazily.
+#[derive(Clone, Copy)]
+struct Path<'p> {
+    parent: Option<&'p Path<'p>>,
+    name: &'p str,
+}
+
+impl<'p> Path<'p> {
+    fn root(name: &'p str) -> Path<'p> {
+        Path { parent: None, name }
+    }
+
+    fn child(&'p self, name: &'p str) -> Path<'p> {
+        Path {
+            parent: Some(self),
+            name,
+        }
     }
 }
 
-fn parse_message(
-    desc: &MessageDescriptor,
-    json: &Json,
-    path: &str,
-) -> Result<DynamicMessage, JsonError> {
-    let Json::Object(obj) = json else {
-        return Err(JsonError::NotObject(path.to_owned()));
-    };
-    let mut msg = DynamicMessage::new(desc.clone());
-    for field in desc.fields() {
-        let Some(v) = obj.get(field.name()) else {
-            continue;
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.parent {
+            write!(f, "{p}.")?;
+        }
+        f.write_str(self.name)
+    }
+}
+
+type Failure = RefCell<Option<JsonError>>;
+
+fn fail<E: de::Error>(failure: &Failure, error: JsonError) -> E {
+    let text = error.to_string();
+    let mut slot = failure.borrow_mut();
+    if slot.is_none() {
+        *slot = Some(error);
+    }
+    E::custom(text)
+}
+
+struct MessageSeed<'s, 'p> {
+    schema: &'static Schema,
+    msg: usize,
+    out: &'s mut Vec<u8>,
+    path: Path<'p>,
+    failure: &'s Failure,
+}
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some(message) = self.schema.messages.get(self.msg) else {
+            return Err(fail(self.failure, JsonError::Decode("schema index".into())));
         };
-        if v.is_null() {
-            continue;
-        }
-        let fpath = format!("{path}.{}", field.name());
-        if field.is_map() {
-            let map = parse_map(&field, v, &fpath)?;
-            msg.set_field(&field, PValue::Map(map));
-        } else if field.is_list() {
-            let Json::Array(items) = v else {
-                return Err(JsonError::NotArray(fpath));
+        let mut seen = vec![false; message.fields.len()];
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let Some(&index) = message.by_name.get(key.as_ref()) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
             };
-            let mut list = Vec::with_capacity(items.len());
-            for item in items {
-                if let Some(pv) = parse_single(&field.kind(), item, &fpath, false)? {
-                    list.push(pv);
-                }
-            }
-            msg.set_field(&field, PValue::List(list));
-        } else {
-            let required = field.cardinality() == Cardinality::Required;
-            if let Some(pv) = parse_single(&field.kind(), v, &fpath, required)? {
-                msg.set_field(&field, pv);
+            let Some(field) = message.fields.get(index) else {
+                continue;
+            };
+            let path = self.path.child(&field.name);
+            let wrote = map.next_value_seed(FieldSeed {
+                schema: self.schema,
+                field,
+                out: &mut *self.out,
+                path,
+                failure: self.failure,
+            })?;
+            if wrote && let Some(s) = seen.get_mut(index) {
+                *s = true;
             }
         }
+        let missing: Vec<String> = message
+            .fields
+            .iter()
+            .zip(&seen)
+            .filter(|(f, s)| f.required && !**s)
+            .map(|(f, _)| format!("{}.{}", self.path, f.name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(fail(self.failure, JsonError::MissingRequired(missing)));
+        }
+        Ok(())
     }
-    let missing: Vec<String> = desc
-        .fields()
-        .filter(|f| f.cardinality() == Cardinality::Required && !msg.has_field(f))
-        .map(|f| format!("{path}.{}", f.name()))
-        .collect();
-    if !missing.is_empty() {
-        return Err(JsonError::MissingRequired(missing));
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
     }
-    Ok(msg)
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotObject(self.path.to_string()),
+        ))
+    }
 }
 
-fn parse_map(
-    field: &FieldDescriptor,
-    v: &Json,
-    path: &str,
-) -> Result<std::collections::HashMap<MapKey, PValue>, JsonError> {
-    let Kind::Message(entry) = field.kind() else {
-        return Err(JsonError::Decode(format!(
-            "map field {path} without an entry message"
-        )));
-    };
-    let key_field = entry.map_entry_key_field();
-    let value_field = entry.map_entry_value_field();
-    let mut out = std::collections::HashMap::new();
-    let Json::Object(obj) = v else {
-        return Err(JsonError::NotObject(path.to_owned()));
-    };
-    for (k, val) in obj {
-        let key = match key_field.kind() {
-            Kind::String => MapKey::String(k.clone()),
-            Kind::Bool => MapKey::Bool(k == "true"),
+/// One field's value (possibly `null`, a list or a map). Returns whether anything was set.
+struct FieldSeed<'s, 'p> {
+    schema: &'static Schema,
+    field: &'static Field,
+    out: &'s mut Vec<u8>,
+    path: Path<'p>,
+    failure: &'s Failure,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a value for '{}'", self.path)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        if let Some((key, value)) = self.field.map {
+            return d.deserialize_map(MapSeed {
+                schema: self.schema,
+                field: self.field,
+                key,
+                value,
+                out: self.out,
+                path: self.path,
+                failure: self.failure,
+            });
+        }
+        if self.field.repeated {
+            return d.deserialize_any(ListSeed {
+                schema: self.schema,
+                field: self.field,
+                out: self.out,
+                path: self.path,
+                failure: self.failure,
+            });
+        }
+        let required = self.field.required;
+        let before = self.out.len();
+        let out = self.out;
+        ValueSeed {
+            schema: self.schema,
+            number: self.field.number,
+            kind: self.field.kind,
+            required,
+            out: &mut *out,
+            path: self.path,
+            failure: self.failure,
+        }
+        .deserialize(d)?;
+        Ok(out.len() > before)
+    }
+}
+
+struct ListSeed<'s, 'p> {
+    schema: &'static Schema,
+    field: &'static Field,
+    out: &'s mut Vec<u8>,
+    path: Path<'p>,
+    failure: &'s Failure,
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        loop {
+            let seed = ValueSeed {
+                schema: self.schema,
+                number: self.field.number,
+                kind: self.field.kind,
+                required: false,
+                out: &mut *self.out,
+                path: self.path,
+                failure: self.failure,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
+        Err(fail(
+            self.failure,
+            JsonError::NotArray(self.path.to_string()),
+        ))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotArray(self.path.to_string()),
+        ))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotArray(self.path.to_string()),
+        ))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotArray(self.path.to_string()),
+        ))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotArray(self.path.to_string()),
+        ))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Err(fail(
+            self.failure,
+            JsonError::NotArray(self.path.to_string()),
+        ))
+    }
+}
+
+struct MapSeed<'s, 'p> {
+    schema: &'static Schema,
+    field: &'static Field,
+    key: Kind,
+    value: Kind,
+    out: &'s mut Vec<u8>,
+    path: Path<'p>,
+    failure: &'s Failure,
+}
+
+impl<'de> Visitor<'de> for MapSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let mut entry = Vec::new();
+            let key_json = match self.key {
+                Kind::String => Json::String(key.to_string()),
+                Kind::Bool => Json::Bool(key == "true"),
+                _ => Json::String(key.to_string()),
+            };
+            let path = self.path.child(&key);
+            ValueSeed {
+                schema: self.schema,
+                number: 1,
+                kind: self.key,
+                required: true,
+                out: &mut entry,
+                path,
+                failure: self.failure,
+            }
+            .deserialize(&key_json)
+            .map_err(|e| de::Error::custom(e.to_string()))?;
+            let seed = ValueSeed {
+                schema: self.schema,
+                number: 2,
+                kind: self.value,
+                required: true,
+                out: &mut entry,
+                path,
+                failure: self.failure,
+            };
+            map.next_value_seed(seed)?;
+            encode_key(self.field.number, WireType::LengthDelimited, self.out);
+            encode_varint(entry.len() as u64, self.out);
+            self.out.extend_from_slice(&entry);
+        }
+        Ok(true)
+    }
+}
+
+/// One singular value, written with its tag. Unknown names of optional enums write nothing.
+struct ValueSeed<'s, 'p> {
+    schema: &'static Schema,
+    number: u32,
+    kind: Kind,
+    required: bool,
+    out: &'s mut Vec<u8>,
+    path: Path<'p>,
+    failure: &'s Failure,
+}
+
+impl ValueSeed<'_, '_> {
+    fn wrong<E: de::Error>(&self, found: &'static str) -> E {
+        fail(
+            self.failure,
+            JsonError::WrongType {
+                field: self.path.to_string(),
+                found,
+            },
+        )
+    }
+
+    fn bad_number<E: de::Error>(&self, value: impl fmt::Display) -> E {
+        fail(
+            self.failure,
+            JsonError::BadNumber {
+                field: self.path.to_string(),
+                value: value.to_string(),
+            },
+        )
+    }
+
+    fn key(&mut self) {
+        encode_key(self.number, self.kind.wire_type(), self.out);
+    }
+
+    /// Writes a numeric value given as a double (from a JSON number or a numeric string).
+    fn number<E: de::Error>(mut self, f: f64, text: &dyn fmt::Display) -> Result<(), E> {
+        let integral = |lo: f64, hi: f64| f.is_finite() && f.fract() == 0.0 && f >= lo && f <= hi;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        match self.kind {
+            Kind::Double => {
+                self.key();
+                self.out.extend_from_slice(&f.to_le_bytes());
+            }
+            Kind::Float => {
+                self.key();
+                self.out.extend_from_slice(&(f as f32).to_le_bytes());
+            }
+            Kind::Int32
+            | Kind::Int64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Sfixed32
+            | Kind::Sfixed64 => {
+                let (lo, hi) = match self.kind {
+                    Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+                        (-9.007_199_254_740_992e15, 9.007_199_254_740_992e15)
+                    }
+                    _ => (f64::from(i32::MIN), f64::from(i32::MAX)),
+                };
+                if !integral(lo, hi) {
+                    return Err(self.bad_number(text));
+                }
+                self.signed(f as i64);
+            }
+            Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => {
+                let hi = if matches!(self.kind, Kind::Uint32 | Kind::Fixed32) {
+                    f64::from(u32::MAX)
+                } else {
+                    9.007_199_254_740_992e15
+                };
+                if !integral(0.0, hi) {
+                    return Err(self.bad_number(text));
+                }
+                self.unsigned(f as u64);
+            }
+            Kind::Enum(_) => return Err(self.wrong("number")),
+            Kind::Bool => return Err(self.wrong("number")),
+            Kind::String | Kind::Bytes => return Err(self.wrong("number")),
+            Kind::Message(_) => {
+                return Err(fail(
+                    self.failure,
+                    JsonError::NotObject(self.path.to_string()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    fn signed(&mut self, v: i64) {
+        self.key();
+        match self.kind {
+            Kind::Sint32 | Kind::Sint64 => encode_varint(((v << 1) ^ (v >> 63)) as u64, self.out),
+            Kind::Sfixed32 => self.out.extend_from_slice(&(v as i32).to_le_bytes()),
+            Kind::Sfixed64 => self.out.extend_from_slice(&v.to_le_bytes()),
+            Kind::Int32 => encode_varint(i64::from(v as i32) as u64, self.out),
+            _ => encode_varint(v as u64, self.out),
+        }
+    }
+
+    #[allow(clippy::cast_possible_truncation)]
+    fn unsigned(&mut self, v: u64) {
+        self.key();
+        match self.kind {
+            Kind::Fixed32 => self.out.extend_from_slice(&(v as u32).to_le_bytes()),
+            Kind::Fixed64 => self.out.extend_from_slice(&v.to_le_bytes()),
+            _ => encode_varint(v, self.out),
+        }
+    }
+
+    fn integer<E: de::Error>(mut self, v: i128) -> Result<(), E> {
+        match self.kind {
+            Kind::Double | Kind::Float => {
+                #[allow(clippy::cast_precision_loss)]
+                let f = v as f64;
+                self.number(f, &v)
+            }
             Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-                MapKey::I32(k.parse().map_err(|_| JsonError::BadNumber {
-                    field: path.to_owned(),
-                    value: k.clone(),
-                })?)
+                let v = i32::try_from(v).map_err(|_| self.bad_number(v))?;
+                self.signed(i64::from(v));
+                Ok(())
             }
             Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-                MapKey::I64(k.parse().map_err(|_| JsonError::BadNumber {
-                    field: path.to_owned(),
-                    value: k.clone(),
-                })?)
+                let v = i64::try_from(v).map_err(|_| self.bad_number(v))?;
+                self.signed(v);
+                Ok(())
             }
             Kind::Uint32 | Kind::Fixed32 => {
-                MapKey::U32(k.parse().map_err(|_| JsonError::BadNumber {
-                    field: path.to_owned(),
-                    value: k.clone(),
-                })?)
+                let v = u32::try_from(v).map_err(|_| self.bad_number(v))?;
+                self.unsigned(u64::from(v));
+                Ok(())
             }
-            _ => MapKey::U64(k.parse().map_err(|_| JsonError::BadNumber {
-                field: path.to_owned(),
-                value: k.clone(),
-            })?),
-        };
-        if let Some(pv) = parse_single(&value_field.kind(), val, &format!("{path}.{k}"), true)? {
-            out.insert(key, pv);
+            Kind::Uint64 | Kind::Fixed64 => {
+                let v = u64::try_from(v).map_err(|_| self.bad_number(v))?;
+                self.unsigned(v);
+                Ok(())
+            }
+            _ => self.number(0.0, &v),
         }
     }
-    Ok(out)
 }
 
-fn number_text(v: &Json, path: &str) -> Result<String, JsonError> {
-    match v {
-        Json::Number(n) => Ok(n.to_string()),
-        Json::String(s) => Ok(s.trim().to_owned()),
-        other => Err(JsonError::WrongType {
-            field: path.to_owned(),
-            found: json_kind(other),
-        }),
-    }
-}
-
-fn parse_int<T: std::str::FromStr>(v: &Json, path: &str) -> Result<T, JsonError> {
-    let text = number_text(v, path)?;
-    text.parse::<T>()
-        .or_else(|_| {
-            // `8.0` for an integer field: accept when integral and exactly representable.
-            let f: f64 = text.parse().map_err(|_| ())?;
-            if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                format!("{f:.0}").parse::<T>().map_err(|_| ())
-            } else {
-                Err(())
-            }
-        })
-        .map_err(|()| JsonError::BadNumber {
-            field: path.to_owned(),
-            value: text,
-        })
-}
-
-/// Returns `None` when the value is to be dropped (unknown name in an optional enum).
-fn parse_single(
-    kind: &Kind,
-    v: &Json,
-    path: &str,
-    required: bool,
-) -> Result<Option<PValue>, JsonError> {
-    let wrong = |found| JsonError::WrongType {
-        field: path.to_owned(),
-        found,
-    };
-    Ok(Some(match kind {
-        Kind::Message(m) => PValue::Message(parse_message(m, v, path)?),
-        Kind::Enum(e) => {
-            let Json::String(name) = v else {
-                return Err(wrong(json_kind(v)));
-            };
-            match e.get_value_by_name(name) {
-                Some(ev) => PValue::EnumNumber(ev.number()),
-                None if required => {
-                    return Err(JsonError::UnknownEnum {
-                        field: path.to_owned(),
-                        name: name.clone(),
-                    });
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.kind {
+            Kind::Message(msg) => {
+                let mut body = Vec::new();
+                let failure = self.failure;
+                MessageSeed {
+                    schema: self.schema,
+                    msg,
+                    out: &mut body,
+                    path: self.path,
+                    failure,
                 }
-                None => return Ok(None),
+                .deserialize(d)?;
+                encode_key(self.number, WireType::LengthDelimited, self.out);
+                encode_varint(body.len() as u64, self.out);
+                self.out.extend_from_slice(&body);
+                Ok(())
             }
-        }
-        Kind::Double | Kind::Float => {
-            let text = number_text(v, path)?;
-            let f: f64 = match text.as_str() {
-                "Infinity" | "inf" => f64::INFINITY,
-                "-Infinity" | "-inf" => f64::NEG_INFINITY,
-                other => other.parse().map_err(|_| JsonError::BadNumber {
-                    field: path.to_owned(),
-                    value: text.clone(),
-                })?,
-            };
-            if matches!(kind, Kind::Float) {
-                #[allow(clippy::cast_possible_truncation)]
-                PValue::F32(f as f32)
-            } else {
-                PValue::F64(f)
-            }
-        }
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => PValue::I32(parse_int(v, path)?),
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => PValue::I64(parse_int(v, path)?),
-        Kind::Uint32 | Kind::Fixed32 => PValue::U32(parse_int(v, path)?),
-        Kind::Uint64 | Kind::Fixed64 => PValue::U64(parse_int(v, path)?),
-        Kind::Bool => match v {
-            Json::Bool(b) => PValue::Bool(*b),
-            other => return Err(wrong(json_kind(other))),
-        },
-        Kind::String => match v {
-            Json::String(s) => PValue::String(s.clone()),
-            other => return Err(wrong(json_kind(other))),
-        },
-        Kind::Bytes => match v {
-            Json::String(s) => PValue::Bytes(
-                base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map_err(|_| JsonError::BadBytes(path.to_owned()))?
-                    .into(),
-            ),
-            other => return Err(wrong(json_kind(other))),
-        },
-    }))
-}
-
-fn print_message(msg: &DynamicMessage) -> Json {
-    let mut out = Map::new();
-    for field in msg.descriptor().fields() {
-        if msg.has_field(&field) {
-            let v = msg.get_field(&field);
-            if let PValue::List(items) = v.as_ref()
-                && items.is_empty()
-            {
-                continue;
-            }
-            if let PValue::Map(m) = v.as_ref()
-                && m.is_empty()
-            {
-                continue;
-            }
-            out.insert(
-                field.name().to_owned(),
-                print_value(&field.kind(), v.as_ref()),
-            );
-        } else if has_printable_default(&field) {
-            out.insert(
-                field.name().to_owned(),
-                print_value(&field.kind(), &field.default_value()),
-            );
+            _ => d.deserialize_any(self),
         }
     }
-    Json::Object(out)
 }
 
-/// stout prints an unset field that has an explicit, non-deprecated default.
-fn has_printable_default(field: &FieldDescriptor) -> bool {
-    let proto = field.field_descriptor_proto();
-    proto.default_value.is_some()
-        && !proto
-            .options
-            .as_ref()
-            .and_then(|o| o.deprecated)
-            .unwrap_or(false)
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a value for '{}'", self.path)
+    }
+
+    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
+        if self.kind != Kind::Bool {
+            return Err(self.wrong("boolean"));
+        }
+        self.key();
+        self.out.push(u8::from(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        if matches!(
+            self.kind,
+            Kind::Enum(_) | Kind::Bool | Kind::String | Kind::Bytes
+        ) {
+            return Err(self.wrong("number"));
+        }
+        self.integer(i128::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        if matches!(
+            self.kind,
+            Kind::Enum(_) | Kind::Bool | Kind::String | Kind::Bytes
+        ) {
+            return Err(self.wrong("number"));
+        }
+        self.integer(i128::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.number(v, &v)
+    }
+
+    fn visit_str<E: de::Error>(mut self, s: &str) -> Result<(), E> {
+        match self.kind {
+            Kind::String => {
+                self.key();
+                encode_varint(s.len() as u64, self.out);
+                self.out.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+            Kind::Bytes => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|_| fail(self.failure, JsonError::BadBytes(self.path.to_string())))?;
+                self.key();
+                encode_varint(bytes.len() as u64, self.out);
+                self.out.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Kind::Enum(e) => match self.schema.enums.get(e).and_then(|t| t.by_name.get(s)) {
+                Some(&n) => {
+                    self.key();
+                    #[allow(clippy::cast_sign_loss)]
+                    encode_varint(i64::from(n) as u64, self.out);
+                    Ok(())
+                }
+                None if self.required => Err(fail(
+                    self.failure,
+                    JsonError::UnknownEnum {
+                        field: self.path.to_string(),
+                        name: s.to_owned(),
+                    },
+                )),
+                None => Ok(()),
+            },
+            Kind::Bool => Err(self.wrong("string")),
+            Kind::Message(_) => Err(fail(
+                self.failure,
+                JsonError::NotObject(self.path.to_string()),
+            )),
+            _ => {
+                // Numbers may come as strings, including "Infinity" for doubles.
+                let t = s.trim();
+                let f: f64 = match t {
+                    "Infinity" | "inf" => f64::INFINITY,
+                    "-Infinity" | "-inf" => f64::NEG_INFINITY,
+                    other => match other.parse::<i128>() {
+                        Ok(i) if !matches!(self.kind, Kind::Double | Kind::Float) => {
+                            return self.integer(i);
+                        }
+                        _ => other.parse().map_err(|_| self.bad_number(t))?,
+                    },
+                };
+                self.number(f, &t)
+            }
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.wrong("array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.wrong("object"))
+    }
 }
 
-fn print_f64(f: f64) -> Json {
+// ------------------------------------------------------------------------------------------
+// wire → JSON.
+
+/// One field occurrence in the wire bytes.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Bytes(&'a [u8]),
+}
+
+fn scan(mut buf: &[u8]) -> Vec<(u32, Raw<'_>)> {
+    let mut out = Vec::new();
+    while buf.has_remaining() {
+        let Ok((number, wire)) = decode_key(&mut buf) else {
+            break;
+        };
+        let raw = match wire {
+            WireType::Varint => match decode_varint(&mut buf) {
+                Ok(v) => Raw::Varint(v),
+                Err(_) => break,
+            },
+            WireType::SixtyFourBit if buf.remaining() >= 8 => Raw::Fixed64(buf.get_u64_le()),
+            WireType::ThirtyTwoBit if buf.remaining() >= 4 => Raw::Fixed32(buf.get_u32_le()),
+            WireType::LengthDelimited => {
+                let Ok(len) = decode_varint(&mut buf) else {
+                    break;
+                };
+                let Ok(len) = usize::try_from(len) else { break };
+                if buf.len() < len {
+                    break;
+                }
+                let (body, rest) = buf.split_at(len);
+                buf = rest;
+                Raw::Bytes(body)
+            }
+            _ => break,
+        };
+        out.push((number, raw));
+    }
+    out
+}
+
+fn f64_json<S: Serializer>(s: S, f: f64) -> Result<S::Ok, S::Error> {
     if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 {
         #[allow(clippy::cast_possible_truncation)]
-        return Json::Number(Number::from(f as i64));
+        return s.serialize_i64(f as i64);
     }
-    Number::from_f64(f).map_or_else(
-        || {
-            Json::String(if f > 0.0 {
-                "Infinity".into()
-            } else if f < 0.0 {
-                "-Infinity".into()
-            } else {
-                "NaN".into()
-            })
-        },
-        Json::Number,
-    )
+    if f.is_finite() {
+        s.serialize_f64(f)
+    } else if f.is_nan() {
+        s.serialize_str("NaN")
+    } else if f > 0.0 {
+        s.serialize_str("Infinity")
+    } else {
+        s.serialize_str("-Infinity")
+    }
 }
 
-fn print_value(kind: &Kind, v: &PValue) -> Json {
-    match v {
-        PValue::Bool(b) => Json::Bool(*b),
-        PValue::I32(i) => Json::Number((*i).into()),
-        PValue::I64(i) => Json::Number((*i).into()),
-        PValue::U32(u) => Json::Number((*u).into()),
-        PValue::U64(u) => Json::Number((*u).into()),
-        PValue::F32(f) => print_f64(f64::from(*f)),
-        PValue::F64(f) => print_f64(*f),
-        PValue::String(s) => Json::String(s.clone()),
-        PValue::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        PValue::EnumNumber(n) => match kind {
-            Kind::Enum(e) => e.get_value(*n).map_or_else(
-                || Json::Number((*n).into()),
-                |ev| Json::String(ev.name().to_owned()),
-            ),
-            _ => Json::Number((*n).into()),
-        },
-        PValue::Message(m) => print_message(m),
-        PValue::List(items) => Json::Array(items.iter().map(|i| print_value(kind, i)).collect()),
-        PValue::Map(map) => {
-            let value_kind = match kind {
-                Kind::Message(entry) => entry.map_entry_value_field().kind(),
-                other => other.clone(),
-            };
-            let mut entries: Vec<(String, Json)> = map
-                .iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        MapKey::Bool(b) => b.to_string(),
-                        MapKey::I32(i) => i.to_string(),
-                        MapKey::I64(i) => i.to_string(),
-                        MapKey::U32(u) => u.to_string(),
-                        MapKey::U64(u) => u.to_string(),
-                        MapKey::String(s) => s.clone(),
-                    };
-                    (key, print_value(&value_kind, v))
-                })
-                .collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Json::Object(entries.into_iter().collect())
+/// One scalar or message value of a field, for serialization.
+struct WireValue<'a> {
+    schema: &'static Schema,
+    kind: Kind,
+    raw: Raw<'a>,
+}
+
+impl serde::Serialize for WireValue<'_> {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.kind, self.raw) {
+            (Kind::Double, Raw::Fixed64(v)) => f64_json(s, f64::from_bits(v)),
+            (Kind::Float, Raw::Fixed32(v)) => f64_json(s, f64::from(f32::from_bits(v))),
+            (Kind::Int32, Raw::Varint(v)) => s.serialize_i32(v as i32),
+            (Kind::Int64, Raw::Varint(v)) => s.serialize_i64(v as i64),
+            (Kind::Uint32, Raw::Varint(v)) => s.serialize_u32(v as u32),
+            (Kind::Uint64, Raw::Varint(v)) => s.serialize_u64(v),
+            (Kind::Sint32 | Kind::Sint64, Raw::Varint(v)) => {
+                s.serialize_i64(((v >> 1) as i64) ^ -((v & 1) as i64))
+            }
+            (Kind::Fixed32, Raw::Fixed32(v)) => s.serialize_u32(v),
+            (Kind::Fixed64, Raw::Fixed64(v)) => s.serialize_u64(v),
+            (Kind::Sfixed32, Raw::Fixed32(v)) => s.serialize_i32(v as i32),
+            (Kind::Sfixed64, Raw::Fixed64(v)) => s.serialize_i64(v as i64),
+            (Kind::Bool, Raw::Varint(v)) => s.serialize_bool(v != 0),
+            (Kind::String, Raw::Bytes(b)) => s.serialize_str(&String::from_utf8_lossy(b)),
+            (Kind::Bytes, Raw::Bytes(b)) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            (Kind::Enum(e), Raw::Varint(v)) => {
+                let n = v as i32;
+                match self.schema.enums.get(e).and_then(|t| t.by_number.get(&n)) {
+                    Some(name) => s.serialize_str(name),
+                    None => s.serialize_i32(n),
+                }
+            }
+            (Kind::Message(msg), Raw::Bytes(b)) => WireJson {
+                schema: self.schema,
+                msg,
+                bytes: b,
+            }
+            .serialize(s),
+            _ => s.serialize_unit(),
         }
+    }
+}
+
+/// A repeated field: all occurrences, packed scalars unpacked.
+struct WireList<'a> {
+    schema: &'static Schema,
+    kind: Kind,
+    items: Vec<Raw<'a>>,
+}
+
+fn unpack(kind: Kind, items: Vec<Raw<'_>>) -> Vec<Raw<'_>> {
+    if matches!(kind, Kind::String | Kind::Bytes | Kind::Message(_)) {
+        return items;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Raw::Bytes(mut b) => {
+                while b.has_remaining() {
+                    let raw = match kind.wire_type() {
+                        WireType::SixtyFourBit if b.remaining() >= 8 => {
+                            Raw::Fixed64(b.get_u64_le())
+                        }
+                        WireType::ThirtyTwoBit if b.remaining() >= 4 => {
+                            Raw::Fixed32(b.get_u32_le())
+                        }
+                        WireType::Varint => match decode_varint(&mut b) {
+                            Ok(v) => Raw::Varint(v),
+                            Err(_) => break,
+                        },
+                        _ => break,
+                    };
+                    out.push(raw);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl serde::Serialize for WireList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.items.len()))?;
+        for raw in &self.items {
+            seq.serialize_element(&WireValue {
+                schema: self.schema,
+                kind: self.kind,
+                raw: *raw,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// A map field: entries as a JSON object (keys as strings), sorted by key.
+struct WireMap<'a> {
+    schema: &'static Schema,
+    key: Kind,
+    value: Kind,
+    entries: Vec<Raw<'a>>,
+}
+
+impl serde::Serialize for WireMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(String, Option<Raw<'_>>)> = Vec::new();
+        for entry in &self.entries {
+            let Raw::Bytes(b) = entry else { continue };
+            let mut key = String::new();
+            let mut value = None;
+            for (n, raw) in scan(b) {
+                match (n, raw) {
+                    (1, Raw::Bytes(k)) => key = String::from_utf8_lossy(k).into_owned(),
+                    (1, Raw::Varint(v)) => {
+                        key = if self.key == Kind::Bool {
+                            (v != 0).to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    }
+                    (2, raw) => value = Some(raw),
+                    _ => {}
+                }
+            }
+            pairs.retain(|(k, _)| *k != key);
+            pairs.push((key, value));
+        }
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut map = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in &pairs {
+            match v {
+                Some(raw) => map.serialize_entry(
+                    k,
+                    &WireValue {
+                        schema: self.schema,
+                        kind: self.value,
+                        raw: *raw,
+                    },
+                )?,
+                None => map.serialize_entry(
+                    k,
+                    &DefaultOf {
+                        schema: self.schema,
+                        kind: self.value,
+                    },
+                )?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// The zero value of a kind (a map entry without a value).
+struct DefaultOf {
+    schema: &'static Schema,
+    kind: Kind,
+}
+
+impl serde::Serialize for DefaultOf {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.kind {
+            Kind::Message(msg) => WireJson {
+                schema: self.schema,
+                msg,
+                bytes: &[],
+            }
+            .serialize(s),
+            Kind::String | Kind::Bytes => s.serialize_str(""),
+            Kind::Bool => s.serialize_bool(false),
+            Kind::Enum(_) => WireValue {
+                schema: self.schema,
+                kind: self.kind,
+                raw: Raw::Varint(0),
+            }
+            .serialize(s),
+            _ => s.serialize_i64(0),
+        }
+    }
+}
+
+struct DefaultValue<'f> {
+    schema: &'static Schema,
+    field: &'f Field,
+}
+
+impl serde::Serialize for DefaultValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.field.default {
+            Default_::Bool(b) => s.serialize_bool(*b),
+            Default_::Number(f) => f64_json(s, *f),
+            Default_::Str(v) => s.serialize_str(v),
+            #[allow(clippy::cast_sign_loss)]
+            Default_::Enum(n) => WireValue {
+                schema: self.schema,
+                kind: self.field.kind,
+                raw: Raw::Varint(i64::from(*n) as u64),
+            }
+            .serialize(s),
+            Default_::None => s.serialize_unit(),
+        }
+    }
+}
+
+impl serde::Serialize for WireJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(message) = self.schema.messages.get(self.msg) else {
+            return s.serialize_unit();
+        };
+        // Group occurrences by field (input may interleave repeated fields).
+        let mut occurrences: Vec<Vec<Raw<'_>>> = vec![Vec::new(); message.fields.len()];
+        for (number, raw) in scan(self.bytes) {
+            if let Some(slot) = message
+                .field_by_number(number)
+                .and_then(|i| occurrences.get_mut(i))
+            {
+                slot.push(raw);
+            }
+        }
+        let mut map = s.serialize_map(None)?;
+        for (field, occ) in message.fields.iter().zip(occurrences) {
+            if occ.is_empty() {
+                if !matches!(field.default, Default_::None) {
+                    map.serialize_entry(
+                        &field.name,
+                        &DefaultValue {
+                            schema: self.schema,
+                            field,
+                        },
+                    )?;
+                }
+                continue;
+            }
+            if let Some((key, value)) = field.map {
+                map.serialize_entry(
+                    &field.name,
+                    &WireMap {
+                        schema: self.schema,
+                        key,
+                        value,
+                        entries: occ,
+                    },
+                )?;
+            } else if field.repeated {
+                let items = unpack(field.kind, occ);
+                map.serialize_entry(
+                    &field.name,
+                    &WireList {
+                        schema: self.schema,
+                        kind: field.kind,
+                        items,
+                    },
+                )?;
+            } else if let Kind::Message(msg) = field.kind {
+                // Several occurrences of a singular message merge: concatenating the bytes
+                // is exactly protobuf's merge semantics.
+                if let [Raw::Bytes(b)] = occ.as_slice() {
+                    map.serialize_entry(
+                        &field.name,
+                        &WireJson {
+                            schema: self.schema,
+                            msg,
+                            bytes: b,
+                        },
+                    )?;
+                } else {
+                    let merged: Vec<u8> = occ
+                        .iter()
+                        .flat_map(|r| {
+                            if let Raw::Bytes(b) = r {
+                                b.to_vec()
+                            } else {
+                                Vec::new()
+                            }
+                        })
+                        .collect();
+                    map.serialize_entry(
+                        &field.name,
+                        &WireJson {
+                            schema: self.schema,
+                            msg,
+                            bytes: &merged,
+                        },
+                    )?;
+                }
+            } else if let Some(last) = occ.last() {
+                map.serialize_entry(
+                    &field.name,
+                    &WireValue {
+                        schema: self.schema,
+                        kind: field.kind,
+                        raw: *last,
+                    },
+                )?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -435,7 +1395,7 @@ mod tests {
         let j = json!({"name":"disk","type":"SCALAR","scalar":{"value":"2048"},
             "reservations":[{"type":"DYNAMIC","role":"r","principal":"p"}],
             "disk":{"persistence":{"id":"v1","principal":"p"},"volume":{"container_path":"data","mode":"RW"}},
-            "unknown_key": 1});
+            "unknown_key": {"deep": [1, 2]}});
         let r: pb::Resource = from_json_value(&j).unwrap_or_else(|e| panic!("{e}"));
         assert!((r.scalar.as_ref().map_or(0.0, |s| s.value) - 2048.0).abs() < f64::EPSILON);
         let back = to_json_value(&r);
@@ -447,6 +1407,18 @@ mod tests {
             "deprecated default is not printed"
         );
         assert!(back.get("unknown_key").is_none());
+        let keys: Vec<&String> = back
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keys,
+            ["name", "type", "scalar", "disk", "reservations"],
+            "field-number order"
+        );
+        let from_text: pb::Resource =
+            from_json_str(&j.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_text, r);
     }
 
     #[test]
@@ -481,12 +1453,18 @@ mod tests {
 
     #[test]
     fn required_fields_and_types() {
+        match from_json_value::<pb::Resource>(&json!({"name":"cpus","type":"SCALAR","scalar":{}})) {
+            Err(JsonError::MissingRequired(fields)) => {
+                assert_eq!(fields, ["Resource.scalar.value"])
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
-            from_json_value::<pb::Resource>(&json!({"name":"cpus","type":"SCALAR","scalar":{}})),
+            from_json_value::<pb::Resource>(&json!({"name":"cpus"})),
             Err(JsonError::MissingRequired(_))
         ));
         assert!(matches!(
-            from_json_value::<pb::Resource>(&json!({"name":"cpus"})),
+            from_json_value::<pb::Resource>(&json!({"name":null,"type":"SCALAR"})),
             Err(JsonError::MissingRequired(_))
         ));
         assert!(matches!(
@@ -500,6 +1478,12 @@ mod tests {
             Err(JsonError::NotArray(_))
         ));
         assert!(matches!(
+            from_json_value::<pb::Resource>(
+                &json!({"name":"p","type":"RANGES","ranges":{"range":[{"begin":-1,"end":2}]}})
+            ),
+            Err(JsonError::BadNumber { .. })
+        ));
+        assert!(matches!(
             from_json_value::<pb::Resource>(&json!([])),
             Err(JsonError::NotObject(_))
         ));
@@ -507,12 +1491,21 @@ mod tests {
             from_json_str::<pb::Resource>("{"),
             Err(JsonError::Syntax(_))
         ));
-        // Empty messages set the field.
+        assert!(matches!(
+            from_json_str::<pb::Resource>(r#"{"name":"a","type":"SET"} x"#),
+            Err(JsonError::Syntax(_))
+        ));
+        // Empty messages set the field; numeric strings and integral doubles are accepted.
         let r: pb::Resource = from_json_value(
-            &json!({"name":"disk","type":"SCALAR","scalar":{"value":1},"shared":{}}),
+            &json!({"name":"disk","type":"SCALAR","scalar":{"value":1},"shared":{},
+                    "ranges":{"range":[{"begin":"5","end":6.0}]}}),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.shared.is_some());
+        assert_eq!(
+            r.ranges.map(|x| x.range),
+            Some(vec![pb::value::Range { begin: 5, end: 6 }])
+        );
     }
 
     #[test]
@@ -520,7 +1513,7 @@ mod tests {
         let j = json!({"container_path":"/data","mode":"RO","image":{"type":"DOCKER","docker":{"name":"busybox"}},
             "source":{"type":"CSI_VOLUME","csi_volume":{"plugin_name":"p","static_provisioning":{
               "volume_id":"v","volume_capability":{"mount":{},"access_mode":{"mode":"SINGLE_NODE_WRITER"}},
-              "volume_context":{"a":"1"},
+              "volume_context":{"b":"2","a":"1"},
               "node_stage_secrets":{"s":{"type":"VALUE","value":{"data":"aGVsbG8="}}}}}}});
         let v: pb::Volume = from_json_value(&j).unwrap_or_else(|e| panic!("{e}"));
         let back = to_json_value(&v);
@@ -530,7 +1523,7 @@ mod tests {
             "explicit default printed"
         );
         let sp = &back["source"]["csi_volume"]["static_provisioning"];
-        assert_eq!(sp["volume_context"]["a"], json!("1"));
+        assert_eq!(sp["volume_context"], json!({"a":"1","b":"2"}));
         assert_eq!(
             sp["node_stage_secrets"]["s"]["value"]["data"],
             json!("aGVsbG8=")
@@ -541,5 +1534,35 @@ mod tests {
             image.cached = Some(true);
         }
         assert_eq!(from_json_value::<pb::Volume>(&back).ok(), Some(expected));
+    }
+
+    #[test]
+    fn wire_json_handles_interleaved_and_packed_fields() {
+        // Set items 1 and 2 with another field in between, and a packed repeated varint is
+        // not used by our schema but must not break the reader.
+        let mut bytes = Vec::new();
+        encode_key(1, WireType::LengthDelimited, &mut bytes);
+        encode_varint(4, &mut bytes);
+        bytes.extend_from_slice(b"zone");
+        encode_key(2, WireType::Varint, &mut bytes);
+        encode_varint(2, &mut bytes);
+        let mut set = Vec::new();
+        encode_key(1, WireType::LengthDelimited, &mut set);
+        encode_varint(1, &mut set);
+        set.push(b'a');
+        encode_key(5, WireType::LengthDelimited, &mut bytes);
+        encode_varint(set.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&set);
+        encode_key(99, WireType::Varint, &mut bytes);
+        encode_varint(7, &mut bytes);
+        encode_key(5, WireType::LengthDelimited, &mut bytes);
+        encode_varint(set.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&set);
+        let w = WireJson::new("mesos.v1.Resource", &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let j = serde_json::to_value(w).unwrap_or_default();
+        assert_eq!(
+            j,
+            json!({"name":"zone","type":"SET","set":{"item":["a","a"]}})
+        );
     }
 }
