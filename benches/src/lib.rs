@@ -53,7 +53,7 @@ pub fn persistent_volume(
     let mut r = Resource::scalar("disk", Scalar::from_units(size_mb));
     r.reservations
         .push(ReservationInfo::static_(Role::new(role)?));
-    r.disk = Some(Box::new(DiskInfo {
+    r.disk = Some(std::sync::Arc::new(DiskInfo {
         persistence: Some(Persistence {
             id: PersistenceId::new(id)?,
             principal: None,

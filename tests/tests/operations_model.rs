@@ -252,7 +252,7 @@ fn reserved(role_ix: usize, kind: usize, amount: i64) -> Resource {
 
 fn volume(role_ix: usize, id: usize, size: i64) -> Resource {
     let mut r = reserved(role_ix, 2, size);
-    r.disk = Some(Box::new(DiskInfo {
+    r.disk = Some(std::sync::Arc::new(DiskInfo {
         persistence: Some(Persistence {
             id: PersistenceId::new(&format!("v{id}")).unwrap(),
             principal: Some(PRINCIPAL.to_owned()),

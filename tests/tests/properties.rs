@@ -125,14 +125,14 @@ fn resource() -> impl Strategy<Value = Resource> {
                     Resource {
                         name: name.into(),
                         value,
-                        reservations: reservations.clone(),
-                        disk: disk.map(Box::new),
+                        reservations: reservations.clone().into(),
+                        disk: disk.map(std::sync::Arc::new),
                         revocable: revocable && !persistent,
                         shared: shared && persistent,
                         allocation_info: alloc.map(|r| AllocationInfo {
-                            role: Some(r.to_owned()),
+                            role: Some(r.into()),
                         }),
-                        provider_id: provider.then(|| "rp1".to_owned()),
+                        provider_id: provider.then(|| "rp1".into()),
                     }
                 })
             },

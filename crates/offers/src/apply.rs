@@ -107,6 +107,7 @@ fn totals(r: &Resources) -> [Option<berth_resources::Scalar>; 4] {
 /// # Errors
 /// [`ApplyError`] when the resources do not hold what the operation consumes.
 pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyError> {
+    let conserving = !matches!(op, Operation::Launch { .. });
     let mut result = resources.clone();
     for c in conversions(op)? {
         if !result.contains(&c.consumed) {
@@ -115,20 +116,20 @@ pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyEr
                 consumed: c.consumed.to_string(),
             });
         }
-        result -= &c.consumed;
-        result += &c.converted;
-        if let Some(volume) = c.gone
-            && result.contains_resource(&volume)
+        // What a step consumes is held, so it is removed exactly: the totals of the result
+        // stay those of the input iff each step converts to the same totals it consumes.
+        if conserving
+            && (totals(&c.consumed) != totals(&c.converted)
+                || c.consumed.ports() != c.converted.ports())
         {
-            return Err(ApplyError::SharedCopies(volume.to_string()));
-        }
-    }
-    if !matches!(op, Operation::Launch { .. }) {
-        if totals(&result) != totals(resources) {
             return Err(ApplyError::NotConserved(op.kind().to_owned()));
         }
-        if result.ports() != resources.ports() {
-            return Err(ApplyError::NotConserved("ports".to_owned()));
+        result -= &c.consumed;
+        result += &c.converted;
+        if let Some(volume) = c.gone {
+            if result.contains_resource(&volume) {
+                return Err(ApplyError::SharedCopies(volume.to_string()));
+            }
         }
     }
     Ok(result)

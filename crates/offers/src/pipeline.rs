@@ -136,7 +136,7 @@ pub fn prepare(op: &mut Operation, ctx: &Context) {
         for r in op.resources_mut() {
             if r.allocation_info.is_none() {
                 r.allocation_info = Some(AllocationInfo {
-                    role: Some(role.clone()),
+                    role: Some(std::sync::Arc::from(role.as_str())),
                 });
             }
         }

@@ -111,19 +111,19 @@ impl Resource {
         }
         let disk = match &r.disk {
             None => None,
-            Some(d) => Some(Box::new(disk_from_proto(d)?)),
+            Some(d) => Some(Arc::new(disk_from_proto(d)?)),
         };
         Ok(Resource {
-            name: Arc::from(r.name.as_str()),
+            name: crate::resource::Name::new(&r.name),
             value,
-            reservations,
+            reservations: reservations.into(),
             disk,
             revocable: r.revocable.is_some(),
             shared: r.shared.is_some(),
             allocation_info: r.allocation_info.as_ref().map(|a| AllocationInfo {
-                role: a.role.clone(),
+                role: a.role.as_deref().map(Arc::from),
             }),
-            provider_id: r.provider_id.as_ref().map(|p| p.value.clone()),
+            provider_id: r.provider_id.as_ref().map(|p| Arc::from(p.value.as_str())),
         })
     }
 
@@ -179,12 +179,11 @@ impl Resource {
             .allocation_info
             .as_ref()
             .map(|a| pb::resource::AllocationInfo {
-                role: a.role.clone(),
+                role: a.role.as_deref().map(str::to_owned),
             });
-        out.provider_id = self
-            .provider_id
-            .as_ref()
-            .map(|p| pb::ResourceProviderId { value: p.clone() });
+        out.provider_id = self.provider_id.as_ref().map(|p| pb::ResourceProviderId {
+            value: p.to_string(),
+        });
         out
     }
 

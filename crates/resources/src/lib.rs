@@ -45,7 +45,7 @@ pub use error::{
 pub use persistence::{MarathonVolumeId, PersistenceId};
 pub use resource::{
     AllocationInfo, DiskInfo, DiskSource, DiskSourceType, Label, Labels, Persistence,
-    ReservationInfo, ReservationType, Resource, SourceRoot, Volume, VolumeMode,
+    ReservationInfo, ReservationStack, ReservationType, Resource, SourceRoot, Volume, VolumeMode,
 };
 pub use resources::Resources;
 pub use role::Role;

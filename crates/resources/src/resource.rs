@@ -141,11 +141,190 @@ impl ReservationInfo {
     }
 }
 
+/// A resource name. Well-known names (`cpus`, `mem`, `disk`, `ports`, `gpus`, ...) are static
+/// strings; others are shared on clone. Compares and hashes as the string.
+#[derive(Clone)]
+pub struct Name(NameRepr);
+
+#[derive(Clone)]
+enum NameRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+const WELL_KNOWN_NAMES: [&str; 8] = [
+    "cpus",
+    "mem",
+    "disk",
+    "ports",
+    "gpus",
+    "ephemeral_ports",
+    "network_bandwidth",
+    "zones",
+];
+
+impl Name {
+    /// A name.
+    #[must_use]
+    pub fn new(name: &str) -> Name {
+        match WELL_KNOWN_NAMES.iter().find(|w| **w == name) {
+            Some(w) => Name(NameRepr::Static(w)),
+            None => Name(NameRepr::Shared(Arc::from(name))),
+        }
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            NameRepr::Static(s) => s,
+            NameRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        match (&self.0, &other.0) {
+            (NameRepr::Static(a), NameRepr::Static(b)) => std::ptr::eq(*a, *b) || a == b,
+            _ => self.as_str() == other.as_str(),
+        }
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name::new(s)
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name::new(&s)
+    }
+}
+
+/// A reservation stack (empty = unreserved; the last element is the current reservation).
+/// Shared on clone: copying a resource does not copy its stack until it is changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReservationStack(Arc<Vec<ReservationInfo>>);
+
+impl ReservationStack {
+    /// An empty stack.
+    #[must_use]
+    pub fn new() -> ReservationStack {
+        ReservationStack::default()
+    }
+
+    /// Pushes a reservation on top.
+    pub fn push(&mut self, reservation: ReservationInfo) {
+        Arc::make_mut(&mut self.0).push(reservation);
+    }
+
+    /// Pops the current reservation.
+    pub fn pop(&mut self) -> Option<ReservationInfo> {
+        if self.0.is_empty() {
+            return None;
+        }
+        Arc::make_mut(&mut self.0).pop()
+    }
+
+    /// Removes every reservation.
+    pub fn clear(&mut self) {
+        if !self.0.is_empty() {
+            self.0 = Arc::default();
+        }
+    }
+}
+
+impl std::ops::Deref for ReservationStack {
+    type Target = [ReservationInfo];
+    fn deref(&self) -> &[ReservationInfo] {
+        &self.0
+    }
+}
+
+/// Mutable access copies a shared stack first (copy on write).
+impl std::ops::DerefMut for ReservationStack {
+    fn deref_mut(&mut self) -> &mut [ReservationInfo] {
+        Arc::make_mut(&mut self.0).as_mut_slice()
+    }
+}
+
+impl From<Vec<ReservationInfo>> for ReservationStack {
+    fn from(v: Vec<ReservationInfo>) -> ReservationStack {
+        ReservationStack(Arc::new(v))
+    }
+}
+
+impl FromIterator<ReservationInfo> for ReservationStack {
+    fn from_iter<I: IntoIterator<Item = ReservationInfo>>(iter: I) -> ReservationStack {
+        ReservationStack(Arc::new(iter.into_iter().collect()))
+    }
+}
+
+impl<'a> IntoIterator for &'a ReservationStack {
+    type Item = &'a ReservationInfo;
+    type IntoIter = std::slice::Iter<'a, ReservationInfo>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// `Resource.AllocationInfo`: the role a resource is allocated to (not validated by Mesos).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AllocationInfo {
     /// The allocation role, if set.
-    pub role: Option<String>,
+    pub role: Option<Arc<str>>,
+}
+
+impl AllocationInfo {
+    /// Allocated to `role`.
+    #[must_use]
+    pub fn role(role: &str) -> AllocationInfo {
+        AllocationInfo {
+            role: Some(Arc::from(role)),
+        }
+    }
 }
 
 /// `DiskInfo.Persistence`.
@@ -329,6 +508,8 @@ pub struct DiskInfo {
     pub source: Option<DiskSource>,
 }
 
+impl Eq for DiskInfo {}
+
 impl PartialEq for DiskInfo {
     fn eq(&self, other: &DiskInfo) -> bool {
         self.source == other.source
@@ -347,13 +528,13 @@ impl Hash for DiskInfo {
 #[derive(Clone, Debug)]
 pub struct Resource {
     /// Name (`cpus`, `mem`, `disk`, `ports`, ...).
-    pub name: Arc<str>,
+    pub name: Name,
     /// Value.
     pub value: Value,
     /// The reservation stack; empty = unreserved.
-    pub reservations: Vec<ReservationInfo>,
-    /// Disk information (only for `disk`).
-    pub disk: Option<Box<DiskInfo>>,
+    pub reservations: ReservationStack,
+    /// Disk information (only for `disk`); shared on clone.
+    pub disk: Option<Arc<DiskInfo>>,
     /// Revocable resource.
     pub revocable: bool,
     /// Shared resource (only persistent volumes).
@@ -361,7 +542,7 @@ pub struct Resource {
     /// Allocation information.
     pub allocation_info: Option<AllocationInfo>,
     /// Resource provider id.
-    pub provider_id: Option<String>,
+    pub provider_id: Option<Arc<str>>,
 }
 
 impl Resource {
@@ -375,9 +556,9 @@ impl Resource {
     #[must_use]
     pub fn new(name: &str, value: Value) -> Resource {
         Resource {
-            name: Arc::from(name),
+            name: Name::new(name),
             value,
-            reservations: Vec::new(),
+            reservations: ReservationStack::new(),
             disk: None,
             revocable: false,
             shared: false,
@@ -500,7 +681,7 @@ impl Resource {
     #[must_use]
     pub fn stripped_volume(&self) -> Resource {
         let mut r = self.clone();
-        if let Some(disk) = r.disk.as_mut() {
+        if let Some(disk) = r.disk.as_mut().map(Arc::make_mut) {
             if disk.source.is_some() {
                 disk.persistence = None;
                 disk.volume = None;

@@ -35,11 +35,58 @@ struct Entry {
     count: u64,
 }
 
+/// Entry positions sharing one metadata hash; almost always exactly one.
+#[derive(Clone, Debug)]
+enum Bucket {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Bucket {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Bucket::One(i) => std::slice::from_ref(i),
+            Bucket::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, i: u32) {
+        match self {
+            Bucket::One(first) => *self = Bucket::Many(vec![*first, i]),
+            Bucket::Many(v) => v.push(i),
+        }
+    }
+
+    /// Removes `i`; true when the bucket is now empty.
+    fn remove(&mut self, i: u32) -> bool {
+        match self {
+            Bucket::One(x) => *x == i,
+            Bucket::Many(v) => {
+                v.retain(|&x| x != i);
+                let empty = v.is_empty();
+                if let [only] = v.as_slice() {
+                    let only = *only;
+                    *self = Bucket::One(only);
+                }
+                empty
+            }
+        }
+    }
+
+    fn replace(&mut self, from: u32, to: u32) {
+        match self {
+            Bucket::One(x) if *x == from => *x = to,
+            Bucket::One(_) => {}
+            Bucket::Many(v) => v.iter_mut().filter(|x| **x == from).for_each(|x| *x = to),
+        }
+    }
+}
+
 /// A combined collection of resources.
 #[derive(Clone, Debug, Default)]
 pub struct Resources {
     entries: Vec<Entry>,
-    index: Option<FxHashMap<u64, Vec<u32>>>,
+    index: Option<FxHashMap<u64, Bucket>>,
 }
 
 /// Mesos `addable(l, r)`.
@@ -152,7 +199,7 @@ impl Resources {
             Some(index) => Box::new(
                 index
                     .get(&hash)
-                    .map(|v| v.as_slice())
+                    .map(Bucket::as_slice)
                     .unwrap_or_default()
                     .iter()
                     .map(|&i| i as usize),
@@ -171,6 +218,7 @@ impl Resources {
         match &self.index {
             Some(index) => index
                 .get(&hash)?
+                .as_slice()
                 .iter()
                 .map(|&i| i as usize)
                 .find(|&i| self.entries.get(i).is_some_and(&pred)),
@@ -183,17 +231,28 @@ impl Resources {
         let hash = entry.hash;
         self.entries.push(entry);
         if let Some(index) = &mut self.index {
-            index.entry(hash).or_default().push(i);
+            match index.get_mut(&hash) {
+                Some(bucket) => bucket.push(i),
+                None => {
+                    index.insert(hash, Bucket::One(i));
+                }
+            }
         } else if self.entries.len() >= INDEX_THRESHOLD {
             self.build_index();
         }
     }
 
     fn build_index(&mut self) {
-        let mut index: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        let mut index: FxHashMap<u64, Bucket> = FxHashMap::default();
         index.reserve(self.entries.len());
         for (i, e) in self.entries.iter().enumerate() {
-            index.entry(e.hash).or_default().push(check_u32(i));
+            let i = check_u32(i);
+            match index.get_mut(&e.hash) {
+                Some(bucket) => bucket.push(i),
+                None => {
+                    index.insert(e.hash, Bucket::One(i));
+                }
+            }
         }
         self.index = Some(index);
     }
@@ -206,25 +265,21 @@ impl Resources {
         let moved_hash = self.entries.get(last).map(|e| e.hash);
         self.entries.swap_remove(i);
         if let Some(index) = &mut self.index {
-            if let Some(bucket) = index.get_mut(&removed_hash) {
-                bucket.retain(|&x| x as usize != i);
-                if bucket.is_empty() {
-                    index.remove(&removed_hash);
-                }
+            if index
+                .get_mut(&removed_hash)
+                .is_some_and(|b| b.remove(check_u32(i)))
+            {
+                index.remove(&removed_hash);
             }
             if i != last
                 && let Some(bucket) = moved_hash.and_then(|h| index.get_mut(&h))
             {
-                for x in bucket.iter_mut() {
-                    if *x as usize == last {
-                        *x = check_u32(i);
-                    }
-                }
+                bucket.replace(check_u32(last), check_u32(i));
             }
         }
     }
 
-    fn add_entry(&mut self, entry: Entry) {
+    fn add_entry(&mut self, entry: &Entry) {
         if entry.resource.is_empty() || entry.count == 0 {
             return;
         }
@@ -237,7 +292,7 @@ impl Resources {
                     e.resource.value.add_assign(&entry.resource.value);
                 }
             }
-            None => self.push(entry),
+            None => self.push(entry.clone()),
         }
     }
 
@@ -280,7 +335,7 @@ impl Resources {
     /// Adds one resource; invalid or empty resources are ignored (Mesos `+=`).
     pub fn add_resource(&mut self, resource: Resource) {
         if resource.is_valid() {
-            self.add_entry(Resources::entry_of(resource));
+            self.add_entry(&Resources::entry_of(resource));
         }
     }
 
@@ -294,7 +349,7 @@ impl Resources {
     /// Adds every entry of `other`.
     pub fn add_all(&mut self, other: &Resources) {
         for e in &other.entries {
-            self.add_entry(e.clone());
+            self.add_entry(e);
         }
     }
 
@@ -397,7 +452,7 @@ impl Resources {
         let mut out = Resources::new();
         for e in &self.entries {
             let r = f(&e.resource);
-            out.add_entry(Entry {
+            out.add_entry(&Entry {
                 hash: r.metadata_hash(),
                 resource: r,
                 count: e.count,
@@ -436,7 +491,7 @@ impl Resources {
             let mut r = e.resource.clone();
             r.reservations.push(reservation.clone());
             r.validate()?;
-            out.add_entry(Entry {
+            out.add_entry(&Entry {
                 hash: r.metadata_hash(),
                 resource: r,
                 count: e.count,
@@ -461,7 +516,7 @@ impl Resources {
         self.map(|r| {
             let mut r = r.clone();
             r.allocation_info = Some(crate::resource::AllocationInfo {
-                role: Some(role.to_owned()),
+                role: Some(std::sync::Arc::from(role)),
             });
             r
         })
