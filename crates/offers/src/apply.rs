@@ -126,10 +126,10 @@ pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyEr
         }
         result -= &c.consumed;
         result += &c.converted;
-        if let Some(volume) = c.gone {
-            if result.contains_resource(&volume) {
-                return Err(ApplyError::SharedCopies(volume.to_string()));
-            }
+        if let Some(volume) = c.gone
+            && result.contains_resource(&volume)
+        {
+            return Err(ApplyError::SharedCopies(volume.to_string()));
         }
     }
     Ok(result)
