@@ -128,3 +128,20 @@ pub fn answer_line(line: &str) -> Json {
         Err(e) => parse_failure(format!("not JSON: {e}")),
     }
 }
+
+/// Answers one line of input and appends the answer and a newline to `out` (what
+/// `berth-validator batch` writes for each input line).
+///
+/// # Errors
+/// Only if serializing to `out` fails.
+pub fn write_answer(line: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let trimmed = line.trim();
+    let answer = if trimmed.is_empty() {
+        json!({"valid": false, "stage": "parse", "error": "empty line"})
+    } else {
+        answer_line(trimmed)
+    };
+    serde_json::to_writer(&mut *out, &answer)?;
+    out.push(b'\n');
+    Ok(())
+}

@@ -1,9 +1,10 @@
 //! Operation validation, as the Mesos master does it (`research` O.1–O.6), in Mesos's order so
 //! that the first error reported is Mesos's.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet};
 
-use berth_resources::{DiskSourceType, Resource, Resources, Scalar, VolumeMode, validate};
+use berth_resources::{DiskSourceType, Resource, Resources, Role, Scalar, VolumeMode, validate};
 
 use crate::context::{Api, Context, FrameworkCapability};
 use crate::error::{OperationError, PersistentVolumeError};
@@ -34,6 +35,15 @@ pub fn validate(op: &Operation, ctx: &Context) -> Result<(), OperationError> {
 fn master_resources(list: &[Resource]) -> Result<(), berth_resources::ValidationError> {
     let protos: Vec<_> = list.iter().map(Resource::to_proto).collect();
     validate::validate_master(&protos)
+}
+
+/// The resources without allocation info, copied only when some entry has one.
+fn without_allocation(r: &Resources) -> Cow<'_, Resources> {
+    if r.iter().any(|x| x.allocation_info.is_some()) {
+        Cow::Owned(r.unallocate())
+    } else {
+        Cow::Borrowed(r)
+    }
 }
 
 /// `validateSingleResourceProvider`; an empty list fails too (research Q-3).
@@ -236,20 +246,31 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
         persistent_volume(v).map_err(OperationError::NotPersistentVolume)?;
     }
 
-    // Persistence ids are unique per role on the agent.
-    let mut all = ctx.checkpointed.clone();
-    for v in volumes {
-        all.add_resource(v.clone());
+    // Persistence ids are unique per role on the agent, over the checkpointed resources plus
+    // the new volumes combined as a collection (identical shared volumes merge, research Q-5).
+    fn key(r: &Resource) -> Option<(&str, &str)> {
+        let id = r.persistence_id()?;
+        Some((r.reservation_role().map_or("", Role::as_str), id.as_str()))
     }
-    let mut seen: BTreeSet<(String, &str)> = BTreeSet::new();
-    for (r, _) in all.iter_with_counts() {
-        if let Some(id) = r.persistence_id() {
-            let role = r
-                .reservation_role()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            if !seen.insert((role, id.as_str())) {
-                return Err(OperationError::DuplicatePersistenceId(id.to_string()));
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    for r in ctx.checkpointed.iter() {
+        if let Some(k) = key(r) {
+            if let Some(dup) = seen.replace(k) {
+                return Err(OperationError::DuplicatePersistenceId(dup.1.to_owned()));
+            }
+        }
+    }
+    let mut added: Vec<&Resource> = Vec::new();
+    for v in volumes {
+        let merges = v.shared
+            && (ctx.checkpointed.count(v) > 0 || added.iter().any(|a| a.shared && *a == v));
+        added.push(v);
+        if merges {
+            continue;
+        }
+        if let Some(k) = key(v) {
+            if let Some(dup) = seen.replace(k) {
+                return Err(OperationError::DuplicatePersistenceId(dup.1.to_owned()));
             }
         }
     }
@@ -300,14 +321,14 @@ fn validate_destroy(volumes: &[Resource], ctx: &Context) -> Result<(), Operation
     for v in volumes {
         persistent_volume(v).map_err(OperationError::NotPersistentVolume)?;
     }
-    let checkpointed = ctx.checkpointed.unallocate();
+    let checkpointed = without_allocation(&ctx.checkpointed);
     for v in unallocated.iter().filter(|v| v.provider_id.is_none()) {
         if !checkpointed.contains_resource(v) {
             return Err(OperationError::VolumesNotFound);
         }
     }
     for used in ctx.used.values() {
-        let used = used.unallocate();
+        let used = without_allocation(used);
         if unallocated.iter().any(|v| used.contains_resource(v)) {
             return Err(OperationError::VolumesInUse);
         }

@@ -215,14 +215,23 @@ impl Resources {
     }
 
     fn find(&self, hash: u64, pred: impl Fn(&Entry) -> bool) -> Option<usize> {
+        self.find_at(hash, |_, e| pred(e))
+    }
+
+    /// The first entry with metadata hash `hash` for which `pred(position, entry)` holds.
+    fn find_at(&self, hash: u64, pred: impl Fn(usize, &Entry) -> bool) -> Option<usize> {
         match &self.index {
             Some(index) => index
                 .get(&hash)?
                 .as_slice()
                 .iter()
                 .map(|&i| i as usize)
-                .find(|&i| self.entries.get(i).is_some_and(&pred)),
-            None => self.entries.iter().position(|e| e.hash == hash && pred(e)),
+                .find(|&i| self.entries.get(i).is_some_and(|e| pred(i, e))),
+            None => self
+                .entries
+                .iter()
+                .enumerate()
+                .position(|(i, e)| e.hash == hash && pred(i, e)),
         }
     }
 
@@ -377,13 +386,30 @@ impl Resources {
         {
             return other.entries.iter().all(|e| self.contains_entry(e));
         }
-        let mut remaining = self.clone();
+        // Matched persistent volumes are consumed (copies taken per entry), without copying
+        // the collection: Mesos subtracts them from a copy.
+        let mut taken: Vec<(usize, u64)> = Vec::new();
         for e in &other.entries {
-            if !remaining.contains_entry(e) {
-                return false;
-            }
-            if e.resource.is_persistent_volume() {
-                remaining.subtract_entry(e);
+            let volume = e.resource.is_persistent_volume();
+            let already = |i: usize| taken.iter().find(|(j, _)| *j == i).map_or(0, |(_, c)| *c);
+            let found = self.find_at(e.hash, |i, l| {
+                if !volume {
+                    return entry_contains(l, e);
+                }
+                let left = l.count.saturating_sub(already(i));
+                if l.resource.shared {
+                    e.resource.shared && left >= e.count && l.resource == e.resource
+                } else {
+                    left > 0 && entry_contains(l, e)
+                }
+            });
+            let Some(i) = found else { return false };
+            if volume {
+                let copies = if e.resource.shared { e.count } else { 1 };
+                match taken.iter_mut().find(|(j, _)| *j == i) {
+                    Some((_, c)) => *c += copies,
+                    None => taken.push((i, copies)),
+                }
             }
         }
         true
