@@ -254,10 +254,10 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
     }
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     for r in ctx.checkpointed.iter() {
-        if let Some(k) = key(r) {
-            if let Some(dup) = seen.replace(k) {
-                return Err(OperationError::DuplicatePersistenceId(dup.1.to_owned()));
-            }
+        if let Some(k) = key(r)
+            && let Some(dup) = seen.replace(k)
+        {
+            return Err(OperationError::DuplicatePersistenceId(dup.1.to_owned()));
         }
     }
     let mut added: Vec<&Resource> = Vec::new();
@@ -268,10 +268,10 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
         if merges {
             continue;
         }
-        if let Some(k) = key(v) {
-            if let Some(dup) = seen.replace(k) {
-                return Err(OperationError::DuplicatePersistenceId(dup.1.to_owned()));
-            }
+        if let Some(k) = key(v)
+            && let Some(dup) = seen.replace(k)
+        {
+            return Err(OperationError::DuplicatePersistenceId(dup.1.to_owned()));
         }
     }
 
