@@ -118,8 +118,13 @@ impl Resources {
 }
 
 impl serde::Serialize for Resource {
+    /// Streams the Mesos JSON (post-refinement format) without building a `Value`.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        let bytes = self.encode_to_vec();
+        match crate::json::WireJson::new("mesos.v1.Resource", &bytes) {
+            Ok(w) => w.serialize(s),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
     }
 }
 
@@ -131,8 +136,9 @@ impl<'de> serde::Deserialize<'de> for Resource {
 }
 
 impl serde::Serialize for Resources {
+    /// A JSON array, a shared resource once per copy.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        s.collect_seq(self.iter_expanded())
     }
 }
 
@@ -141,4 +147,13 @@ impl<'de> serde::Deserialize<'de> for Resources {
         let json = Json::deserialize(d)?;
         Resources::from_json(&json).map_err(D::Error::custom)
     }
+}
+
+/// Parses the text of a JSON array of Mesos resources into wire messages (no validation),
+/// without building a `serde_json::Value`.
+///
+/// # Errors
+/// [`JsonError`] when the text is not an array or an element does not parse.
+pub fn parse_proto_list_str(text: &str) -> Result<Vec<pb::Resource>, JsonError> {
+    crate::json::from_json_str_list(text)
 }

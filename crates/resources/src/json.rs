@@ -268,6 +268,100 @@ where
     Ok(msg)
 }
 
+/// Parses a JSON array of Mesos JSON messages from text (e.g. a resource list), without
+/// building a `serde_json::Value`.
+///
+/// # Errors
+/// [`JsonError::NotArray`] if the text is not an array, otherwise as [`from_json_str`].
+pub fn from_json_str_list<T>(text: &str) -> Result<Vec<T>, JsonError>
+where
+    T: prost::Message + prost::Name + Default,
+{
+    let msg = message_index(&T::full_name())?;
+    let schema = schema()?;
+    let failure = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = ListOf {
+        schema,
+        msg,
+        failure: &failure,
+        root: schema_name(schema, msg),
+    };
+    let bodies = match de.deserialize_any(seed) {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(failure
+                .into_inner()
+                .unwrap_or_else(|| JsonError::Syntax(e.to_string())));
+        }
+    };
+    de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
+    bodies
+        .iter()
+        .map(|b| T::decode(b.as_slice()).map_err(|e| JsonError::Decode(e.to_string())))
+        .collect()
+}
+
+/// A JSON array of messages, each read into its own wire bytes.
+struct ListOf<'s> {
+    schema: &'static Schema,
+    msg: usize,
+    failure: &'s Failure,
+    root: String,
+}
+
+impl<'de> Visitor<'de> for ListOf<'_> {
+    type Value = Vec<Vec<u8>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Vec<u8>>, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            let mut body = Vec::with_capacity(96);
+            let index = out.len().to_string();
+            let root = Path::root(&self.root);
+            let path = root.child(&index);
+            let seed = MessageSeed {
+                schema: self.schema,
+                msg: self.msg,
+                out: &mut body,
+                path,
+                failure: self.failure,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
+            out.push(body);
+        }
+        Ok(out)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Vec<Vec<u8>>, A::Error> {
+        Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<Vec<u8>>, E> {
+        Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<Vec<u8>>, E> {
+        Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Vec<Vec<u8>>, E> {
+        Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Vec<Vec<u8>>, E> {
+        Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Vec<Vec<u8>>, E> {
+        Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<Vec<u8>>, E> {
+        Ok(Vec::new())
+    }
+}
+
 /// Parses Mesos JSON from any serde deserializer into a wire message (the schema-driven
 /// reader behind [`from_json_value`] and [`from_json_str`]).
 ///
