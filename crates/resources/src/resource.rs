@@ -244,61 +244,89 @@ impl From<String> for Name {
 }
 
 /// A reservation stack (empty = unreserved; the last element is the current reservation).
-/// Shared on clone: copying a resource does not copy its stack until it is changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ReservationStack(Arc<Vec<ReservationInfo>>);
+/// Shared on clone: copying a resource does not copy its stack until it is changed, and an
+/// empty stack holds nothing at all.
+#[derive(Clone, Debug, Default)]
+pub struct ReservationStack(Option<Arc<Vec<ReservationInfo>>>);
 
 impl ReservationStack {
     /// An empty stack.
     #[must_use]
-    pub fn new() -> ReservationStack {
-        ReservationStack::default()
+    pub const fn new() -> ReservationStack {
+        ReservationStack(None)
+    }
+
+    fn make_mut(&mut self) -> &mut Vec<ReservationInfo> {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
     }
 
     /// Pushes a reservation on top.
     pub fn push(&mut self, reservation: ReservationInfo) {
-        Arc::make_mut(&mut self.0).push(reservation);
+        self.make_mut().push(reservation);
     }
 
     /// Pops the current reservation.
     pub fn pop(&mut self) -> Option<ReservationInfo> {
-        if self.0.is_empty() {
-            return None;
+        let popped = self.0.as_mut().map(Arc::make_mut)?.pop();
+        if self.0.as_ref().is_some_and(|v| v.is_empty()) {
+            self.0 = None;
         }
-        Arc::make_mut(&mut self.0).pop()
+        popped
     }
 
     /// Removes every reservation.
     pub fn clear(&mut self) {
-        if !self.0.is_empty() {
-            self.0 = Arc::default();
+        self.0 = None;
+    }
+}
+
+impl PartialEq for ReservationStack {
+    fn eq(&self, other: &ReservationStack) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => **self == **other,
         }
+    }
+}
+
+impl Eq for ReservationStack {}
+
+impl Hash for ReservationStack {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
     }
 }
 
 impl std::ops::Deref for ReservationStack {
     type Target = [ReservationInfo];
     fn deref(&self) -> &[ReservationInfo] {
-        &self.0
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 
 /// Mutable access copies a shared stack first (copy on write).
 impl std::ops::DerefMut for ReservationStack {
     fn deref_mut(&mut self) -> &mut [ReservationInfo] {
-        Arc::make_mut(&mut self.0).as_mut_slice()
+        match self.0.as_mut() {
+            Some(v) => Arc::make_mut(v).as_mut_slice(),
+            None => &mut [],
+        }
     }
 }
 
 impl From<Vec<ReservationInfo>> for ReservationStack {
     fn from(v: Vec<ReservationInfo>) -> ReservationStack {
-        ReservationStack(Arc::new(v))
+        if v.is_empty() {
+            ReservationStack(None)
+        } else {
+            ReservationStack(Some(Arc::new(v)))
+        }
     }
 }
 
 impl FromIterator<ReservationInfo> for ReservationStack {
     fn from_iter<I: IntoIterator<Item = ReservationInfo>>(iter: I) -> ReservationStack {
-        ReservationStack(Arc::new(iter.into_iter().collect()))
+        iter.into_iter().collect::<Vec<_>>().into()
     }
 }
 
@@ -306,7 +334,7 @@ impl<'a> IntoIterator for &'a ReservationStack {
     type Item = &'a ReservationInfo;
     type IntoIter = std::slice::Iter<'a, ReservationInfo>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
     }
 }
 

@@ -136,6 +136,83 @@ impl Ranges {
         Ranges(out)
     }
 
+    /// In-place union with one range: binary search and splice, no new allocation unless the
+    /// vector grows.
+    fn insert_range(&mut self, r: Range) {
+        let v = &mut self.0;
+        // First range that could touch r: end + 1 >= r.begin.
+        let lo = v.partition_point(|x| x.end.saturating_add(1) < r.begin);
+        // Ranges from lo that start at or before r.end + 1 touch r.
+        let hi = lo
+            + v.get(lo..)
+                .unwrap_or_default()
+                .partition_point(|x| x.begin <= r.end.saturating_add(1));
+        let merged = v
+            .get(lo..hi)
+            .unwrap_or_default()
+            .iter()
+            .fold(r, |acc, x| Range {
+                begin: acc.begin.min(x.begin),
+                end: acc.end.max(x.end),
+            });
+        v.splice(lo..hi, std::iter::once(merged));
+    }
+
+    /// In-place difference with one range.
+    fn remove_range(&mut self, r: Range) {
+        let v = &mut self.0;
+        let lo = v.partition_point(|x| x.end < r.begin);
+        let hi = lo
+            + v.get(lo..)
+                .unwrap_or_default()
+                .partition_point(|x| x.begin <= r.end);
+        let (Some(first), Some(last)) = (
+            v.get(lo).copied(),
+            hi.checked_sub(1).and_then(|h| v.get(h)).copied(),
+        ) else {
+            return;
+        };
+        if hi <= lo {
+            return;
+        }
+        let mut keep: [Option<Range>; 2] = [None, None];
+        if first.begin < r.begin {
+            keep[0] = Some(Range {
+                begin: first.begin,
+                end: r.begin - 1,
+            });
+        }
+        if last.end > r.end {
+            keep[1] = Some(Range {
+                begin: r.end + 1,
+                end: last.end,
+            });
+        }
+        v.splice(lo..hi, keep.into_iter().flatten());
+    }
+
+    /// `self = self ∪ other`, in place when `other` is small.
+    pub fn union_assign(&mut self, other: &Ranges) {
+        if other.0.len() <= 4 {
+            for &r in &other.0 {
+                self.insert_range(r);
+            }
+        } else {
+            *self = self.union(other);
+        }
+    }
+
+    /// `self = self \ other`, in place when `other` is small.
+    pub fn difference_assign(&mut self, other: &Ranges) {
+        if other.0.len() <= 4 {
+            for &r in &other.0 {
+                self.remove_range(r);
+            }
+        } else {
+            *self = self.difference(other);
+        }
+    }
+
     /// Subset test (Mesos `<=`): every range of `self` lies inside one range of `other`.
     #[must_use]
     pub fn is_subset(&self, other: &Ranges) -> bool {
@@ -325,7 +402,7 @@ impl Value {
     pub fn add_assign(&mut self, other: &Value) {
         match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => *a += *b,
-            (Value::Ranges(a), Value::Ranges(b)) => *a = a.union(b),
+            (Value::Ranges(a), Value::Ranges(b)) => a.union_assign(b),
             (Value::Set(a), Value::Set(b)) => *a = a.union(b),
             _ => {}
         }
@@ -335,7 +412,7 @@ impl Value {
     pub fn sub_assign(&mut self, other: &Value) {
         match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => *a -= *b,
-            (Value::Ranges(a), Value::Ranges(b)) => *a = a.difference(b),
+            (Value::Ranges(a), Value::Ranges(b)) => a.difference_assign(b),
             (Value::Set(a), Value::Set(b)) => *a = a.difference(b),
             _ => {}
         }
@@ -380,6 +457,40 @@ mod tests {
             rs(&[])
         );
         assert_eq!(rs(&[(0, u64::MAX)]).len(), u64::MAX);
+    }
+
+    #[test]
+    fn in_place_ops_agree_with_merges() {
+        let cases: [&[(u64, u64)]; 5] = [
+            &[],
+            &[(1, 5)],
+            &[(1, 2), (4, 6), (10, 20)],
+            &[(0, 0), (u64::MAX, u64::MAX)],
+            &[(3, 3), (5, 5), (7, 9)],
+        ];
+        let singles = [
+            (0, 0),
+            (1, 1),
+            (2, 4),
+            (3, 3),
+            (5, 11),
+            (6, 9),
+            (0, 100),
+            (21, 21),
+            (u64::MAX - 1, u64::MAX),
+        ];
+        for base in cases {
+            for &(b, e) in &singles {
+                let a = rs(base);
+                let x = rs(&[(b, e)]);
+                let mut u = a.clone();
+                u.union_assign(&x);
+                assert_eq!(u, a.union(&x), "{a} + {x}");
+                let mut d = a.clone();
+                d.difference_assign(&x);
+                assert_eq!(d, a.difference(&x), "{a} - {x}");
+            }
+        }
     }
 
     #[test]
