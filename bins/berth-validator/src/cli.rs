@@ -62,6 +62,13 @@ enum Command {
         #[arg(long)]
         output: Option<String>,
     },
+    /// Serve the `berth.v1.Validator` gRPC API (Validate, Apply, Batch, Ping) until SIGINT or
+    /// SIGTERM. Prints `listening on <address>` on standard output once ready.
+    Serve {
+        /// `unix:PATH` or `tcp:IP:PORT` (port 0 picks a free port, printed on standard output).
+        #[arg(long)]
+        listen: berth_validator::serve::Listen,
+    },
     /// Convert between Mesos JSON and protobuf wire bytes (raw or base64).
     Convert {
         /// What the input holds.
@@ -181,6 +188,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 None => Box::new(std::io::stdout().lock()),
             };
             run_batch(reader, writer)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen } => {
+            berth_validator::serve::run(&listen)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Convert {

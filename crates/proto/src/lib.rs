@@ -4,6 +4,10 @@
 //! same packages, message names, field names and numbers as Apache Mesos (`mesos.v1`), so the
 //! wire format is compatible. Code is generated at build time with protox (no system `protoc`).
 //!
+//! The `grpc` feature (off by default) adds the `berth::v1` module: berth's own gRPC
+//! API (`berth.v1.Validator`), with tonic server and client code. Without it this crate
+//! depends on prost alone.
+//!
 //! Idiomatic types, validation and the Mesos JSON form live in `berth-resources`.
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -13,6 +17,15 @@ pub mod mesos {
     /// `package mesos.v1`.
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/mesos.v1.rs"));
+    }
+}
+
+/// The `berth` packages (feature `grpc`).
+#[cfg(feature = "grpc")]
+pub mod berth {
+    /// `package berth.v1`: the validator service (`proto/berth/v1/validator.proto`).
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/berth.v1.rs"));
     }
 }
 

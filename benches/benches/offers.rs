@@ -1,0 +1,153 @@
+//! Offer-operation benchmarks (issue "Offer operations and the master-side validator"):
+//!
+//! * `CreateDestroy/{10,100,1000,10000}`: validate + apply of one CREATE, and of one DESTROY,
+//!   on an offer of that many resource objects (target: CREATE on 100 objects under 5 µs,
+//!   linear in offer size);
+//! * `Batch`: the `berth-validator batch` engine over lines of the conformance vectors,
+//!   compared in the same run with `serde_json` merely parsing the same lines into
+//!   `serde_json::Value` (target: at least 50% of that throughput).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_offers::{AgentCapabilities, Context, Operation, apply, batch, validate};
+use berth_resources::{
+    DiskInfo, Persistence, PersistenceId, ReservationInfo, Resource, Resources, Role, Scalar,
+    Volume, VolumeMode,
+};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn reserved(name: &str, role: &str, amount: i64) -> Resource {
+    let mut r = Resource::scalar(name, Scalar::from_units(amount));
+    r.reservations.push(ReservationInfo::dynamic(
+        Role::new(role).unwrap(),
+        Some("ops"),
+    ));
+    r
+}
+
+fn volume(role: &str, id: &str, size: i64) -> Resource {
+    let mut r = reserved("disk", role, size);
+    r.disk = Some(std::sync::Arc::new(DiskInfo {
+        persistence: Some(Persistence {
+            id: PersistenceId::new(id).unwrap(),
+            principal: Some("ops".into()),
+        }),
+        volume: Some(Volume::new("data", VolumeMode::Rw)),
+        source: None,
+    }));
+    r
+}
+
+/// An offer of `n` distinct resource objects: reserved cpus/mem/disk for `n/4` roles, plus
+/// volumes, plus the 1000 MB of `db` disk the CREATE uses.
+fn offer(n: usize) -> (Resources, Resources) {
+    let mut offer = Resources::new();
+    let mut checkpointed = Resources::new();
+    let mut i = 0;
+    while offer.len() + 1 < n {
+        let role = format!("role{i}");
+        offer.add_resource(reserved("cpus", &role, 1));
+        offer.add_resource(reserved("mem", &role, 128));
+        offer.add_resource(reserved("disk", &role, 100));
+        let v = volume(&role, &format!("v{i}"), 10);
+        checkpointed.add_resource(v.clone());
+        offer.add_resource(v);
+        i += 1;
+    }
+    let db = reserved("disk", "db", 1000);
+    checkpointed.add_resource(db.clone());
+    offer.add_resource(db);
+    (offer, checkpointed)
+}
+
+fn create_destroy(c: &mut Criterion) {
+    let mut g = c.benchmark_group("CreateDestroy");
+    for n in [10usize, 100, 1000, 10_000] {
+        let (offer, checkpointed) = offer(n);
+        let mut ctx = Context::operator();
+        ctx.principal = Some("ops".into());
+        ctx.agent = AgentCapabilities::all();
+        ctx.checkpointed = checkpointed.filter(Resource::needs_checkpointing);
+        let v = volume("db", "new-volume", 1000);
+        let create = Operation::Create {
+            volumes: vec![v.clone()],
+        };
+        let destroy = Operation::Destroy {
+            volumes: vec![v.clone()],
+        };
+        let created = apply(&offer, &create).unwrap();
+        let mut ctx_after = ctx.clone();
+        ctx_after.checkpointed.add_resource(v.clone());
+        validate(&destroy, &ctx_after).unwrap();
+        g.bench_with_input(BenchmarkId::new("CREATE validate+apply", n), &n, |b, _| {
+            b.iter(|| {
+                validate(black_box(&create), &ctx).unwrap();
+                black_box(apply(&offer, &create).unwrap())
+            });
+        });
+        g.bench_with_input(BenchmarkId::new("DESTROY validate+apply", n), &n, |b, _| {
+            b.iter(|| {
+                validate(black_box(&destroy), &ctx_after).unwrap();
+                black_box(apply(&created, &destroy).unwrap())
+            });
+        });
+    }
+    g.finish();
+}
+
+fn vector_lines() -> Vec<String> {
+    let dir = std::env::var_os("BERTH_CONFORMANCE_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
+        PathBuf::from,
+    );
+    let mut lines = Vec::new();
+    for file in ["operations.json", "arithmetic.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("conformance vectors");
+        let vectors: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        lines.extend(vectors.iter().map(ToString::to_string));
+    }
+    lines
+}
+
+fn batch_throughput(c: &mut Criterion) {
+    let lines = vector_lines();
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let mut g = c.benchmark_group("Batch");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("serde_json::Value parse (baseline)", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(serde_json::from_str::<serde_json::Value>(line).unwrap());
+            }
+        });
+    });
+    g.bench_function("berth batch answer", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for line in &lines {
+                batch::write_answer(line, &mut out).unwrap();
+            }
+            black_box(out.len())
+        });
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = create_destroy, batch_throughput
+}
+criterion_main!(benches);
