@@ -138,6 +138,83 @@ fn batch_throughput(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Plan/3 volumes on 1000 objects`: first-launch planning of an app with a root, a path and a
+/// mount volume against an offer of 1 000 resource objects (target: under 50 µs).
+fn plan(c: &mut Criterion) {
+    use berth_offers::plan::{PlanConfig, RunSpec, plan_launch};
+    use berth_resources::{AllocationInfo, DiskSource};
+    let app = RunSpec::from_json(
+        r#"{"id": "/bench/db", "cpus": 1, "mem": 1024, "disk": 100, "container": {"volumes": [
+            {"containerPath": "data", "mode": "RW", "persistent": {"type": "root", "size": 1000}},
+            {"containerPath": "logs", "mode": "RW", "persistent": {"type": "path", "size": 2000, "constraints": [["path", "LIKE", "/mnt/ssd-.*"]]}},
+            {"containerPath": "wal", "mode": "RW", "persistent": {"type": "mount", "size": 4000, "maxSize": 9000}}]},
+          "unreachableStrategy": "disabled", "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0}}"#,
+    )
+    .unwrap();
+    let allocated = |mut r: Resource| {
+        r.allocation_info = Some(AllocationInfo::role("marathon"));
+        r
+    };
+    let disk = |source: DiskSource, size: i64| {
+        let mut r = Resource::scalar("disk", Scalar::from_units(size));
+        r.disk = Some(std::sync::Arc::new(DiskInfo {
+            persistence: None,
+            volume: None,
+            source: Some(source),
+        }));
+        allocated(r)
+    };
+    let mut offer = Resources::new();
+    for (name, v) in [("cpus", 8), ("mem", 16_384), ("disk", 50_000)] {
+        offer.add_resource(allocated(Resource::scalar(name, Scalar::from_units(v))));
+    }
+    let mut i = 0;
+    while offer.len() < 1000 {
+        match i % 4 {
+            0 => offer.add_resource(disk(DiskSource::path(format!("/mnt/hdd-{i}")), 5000)),
+            1 => offer.add_resource(disk(
+                DiskSource::mount(format!("/mnt/m-{i}")),
+                2000 + (i * 7) % 8000,
+            )),
+            _ => offer.add_resource(allocated(reserved("cpus", &format!("other{i}"), 1))),
+        }
+        i += 1;
+    }
+    offer.add_resource(disk(DiskSource::path("/mnt/ssd-1"), 8000));
+    let config = PlanConfig::new("fw", "marathon", Some("ops"));
+    if let Err(e) = plan_launch(&app, &offer, &config, None) {
+        panic!("{e}");
+    }
+    let mut g = c.benchmark_group("Plan");
+    let prepared = berth_offers::plan::PreparedSpec::new(&app).unwrap();
+    g.bench_function(
+        BenchmarkId::new("3 volumes on objects (prepared spec)", offer.len()),
+        |b| {
+            b.iter(|| {
+                black_box(
+                    berth_offers::plan::plan_launch_prepared(
+                        &prepared,
+                        black_box(&offer),
+                        &config,
+                        None,
+                    )
+                    .unwrap(),
+                )
+            });
+        },
+    );
+    g.bench_function(
+        BenchmarkId::new(
+            "3 volumes on objects (validate + prepare + plan)",
+            offer.len(),
+        ),
+        |b| {
+            b.iter(|| black_box(plan_launch(&app, black_box(&offer), &config, None).unwrap()));
+        },
+    );
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -148,6 +225,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = create_destroy, batch_throughput
+    targets = create_destroy, batch_throughput, plan
 }
 criterion_main!(benches);

@@ -356,6 +356,7 @@ impl Agent {
                     tasks: vec![Launch {
                         id: format!("t{task}"),
                         resources,
+                        volumes: vec![],
                     }],
                 });
                 if result.is_ok() {

@@ -62,6 +62,36 @@ enum Command {
         #[arg(long)]
         output: Option<String>,
     },
+    /// Plan a stateful Marathon app or pod on an offer: RESERVE + CREATE + LAUNCH for a first
+    /// launch, LAUNCH on the kept reservation for a relaunch (`--reservation`), or DESTROY +
+    /// UNRESERVE (`--reservation` with `--wipe`). Prints the `Offer.Operation` array.
+    Plan {
+        /// Marathon app or pod definition (JSON).
+        #[arg(long)]
+        app: String,
+        /// The offer: a Mesos `Offer` object (`resources`, `framework_id`, `agent_id`) or a
+        /// resource array.
+        #[arg(long)]
+        offer: String,
+        /// Framework id for the reservation labels (default: the offer's, else `berth`).
+        #[arg(long)]
+        framework_id: Option<String>,
+        /// Role to reserve for (default: the offer's allocation role).
+        #[arg(long)]
+        role: Option<String>,
+        /// The framework's principal, carried by reservations and volumes.
+        #[arg(long)]
+        principal: Option<String>,
+        /// A kept reservation `{"instance_id": .., "persistence_ids": [..]}`: relaunch on it.
+        #[arg(long)]
+        reservation: Option<String>,
+        /// With `--reservation`: destroy the volumes and unreserve instead.
+        #[arg(long, requires = "reservation")]
+        wipe: bool,
+        /// Write the instance's reservation (to keep for relaunch and wipe) to this file.
+        #[arg(long)]
+        reservation_out: Option<String>,
+    },
     /// Serve the `berth.v1.Validator` gRPC API (Validate, Apply, Batch, Ping) until SIGINT or
     /// SIGTERM. Prints `listening on <address>` on standard output once ready.
     Serve {
@@ -190,6 +220,28 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             run_batch(reader, writer)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan {
+            app,
+            offer,
+            framework_id,
+            role,
+            principal,
+            reservation,
+            wipe,
+            reservation_out,
+        } => crate::plan::run(&crate::plan::Args {
+            app: read_text(Some(&app), "")?,
+            offer: read_json(Some(&offer), "", "the offer")?,
+            framework_id,
+            role,
+            principal,
+            reservation: match reservation {
+                Some(path) => Some(read_json(Some(&path), "", "the reservation")?),
+                None => None,
+            },
+            wipe,
+            reservation_out,
+        }),
         Command::Serve { listen } => {
             berth_validator::serve::run(&listen)?;
             Ok(ExitCode::SUCCESS)

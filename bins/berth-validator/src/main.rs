@@ -15,6 +15,7 @@
 
 mod cli;
 mod convert;
+mod plan;
 
 use std::process::ExitCode;
 

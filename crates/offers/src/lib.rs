@@ -26,6 +26,7 @@ pub mod context;
 pub mod error;
 pub mod operation;
 pub mod pipeline;
+pub mod plan;
 pub mod validate;
 
 pub use acl::{Acls, Action, Authorizer};

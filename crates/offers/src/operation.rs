@@ -15,6 +15,9 @@ pub struct Launch {
     pub id: String,
     /// Resources it consumes.
     pub resources: Vec<Resource>,
+    /// Container volumes (external, host and sandbox paths) the task mounts; they consume no
+    /// offered resources.
+    pub volumes: Vec<pb::Volume>,
 }
 
 /// An offer operation in berth's typed form.
@@ -179,6 +182,7 @@ impl Operation {
                     id: body.executor.executor_id.value.clone(),
                     resources: list(&body.executor.resources)
                         .map_err(OperationError::InvalidResources)?,
+                    volumes: container_volumes(body.executor.container.as_ref()),
                 });
                 for t in &body.task_group.tasks {
                     push_task(&mut tasks, t)?;
@@ -249,6 +253,11 @@ impl Operation {
                             },
                             agent_id: pb::AgentId::default(),
                             resources: protos(&t.resources),
+                            container: (!t.volumes.is_empty()).then(|| pb::ContainerInfo {
+                                r#type: pb::container_info::Type::Mesos as i32,
+                                volumes: t.volumes.clone(),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         })
                         .collect(),
@@ -264,14 +273,20 @@ fn push_task(tasks: &mut Vec<Launch>, t: &pb::TaskInfo) -> Result<(), OperationE
     tasks.push(Launch {
         id: id.clone(),
         resources: list(&t.resources).map_err(OperationError::InvalidResources)?,
+        volumes: container_volumes(t.container.as_ref()),
     });
     if let Some(executor) = &t.executor {
         tasks.push(Launch {
             id: executor.executor_id.value.clone(),
             resources: list(&executor.resources).map_err(OperationError::InvalidResources)?,
+            volumes: container_volumes(executor.container.as_ref()),
         });
     }
     Ok(())
+}
+
+fn container_volumes(c: Option<&pb::ContainerInfo>) -> Vec<pb::Volume> {
+    c.map(|c| c.volumes.clone()).unwrap_or_default()
 }
 
 /// Common validation of a list, then conversion (upgrade) of every element.

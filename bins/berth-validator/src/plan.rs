@@ -1,0 +1,109 @@
+//! `berth-validator plan`: Marathon-style planning of stateful tasks on an offer.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use berth_offers::plan::{
+    PlanConfig, PlanError, Reservation, RunSpec, plan_launch, plan_relaunch, plan_wipe,
+};
+use berth_resources::Resources;
+use berth_resources::json::to_json_value;
+use serde_json::{Value as Json, json};
+
+/// Parsed command-line inputs.
+pub(crate) struct Args {
+    pub(crate) app: String,
+    pub(crate) offer: Json,
+    pub(crate) framework_id: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) principal: Option<String>,
+    pub(crate) reservation: Option<Json>,
+    pub(crate) wipe: bool,
+    pub(crate) reservation_out: Option<String>,
+}
+
+fn id_value(offer: &Json, key: &str) -> Option<String> {
+    offer
+        .get(key)
+        .and_then(|v| v.get("value").or(Some(v)))
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+}
+
+pub(crate) fn run(args: &Args) -> Result<ExitCode> {
+    let spec = RunSpec::from_json(&args.app).context("reading the app")?;
+    let resources_json = match &args.offer {
+        Json::Array(_) => args.offer.clone(),
+        other => other
+            .get("resources")
+            .cloned()
+            .context("the offer has no 'resources'")?,
+    };
+    let offer = Resources::from_json(&resources_json).context("reading the offer's resources")?;
+    let role = match &args.role {
+        Some(r) => r.clone(),
+        None => offer
+            .iter()
+            .find_map(|r| r.allocation_role().map(str::to_owned))
+            .context("the offer's resources are not allocated to a role: give --role")?,
+    };
+    let framework_id = args
+        .framework_id
+        .clone()
+        .or_else(|| id_value(&args.offer, "framework_id"))
+        .unwrap_or_else(|| "berth".to_owned());
+    let agent_id = id_value(&args.offer, "agent_id").or_else(|| id_value(&args.offer, "slave_id"));
+    let config = PlanConfig::new(&framework_id, &role, args.principal.as_deref());
+    let result = match &args.reservation {
+        None => plan_launch(&spec, &offer, &config, None),
+        Some(state) => {
+            let reservation: Reservation =
+                serde_json::from_value(state.clone()).context("reading the reservation state")?;
+            if args.wipe {
+                plan_wipe(&offer, &config, &reservation)
+            } else {
+                plan_relaunch(&spec, &offer, &config, &reservation)
+            }
+        }
+    };
+    match result {
+        Ok(plan) => {
+            let operations: Vec<Json> = plan
+                .operations
+                .iter()
+                .map(|op| {
+                    let mut wire = op.to_proto();
+                    if let (Some(launch), Some(agent)) = (wire.launch.as_mut(), &agent_id) {
+                        for task in &mut launch.task_infos {
+                            task.agent_id.value.clone_from(agent);
+                        }
+                    }
+                    to_json_value(&wire)
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Json::Array(operations))?
+            );
+            let state = serde_json::to_string_pretty(&plan.reservation)?;
+            match &args.reservation_out {
+                Some(path) => {
+                    std::fs::write(path, state).with_context(|| format!("writing {path}"))?
+                }
+                None => eprintln!("reservation: {}", serde_json::to_string(&plan.reservation)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(PlanError::NoFit(reasons)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"fits": false, "reasons": reasons}))?
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            println!("{}", json!({"fits": false, "reasons": [e.to_string()]}));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
