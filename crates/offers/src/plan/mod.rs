@@ -553,17 +553,12 @@ pub fn plan_launch_prepared(
     })
 }
 
-/// Plans the relaunch of an instance on an offer that holds its reservation and volumes.
-///
-/// # Errors
-/// [`PlanError::NoFit`] when the offer lacks the reservation or one of the volumes.
-pub fn plan_relaunch(
-    spec: &RunSpec,
+/// The offered resources reserved for the instance (its labels, this framework).
+fn owned_by(
     offer: &Resources,
     config: &PlanConfig,
     reservation: &Reservation,
-) -> Result<Plan, PlanError> {
-    spec.validate()?;
+) -> Result<Vec<Resource>, PlanError> {
     let owned: Vec<Resource> = offer
         .iter_expanded()
         .filter(|r| config.owns(r, &reservation.instance_id))
@@ -575,6 +570,21 @@ pub fn plan_relaunch(
             reservation.instance_id
         )]));
     }
+    Ok(owned)
+}
+
+/// Plans the relaunch of an instance on an offer that holds its reservation and volumes.
+///
+/// # Errors
+/// [`PlanError::NoFit`] when the offer lacks the reservation or one of the volumes.
+pub fn plan_relaunch(
+    spec: &RunSpec,
+    offer: &Resources,
+    config: &PlanConfig,
+    reservation: &Reservation,
+) -> Result<Plan, PlanError> {
+    spec.validate()?;
+    let owned = owned_by(offer, config, reservation)?;
     let missing: Vec<String> = reservation
         .persistence_ids
         .iter()
@@ -617,17 +627,7 @@ pub fn plan_wipe(
     config: &PlanConfig,
     reservation: &Reservation,
 ) -> Result<Plan, PlanError> {
-    let owned: Vec<Resource> = offer
-        .iter_expanded()
-        .filter(|r| config.owns(r, &reservation.instance_id))
-        .cloned()
-        .collect();
-    if owned.is_empty() {
-        return Err(PlanError::NoFit(vec![format!(
-            "the offer holds no resources reserved for instance '{}'",
-            reservation.instance_id
-        )]));
-    }
+    let owned = owned_by(offer, config, reservation)?;
     let volumes: Vec<Resource> = owned
         .iter()
         .filter(|r| r.is_persistent_volume())
