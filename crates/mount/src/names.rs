@@ -1,0 +1,175 @@
+//! Ids and names before they become path components.
+//!
+//! [`validate_component`] is the gate for names used verbatim (persistence ids, container ids,
+//! role names): it refuses empty, `.`, `..`, `/`, NUL, control characters and more than 255
+//! bytes. [`encode_component`] turns *any* non-empty id (a CSI `volume_id`, a Docker v2 plugin
+//! name such as `rexray/ebs:latest`) into one safe component, reversibly
+//! ([`decode_component`]): bytes outside `[A-Za-z0-9_.+,=@:-]`, `%` itself, and a `.` at the
+//! start are percent-encoded (`%2F`), so `.`/`..` and hidden names cannot come out, and Mesos's
+//! failure to encode `.`/`..` in CSI volume ids (research `isolators.md` §1.10(4)) cannot recur.
+
+use crate::error::{MountError, Result};
+
+/// The longest path component Linux accepts.
+pub const MAX_COMPONENT: usize = 255;
+
+fn invalid(name: &str, reason: &'static str) -> MountError {
+    MountError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
+/// Checks that `name` can be used verbatim as one path component.
+///
+/// # Errors
+/// [`MountError::InvalidName`] saying which rule failed.
+pub fn validate_component(name: &str) -> Result<&str> {
+    if name.is_empty() {
+        return Err(invalid(name, "empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid(name, "'.' and '..' are not names"));
+    }
+    if name.len() > MAX_COMPONENT {
+        return Err(invalid(name, "longer than 255 bytes"));
+    }
+    if name.contains('/') {
+        return Err(invalid(name, "contains '/'"));
+    }
+    if name.contains('\0') {
+        return Err(invalid(name, "contains NUL"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(name, "contains a control character"));
+    }
+    Ok(name)
+}
+
+fn plain(b: u8, first: bool) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'_' | b'+' | b',' | b'=' | b'@' | b':' | b'-')
+        || (b == b'.' && !first)
+}
+
+/// Encodes a non-empty id as one safe path component (see the module docs).
+///
+/// # Errors
+/// [`MountError::InvalidName`] when the id is empty or its encoding exceeds 255 bytes.
+pub fn encode_component(id: &str) -> Result<String> {
+    if id.is_empty() {
+        return Err(invalid(id, "empty"));
+    }
+    let mut out = String::with_capacity(id.len());
+    for (i, &b) in id.as_bytes().iter().enumerate() {
+        if plain(b, i == 0) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b & 15));
+        }
+    }
+    if out.len() > MAX_COMPONENT {
+        return Err(invalid(id, "encoded form longer than 255 bytes"));
+    }
+    Ok(out)
+}
+
+fn hex_digit(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'A' + (n - 10) })
+}
+
+fn unhex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes what [`encode_component`] produced.
+///
+/// # Errors
+/// [`MountError::InvalidName`] for anything it cannot have produced.
+pub fn decode_component(encoded: &str) -> Result<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(unhex),
+                bytes.get(i + 2).copied().and_then(unhex),
+            ) else {
+                return Err(invalid(encoded, "bad percent escape"));
+            };
+            out.push((hi << 4) | lo);
+            i += 3;
+        } else if plain(b, i == 0) {
+            out.push(b);
+            i += 1;
+        } else {
+            return Err(invalid(encoded, "not an encoded component"));
+        }
+    }
+    String::from_utf8(out).map_err(|_| invalid(encoded, "decodes to invalid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn validation_rules() {
+        for bad in [
+            "", ".", "..", "a/b", "/", "a\0b", "a\nb", "a\tb", "\u{7f}", "\u{85}",
+        ] {
+            assert!(
+                matches!(validate_component(bad), Err(MountError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_component(&"x".repeat(256)).is_err());
+        for good in [
+            "pv-1",
+            "a.b",
+            "...",
+            "ümlaut",
+            "with space",
+            &"x".repeat(255),
+        ] {
+            assert_eq!(validate_component(good).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn encoding_examples() {
+        assert_eq!(
+            encode_component("rexray/ebs:latest").unwrap(),
+            "rexray%2Febs:latest"
+        );
+        assert_eq!(encode_component(".").unwrap(), "%2E");
+        assert_eq!(encode_component("..").unwrap(), "%2E.");
+        assert_eq!(encode_component("50%").unwrap(), "50%25");
+        assert!(encode_component("").is_err());
+        assert!(encode_component(&"/".repeat(86)).is_err());
+        assert!(decode_component("%zz").is_err());
+        assert!(decode_component("a/b").is_err());
+        assert!(decode_component(".x").is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any id up to 20 chars encodes to a valid component and decodes back to itself.
+        #[test]
+        fn encode_round_trips(id in "\\PC{1,20}|[./%\\x00-\\x1f]{1,40}") {
+            let enc = encode_component(&id).unwrap();
+            prop_assert!(validate_component(&enc).is_ok(), "{enc:?}");
+            prop_assert!(!enc.starts_with('.'));
+            prop_assert_eq!(decode_component(&enc).unwrap(), id);
+        }
+    }
+}
