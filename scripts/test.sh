@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the privileged mount tests need when running as root
 # and it is missing (mkfs.ext4, mkfs.xfs), then runs every test of the workspace. Extra
-# arguments go to `cargo test` (CI passes --locked).
+# arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then
@@ -9,4 +9,4 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   echo "test.sh: not root: the privileged mount tests will skip (they never skip in CI)" >&2
 fi
-cargo test --workspace "$@"
+cargo test --workspace --locked "$@"
