@@ -97,11 +97,14 @@ impl Server {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        use nix::sys::signal::{Signal, kill};
+        let signal = match name {
+            "TERM" => Signal::SIGTERM,
+            "INT" => Signal::SIGINT,
+            other => panic!("unknown signal {other}"),
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, signal).unwrap();
     }
 
     fn wait(&mut self, within: Duration) -> ExitStatus {
