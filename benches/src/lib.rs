@@ -128,18 +128,14 @@ pub fn overlapping_ports(n: u64, first: u64, last: u64) -> Resources {
 }
 
 /// Mesos `Resources::apply(ResourceConversion)` on one collection: refuse unless `consumed` is
-/// held, then replace it by `converted`.
+/// held, then replace it by `converted` (`Resources::convert` does the `contains`, `-=` and
+/// `+=` of Mesos's code in one pass).
 pub fn apply_conversion(
     resources: &mut Resources,
     consumed: &Resources,
     converted: &Resources,
 ) -> bool {
-    if !resources.contains(consumed) {
-        return false;
-    }
-    *resources -= consumed;
-    *resources += converted;
-    true
+    resources.convert(consumed, converted)
 }
 
 /// The allocator `UpdateAllocation/{0,1,2}` shape: one agent whose resources are split

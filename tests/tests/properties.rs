@@ -216,6 +216,24 @@ proptest! {
     }
 
     #[test]
+    fn convert_is_contains_then_subtract_then_add(a in collection(resource()), b in collection(resource()), c in collection(resource())) {
+        // b as a sub-collection of a+b, and an arbitrary one.
+        let start = &a + &b;
+        for consumed in [&b, &c] {
+            let mut fused = start.clone();
+            let held = start.contains(consumed);
+            prop_assert_eq!(fused.convert(consumed, &a), held);
+            if held {
+                let expected = &(&start - consumed) + &a;
+                prop_assert_eq!(&fused, &expected);
+                prop_assert_eq!(fused.len(), expected.len());
+            } else {
+                prop_assert_eq!(&fused, &start);
+            }
+        }
+    }
+
+    #[test]
     fn subtraction_never_yields_invalid_or_negative(a in collection(resource()), b in collection(resource())) {
         let d = &a - &b;
         for r in d.iter() {

@@ -110,12 +110,6 @@ pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyEr
     let conserving = !matches!(op, Operation::Launch { .. });
     let mut result = resources.clone();
     for c in conversions(op)? {
-        if !result.contains(&c.consumed) {
-            return Err(ApplyError::NotContained {
-                resources: result.to_string(),
-                consumed: c.consumed.to_string(),
-            });
-        }
         // What a step consumes is held, so it is removed exactly: the totals of the result
         // stay those of the input iff each step converts to the same totals it consumes.
         if conserving
@@ -124,8 +118,12 @@ pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyEr
         {
             return Err(ApplyError::NotConserved(op.kind().to_owned()));
         }
-        result -= &c.consumed;
-        result += &c.converted;
+        if !result.convert(&c.consumed, &c.converted) {
+            return Err(ApplyError::NotContained {
+                resources: result.to_string(),
+                consumed: c.consumed.to_string(),
+            });
+        }
         if let Some(volume) = c.gone
             && result.contains_resource(&volume)
         {

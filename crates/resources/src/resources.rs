@@ -312,6 +312,11 @@ impl Resources {
         let Some(i) = self.find(entry.hash, |e| subtractable(&e.resource, &entry.resource)) else {
             return;
         };
+        self.subtract_at(i, entry);
+    }
+
+    /// Subtracts `entry` from the entry at `i` (which must be subtractable from it).
+    fn subtract_at(&mut self, i: usize, entry: &Entry) {
         let Some(e) = self.entries.get_mut(i) else {
             return;
         };
@@ -412,6 +417,45 @@ impl Resources {
                 }
             }
         }
+        true
+    }
+
+    /// Mesos's resource conversion in one pass: if `consumed` is held (as [`Resources::contains`]
+    /// decides), replace it by `converted` and return true; otherwise change nothing and return
+    /// false. Equivalent to `contains`, `-=`, `+=`, with one lookup per consumed entry instead of
+    /// two.
+    pub fn convert(&mut self, consumed: &Resources, converted: &Resources) -> bool {
+        let simple = !consumed
+            .entries
+            .iter()
+            .any(|e| e.resource.is_persistent_volume());
+        let mut at: Vec<(usize, &Entry)> = Vec::with_capacity(consumed.entries.len());
+        if simple {
+            for e in &consumed.entries {
+                match self.find(e.hash, |l| entry_contains(l, e)) {
+                    Some(i) => at.push((i, e)),
+                    None => return false,
+                }
+            }
+            at.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        }
+        if !simple || at.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
+            // Volumes are consumed one copy at a time, and equal whole disks may match the same
+            // entry twice: take the general path.
+            if !self.contains(consumed) {
+                return false;
+            }
+            self.subtract_all(consumed);
+        } else {
+            // Highest position first: removing an entry moves the last one into its place,
+            // which never disturbs a lower position still to be done.
+            for (i, e) in at {
+                if !e.resource.is_empty() {
+                    self.subtract_at(i, e);
+                }
+            }
+        }
+        self.add_all(converted);
         true
     }
 
