@@ -437,7 +437,7 @@ impl Resources {
                     None => return false,
                 }
             }
-            at.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            at.sort_unstable_by_key(|x| std::cmp::Reverse(x.0));
         }
         if !simple || at.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
             // Volumes are consumed one copy at a time, and equal whole disks may match the same
