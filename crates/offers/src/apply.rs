@@ -109,6 +109,7 @@ fn totals(r: &Resources) -> [Option<berth_resources::Scalar>; 4] {
 pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyError> {
     let conserving = !matches!(op, Operation::Launch { .. });
     let mut result = resources.clone();
+    let mut shares = false;
     for c in conversions(op)? {
         // What a step consumes is held, so it is removed exactly: the totals of the result
         // stay those of the input iff each step converts to the same totals it consumes.
@@ -118,6 +119,7 @@ pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyEr
         {
             return Err(ApplyError::NotConserved(op.kind().to_owned()));
         }
+        shares |= c.converted.iter().any(|r| r.shared);
         if !result.convert(&c.consumed, &c.converted) {
             return Err(ApplyError::NotContained {
                 resources: result.to_string(),
@@ -129,6 +131,14 @@ pub fn apply(resources: &Resources, op: &Operation) -> Result<Resources, ApplyEr
         {
             return Err(ApplyError::SharedCopies(volume.to_string()));
         }
+    }
+    // A shared volume that merges with an identical copy adds a copy, not disk: the step looks
+    // balanced but the totals change (Mesos aborts on its conservation CHECK here).
+    if conserving
+        && shares
+        && (totals(&result) != totals(resources) || result.ports() != resources.ports())
+    {
+        return Err(ApplyError::NotConserved(op.kind().to_owned()));
     }
     Ok(result)
 }

@@ -10,11 +10,9 @@ use thiserror::Error;
 pub enum OperationError {
     #[error("Unknown offer operation")]
     Unknown,
-    #[error("A {kind} offer operation must have the Offer.Operation.{field} field set.")]
-    MissingBody {
-        kind: &'static str,
-        field: &'static str,
-    },
+    /// The operation's body is missing (Mesos's wording differs per operation).
+    #[error("{0}")]
+    MissingBody(&'static str),
     #[error("Operation {0} is not supported by berth")]
     Unsupported(&'static str),
     #[error("Invalid resources: {0}")]
@@ -39,29 +37,31 @@ pub enum OperationError {
     #[error("Invalid resources: Mixed reservations are not supported")]
     MixedTargetReservations,
     #[error(
-        "Source and target resources should refer to identical resource quantities: '{from}' vs '{target}'"
+        "Source and target resources should refer to identical resource quantities: {from} vs. {target}"
     )]
     SourceTargetMismatch { from: String, target: String },
-    #[error("Some resources have a resource provider and some do not")]
+    #[error("Invalid resources: Some resources have a resource provider and some do not")]
     MixedProviders,
-    #[error("The resources have multiple resource providers: {0}")]
+    #[error("Invalid resources: The resources have multiple resource providers: {0}")]
     MultipleProviders(String),
     #[error("Resource {0} is not dynamically reserved")]
     NotDynamicallyReserved(String),
     #[error(
-        "Resource {resource} with reservation for hierarchical role '{role}' cannot be {verb} on an \
+        "{noun} {resource} with reservation for hierarchical role '{role}' cannot be {verb} on an \
          agent without HIERARCHICAL_ROLE capability"
     )]
     NoHierarchicalRole {
+        noun: &'static str,
         resource: String,
         role: String,
         verb: &'static str,
     },
     #[error(
-        "Resource {resource} with reservation refinement cannot be {verb} on an agent without \
+        "{noun} {resource} with reservation refinement cannot be {verb} on an agent without \
          RESERVATION_REFINEMENT capability"
     )]
     NoReservationRefinement {
+        noun: &'static str,
         resource: String,
         verb: &'static str,
     },
@@ -109,6 +109,8 @@ pub enum OperationError {
         a: String,
         b: String,
     },
+    #[error("Invalid {0} resources: The resources are not allocated to a role")]
+    NotAllocated(&'static str),
     #[error(
         "A dynamically reserved persistent volume {0} cannot be unreserved directly. Please destroy \
          the persistent volume first then unreserve the resource"
@@ -183,7 +185,7 @@ pub enum PersistentVolumeError {
     #[error("'persistence' is not set in DiskInfo")]
     NoPersistence,
     /// No volume.
-    #[error("'volume' is not set in DiskInfo")]
+    #[error("Expecting 'volume' to be set for persistent volume")]
     NoVolume,
     /// RO mode.
     #[error("Read-only persistent volume not supported")]

@@ -108,11 +108,13 @@ impl Operation {
             .r#type
             .and_then(|t| OpType::try_from(t).ok())
             .unwrap_or(OpType::Unknown);
-        let missing = |kind, field| OperationError::MissingBody { kind, field };
+        let missing = OperationError::MissingBody;
         Ok(match kind {
             OpType::Unknown => return Err(OperationError::Unknown),
             OpType::Reserve => {
-                let body = op.reserve.as_ref().ok_or(missing("RESERVE", "reserve"))?;
+                let body = op.reserve.as_ref().ok_or(missing(
+                    "A RESERVE offer operation must have the Offer.Operation.reserve field set.",
+                ))?;
                 Operation::Reserve {
                     resources: list(&body.resources).map_err(OperationError::InvalidResources)?,
                     source: list(&body.source).map_err(OperationError::InvalidSource)?,
@@ -122,28 +124,31 @@ impl Operation {
                 let body = op
                     .unreserve
                     .as_ref()
-                    .ok_or(missing("UNRESERVE", "unreserve"))?;
+                    .ok_or(missing("An UNRESERVE offer operation must have the Offer.Operation.unreserve field set."))?;
                 Operation::Unreserve {
                     resources: list(&body.resources).map_err(OperationError::InvalidResources)?,
                 }
             }
             OpType::Create => {
-                let body = op.create.as_ref().ok_or(missing("CREATE", "create"))?;
+                let body = op.create.as_ref().ok_or(missing(
+                    "A CREATE offer operation must have the Offer.Operation.create field set.",
+                ))?;
                 Operation::Create {
                     volumes: list(&body.volumes).map_err(OperationError::InvalidResources)?,
                 }
             }
             OpType::Destroy => {
-                let body = op.destroy.as_ref().ok_or(missing("DESTROY", "destroy"))?;
+                let body = op.destroy.as_ref().ok_or(missing(
+                    "A DESTROY offer operation must have the Offer.Operation.destroy field set.",
+                ))?;
                 Operation::Destroy {
                     volumes: list(&body.volumes).map_err(OperationError::InvalidResources)?,
                 }
             }
             OpType::GrowVolume => {
-                let body = op
-                    .grow_volume
-                    .as_ref()
-                    .ok_or(missing("GROW_VOLUME", "grow_volume"))?;
+                let body = op.grow_volume.as_ref().ok_or(missing(
+                    "A GROW_VOLUME operation must have the Offer.Operation.grow_volume field set",
+                ))?;
                 Operation::GrowVolume {
                     volume: single(&body.volume, "GrowVolume.volume")?,
                     addition: single(&body.addition, "GrowVolume.addition")?,
@@ -153,7 +158,7 @@ impl Operation {
                 let body = op
                     .shrink_volume
                     .as_ref()
-                    .ok_or(missing("SHRINK_VOLUME", "shrink_volume"))?;
+                    .ok_or(missing("A SHRINK_VOLUME offer operation must have the Offer.Operation.shrink_volume field set"))?;
                 Operation::ShrinkVolume {
                     volume: single(&body.volume, "ShrinkVolume.volume")?,
                     subtract: Scalar::from_f64(body.subtract.value).map_err(|error| {
@@ -165,7 +170,9 @@ impl Operation {
                 }
             }
             OpType::Launch => {
-                let body = op.launch.as_ref().ok_or(missing("LAUNCH", "launch"))?;
+                let body = op.launch.as_ref().ok_or(missing(
+                    "A LAUNCH offer operation must have the Offer.Operation.launch field set.",
+                ))?;
                 let mut tasks = Vec::new();
                 for t in &body.task_infos {
                     push_task(&mut tasks, t)?;
@@ -176,7 +183,7 @@ impl Operation {
                 let body = op
                     .launch_group
                     .as_ref()
-                    .ok_or(missing("LAUNCH_GROUP", "launch_group"))?;
+                    .ok_or(missing("A LAUNCH_GROUP offer operation must have the Offer.Operation.launch_group field set."))?;
                 let mut tasks = Vec::new();
                 tasks.push(Launch {
                     id: body.executor.executor_id.value.clone(),
@@ -290,18 +297,37 @@ fn container_volumes(c: Option<&pb::ContainerInfo>) -> Vec<pb::Volume> {
 }
 
 /// Common validation of a list, then conversion (upgrade) of every element.
+///
+/// The only failure after common validation is a persistence id that cannot become a path
+/// component; the master finds that in its own resource validation, after the revocable,
+/// reservation and volume checks, so that validation is run to report what Mesos reports.
 fn list(raw: &[pb::Resource]) -> Result<Vec<Resource>, berth_resources::ValidationError> {
+    use berth_resources::ValidationError;
     validate::validate_list(raw)?;
-    raw.iter()
-        .enumerate()
-        .map(|(index, r)| {
-            Resource::from_proto(r).map_err(|error| berth_resources::ValidationError::Resource {
-                index,
-                resource: r.name.clone(),
-                error,
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(raw.len());
+    for r in raw {
+        match Resource::from_proto(r) {
+            Ok(resource) => out.push(resource),
+            Err(error) => {
+                let mut upgraded = raw.to_vec();
+                upgraded
+                    .iter_mut()
+                    .for_each(berth_resources::format::upgrade);
+                validate::validate_master(&upgraded)?;
+                return Err(match error {
+                    ResourceError::PersistenceId(e) => {
+                        ValidationError::Disk(ResourceError::PersistentInvalidId(e))
+                    }
+                    error => ValidationError::Resource {
+                        index: out.len(),
+                        resource: r.name.clone(),
+                        error,
+                    },
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn single(raw: &pb::Resource, field: &'static str) -> Result<Resource, OperationError> {

@@ -63,14 +63,16 @@ fn single_provider(list: &[Resource]) -> Result<(), OperationError> {
 fn single_allocation_role(list: &[Resource], what: &'static str) -> Result<(), OperationError> {
     let mut first: Option<&str> = None;
     for r in list {
-        let role = r.allocation_role().unwrap_or("");
+        let Some(role) = r.allocation_role() else {
+            return Err(OperationError::NotAllocated(what));
+        };
         match first {
             None => first = Some(role),
             Some(a) if a != role => {
                 return Err(OperationError::MultipleAllocationRoles {
                     what,
-                    a: a.to_owned(),
-                    b: role.to_owned(),
+                    a: role.to_owned(),
+                    b: a.to_owned(),
                 });
             }
             Some(_) => {}
@@ -88,12 +90,14 @@ fn uniform(list: &[Resource]) -> bool {
 fn capability_checks(
     r: &Resource,
     ctx: &Context,
+    noun: &'static str,
     verb: &'static str,
 ) -> Result<(), OperationError> {
     if !ctx.agent.hierarchical_role
         && let Some(role) = r.reservation_role().filter(|role| role.is_hierarchical())
     {
         return Err(OperationError::NoHierarchicalRole {
+            noun,
             resource: r.to_string(),
             role: role.to_string(),
             verb,
@@ -101,6 +105,7 @@ fn capability_checks(
     }
     if !ctx.agent.reservation_refinement && r.has_refined_reservations() {
         return Err(OperationError::NoReservationRefinement {
+            noun,
             resource: r.to_string(),
             verb,
         });
@@ -153,7 +158,7 @@ fn validate_reserve(
         if !r.is_dynamically_reserved() {
             return Err(OperationError::NotDynamicallyReserved(r.to_string()));
         }
-        capability_checks(r, ctx, "reserved")?;
+        capability_checks(r, ctx, "Resource", "reserved")?;
         if let Some(principal) = &ctx.principal {
             match r.current_reservation().and_then(|x| x.principal.as_ref()) {
                 None => return Err(OperationError::ReserveWithoutPrincipal(principal.clone())),
@@ -261,7 +266,7 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
         }
     }
     let mut added: Vec<&Resource> = Vec::new();
-    for v in volumes {
+    for v in volumes.iter().filter(|v| !v.is_empty()) {
         let merges = v.shared
             && (ctx.checkpointed.count(v) > 0 || added.iter().any(|a| a.shared && *a == v));
         added.push(v);
@@ -275,6 +280,7 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
         }
     }
 
+    // Per volume, in Mesos's order: sharing capability, agent capabilities, principal.
     for v in volumes {
         if let Api::Framework(fw) = &ctx.api
             && v.shared
@@ -285,11 +291,8 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
                 framework: fw.id.clone().unwrap_or_default(),
             });
         }
-        capability_checks(v, ctx, "created")?;
-    }
-
-    if let Some(principal) = &ctx.principal {
-        for v in volumes {
+        capability_checks(v, ctx, "Volume", "created")?;
+        if let Some(principal) = &ctx.principal {
             match v
                 .disk
                 .as_ref()
@@ -315,10 +318,12 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
 }
 
 fn validate_destroy(volumes: &[Resource], ctx: &Context) -> Result<(), OperationError> {
+    // Mesos validates the volumes as a `Resources` collection: empty ones are dropped first.
     let unallocated: Resources = volumes.iter().cloned().collect::<Resources>().unallocate();
-    master_resources(volumes).map_err(OperationError::InvalidResources)?;
-    single_provider(volumes)?;
-    for v in volumes {
+    let volumes: Vec<Resource> = unallocated.iter().cloned().collect();
+    master_resources(&volumes).map_err(OperationError::InvalidResources)?;
+    single_provider(&volumes)?;
+    for v in &volumes {
         persistent_volume(v).map_err(OperationError::NotPersistentVolume)?;
     }
     let checkpointed = without_allocation(&ctx.checkpointed);

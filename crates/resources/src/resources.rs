@@ -305,14 +305,16 @@ impl Resources {
         }
     }
 
-    fn subtract_entry(&mut self, entry: &Entry) {
+    /// Subtracts `entry`; false when nothing was subtractable (a no-op, as in Mesos).
+    fn subtract_entry(&mut self, entry: &Entry) -> bool {
         if entry.resource.is_empty() {
-            return;
+            return true;
         }
         let Some(i) = self.find(entry.hash, |e| subtractable(&e.resource, &entry.resource)) else {
-            return;
+            return false;
         };
         self.subtract_at(i, entry);
+        true
     }
 
     /// Subtracts `entry` from the entry at `i` (which must be subtractable from it).
@@ -420,10 +422,11 @@ impl Resources {
         true
     }
 
-    /// Mesos's resource conversion in one pass: if `consumed` is held (as [`Resources::contains`]
-    /// decides), replace it by `converted` and return true; otherwise change nothing and return
-    /// false. Equivalent to `contains`, `-=`, `+=`, with one lookup per consumed entry instead of
-    /// two.
+    /// Mesos's resource conversion in one pass: if `consumed` is held, replace it by `converted`
+    /// and return true; otherwise change nothing and return false. Equivalent to `contains`,
+    /// `-=`, `+=` with one lookup per consumed entry instead of two, except that every consumed
+    /// entry must really be removed: Mesos's `contains` lets one MOUNT disk "contain" the same
+    /// disk listed twice (research Q-4), which would make resources out of nothing.
     pub fn convert(&mut self, consumed: &Resources, converted: &Resources) -> bool {
         let simple = !consumed
             .entries
@@ -442,10 +445,16 @@ impl Resources {
         if !simple || at.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
             // Volumes are consumed one copy at a time, and equal whole disks may match the same
             // entry twice: take the general path.
+            // Stricter than `contains` (research Q-4): every consumed entry must really be
+            // taken away, so two identical whole disks need two held copies.
             if !self.contains(consumed) {
                 return false;
             }
-            self.subtract_all(consumed);
+            let mut next = self.clone();
+            if !consumed.entries.iter().all(|e| next.subtract_entry(e)) {
+                return false;
+            }
+            *self = next;
         } else {
             // Highest position first: removing an entry moves the last one into its place,
             // which never disturbs a lower position still to be done.
