@@ -5,6 +5,10 @@
 //! With the `grpc` feature, `proto/berth/v1/` is compiled too, into prost messages and tonic
 //! server and client code; its Mesos types refer to the `mesos.v1` module generated here, and
 //! the descriptor set stays the Mesos one (the feature changes nothing for the codec).
+//!
+//! With the `csi` feature, `proto/csi/v1/csi.proto` (our own file, CSI spec v1.12.0 names and
+//! numbers) is compiled into prost messages and a tonic client; `csi-server` adds the server
+//! traits (used by test plugins only).
 
 use std::path::PathBuf;
 
@@ -25,6 +29,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
     #[cfg(feature = "grpc")]
     grpc(&root)?;
+    #[cfg(feature = "csi")]
+    csi(&root)?;
+    Ok(())
+}
+
+/// Generates `csi.v1.rs`: the CSI Identity and Node messages and the tonic client (plus the
+/// server traits with the `csi-server` feature, for test plugins). The request messages that
+/// carry `secrets` get no derived `Debug`: `src/lib.rs` implements a redacting one.
+#[cfg(feature = "csi")]
+fn csi(root: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let files = [root.join("csi/v1/csi.proto")];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    // The descriptor set keeps `google/protobuf/wrappers.proto`: prost-build resolves
+    // `BoolValue` through it and maps it to `Option<bool>` (nothing is generated for it).
+    let fds = protox::compile(&files, [root])?;
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_server(cfg!(feature = "csi-server"))
+        .build_client(true)
+        .skip_debug([
+            ".csi.v1.NodeStageVolumeRequest",
+            ".csi.v1.NodePublishVolumeRequest",
+            ".csi.v1.NodeExpandVolumeRequest",
+        ])
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }
 

@@ -433,7 +433,7 @@ fn hostile_inputs_are_refused_with_clear_errors() {
         ),
         (
             json!({"name":"cpus","type":"SCALAR","scalar":{"value":"NaN"}}),
-            "not finite",
+            "Invalid number 'NaN'",
         ),
         (
             json!({"name":"cpus","type":"SCALAR","scalar":{"value":1e300}}),

@@ -195,8 +195,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 Some(op) => {
                     let authorizer = acls.as_ref().map(|a| a as &dyn Authorizer);
                     match pipeline::evaluate(&resources, op, &context, authorizer) {
-                        Ok(after) => json!({"valid": true, "resources_after": after.to_json(),
-                                            "legacy": after.to_json_legacy().ok()}),
+                        Ok(after) => {
+                            let offered = framework_view(&after, &context);
+                            json!({"valid": true, "resources_after": after.to_json(),
+                                   "legacy": after.to_json_legacy().ok(), "offered": offered})
+                        }
                         Err(e) => json!({"valid": false, "stage": e.stage, "error": e.message}),
                     }
                 }
@@ -309,24 +312,51 @@ pub(crate) fn run_batch(
     Ok(())
 }
 
+/// The resulting resources as the framework sees them in its next offer (research F-6): the
+/// master strips `allocation_info` for frameworks without MULTI_ROLE and writes the legacy
+/// reservation format for frameworks without RESERVATION_REFINEMENT. `None` on the operator path.
+fn framework_view(after: &berth_resources::Resources, context: &Json) -> Option<Json> {
+    use berth_offers::{Api, FrameworkCapability};
+    let ctx = pipeline::parse_context(context).ok()?;
+    let Api::Framework(fw) = &ctx.api else {
+        return None;
+    };
+    let view = if fw.has(FrameworkCapability::MultiRole) {
+        after.clone()
+    } else {
+        after.unallocate()
+    };
+    if fw.has(FrameworkCapability::ReservationRefinement) {
+        Some(view.to_json())
+    } else {
+        view.to_json_legacy().ok()
+    }
+}
+
 fn verdict(as_json: bool, answer: &Json, legacy: bool) -> ExitCode {
     let valid = answer.get("valid").and_then(Json::as_bool).unwrap_or(false);
     if as_json {
         println!("{answer}");
     } else if valid {
-        let resources = if legacy {
+        let offered = answer.get("offered").filter(|v| !v.is_null());
+        let resources = if let (Some(view), false) = (offered, legacy) {
+            Some(view)
+        } else if legacy {
             answer.get("legacy").or_else(|| answer.get("downgraded"))
         } else {
             answer
                 .get("resources_after")
                 .or_else(|| answer.get("upgraded"))
         };
-        let what = if answer.get("resources_after").is_some() {
-            "the operation applies"
-        } else {
-            "the resources are valid"
+        let what = match (
+            answer.get("resources_after").is_some(),
+            offered.is_some() && !legacy,
+        ) {
+            (true, true) => "the operation applies. The framework's next offer holds",
+            (true, false) => "the operation applies. Resulting resources",
+            (false, _) => "the resources are valid. Resources",
         };
-        println!("VALID: {what}. Resulting resources:");
+        println!("VALID: {what}:");
         println!(
             "{}",
             serde_json::to_string_pretty(resources.unwrap_or(&Json::Null)).unwrap_or_default()

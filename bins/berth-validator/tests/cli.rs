@@ -60,22 +60,28 @@ fn seed_subsequent_offer() -> Json {
 #[test]
 fn check_on_embedded_defaults_gives_the_seeds_subsequent_offer() {
     let (out, json) = run_json(&["check", "--json"], "");
-    assert!(out.status.success());
+    assert!(out.status.success(), "{json}");
     assert_eq!(json["valid"], Json::Bool(true));
-    assert_eq!(
-        json["legacy"],
-        seed_subsequent_offer(),
-        "legacy output is exactly the documented offer"
-    );
+    // What the framework (no MULTI_ROLE, no RESERVATION_REFINEMENT, as in the documentation's
+    // days) sees in its next offer is exactly the documented offer.
+    assert_eq!(json["offered"], seed_subsequent_offer());
+    // The master's own view keeps the allocation and uses the post-refinement format.
     assert_eq!(
         json["resources_after"][0]["reservations"][0]["type"],
         "DYNAMIC"
     );
+    assert_eq!(
+        json["resources_after"][0]["allocation_info"]["role"],
+        "framework-role"
+    );
 
-    let human = run_raw(&["check", "--legacy"], b"");
+    let human = run_raw(&["check"], b"");
     assert!(human.status.success());
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.starts_with("VALID: the operation applies."), "{text}");
+    assert!(
+        text.starts_with("VALID: the operation applies. The framework's next offer holds:"),
+        "{text}"
+    );
     let printed: Json =
         serde_json::from_str(text.split_once('\n').map(|x| x.1).unwrap_or_default()).expect("json");
     assert_eq!(printed, seed_subsequent_offer());

@@ -174,11 +174,12 @@ fn resources(list: &Json) -> Vec<mesos::Resource> {
         .collect()
 }
 
-/// The embedded defaults' context (a MULTI_ROLE framework in `framework-role`, an agent with
-/// every capability) as a message.
+/// A MULTI_ROLE framework in `framework-role` accepting the defaults' offer (allocated to
+/// `framework-role`), an agent with every capability, as a message.
 fn default_context() -> pb::Context {
     pb::Context {
         api: pb::context::Api::Framework as i32,
+        offer_allocation_role: Some("framework-role".to_owned()),
         framework: Some(pb::Framework {
             roles: vec!["framework-role".to_owned()],
             capabilities: vec!["MULTI_ROLE".to_owned(), "RESERVATION_REFINEMENT".to_owned()],

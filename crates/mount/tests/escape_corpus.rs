@@ -473,8 +473,9 @@ fn racing_symlink_swaps_never_escape() {
         mkdirs(&root.join("race"));
         symlink(&outside, root.join("other")).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(AtomicBool::new(false));
         let flipper = {
-            let (stop, root) = (Arc::clone(&stop), root.clone());
+            let (stop, stopped, root) = (Arc::clone(&stop), Arc::clone(&stopped), root.clone());
             std::thread::spawn(move || {
                 let mut flips = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -488,11 +489,13 @@ fn racing_symlink_swaps_never_escape() {
                     .unwrap();
                     flips += 1;
                 }
+                stopped.store(true, Ordering::Release);
                 flips
             })
         };
         let before = snapshot(&outside);
         let mut mounted = 0;
+        let mut deferred = 0;
         in_ns(|| {
             for _ in 0..300 {
                 if let Ok(host) =
@@ -500,16 +503,38 @@ fn racing_symlink_swaps_never_escape() {
                 {
                     mounted += 1;
                     assert!(host.starts_with(&root), "{}", host.display());
-                    m.detach_all_in_root(&root).unwrap();
+                    // While the path flips to a symlink, a confined detach must refuse rather
+                    // than follow it: the mount stays, safely inside the root, for later.
+                    match m.detach_all_in_root(&root) {
+                        Ok(_) => {}
+                        Err(berth_mount::MountError::StillMounted { .. }) => deferred += 1,
+                        Err(e) => panic!("{e}"),
+                    }
                 }
                 let t = MountTable::read_current().unwrap();
                 assert_eq!(t.mounts_at_or_below(&outside).len(), 0);
             }
+            // Once the race is over, everything left is detached.
+            stop.store(true, Ordering::Relaxed);
+            while !stopped.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            let _ = m.detach_all_in_root(&root).unwrap();
+            let t = MountTable::read_current().unwrap();
+            assert_eq!(
+                t.mounts_at_or_below(&root).len(),
+                0,
+                "nothing left mounted in the root"
+            );
+            assert_eq!(t.mounts_at_or_below(&outside).len(), 0);
         });
         stop.store(true, Ordering::Relaxed);
         let flips = flipper.join().unwrap();
         assert!(flips > 0);
         assert_eq!(snapshot(&outside), before, "nothing written outside");
-        eprintln!("race {k}: {mounted}/300 mounts succeeded inside the root during {flips} flips");
+        eprintln!(
+            "race {k}: {mounted}/300 mounts succeeded inside the root during {flips} flips \
+             ({deferred} detaches deferred until the race ended)"
+        );
     }
 }

@@ -237,8 +237,11 @@ pub enum JsonError {
     /// A repeated field that is not a JSON array.
     #[error("Expecting a JSON array for field '{0}'")]
     NotArray(String),
-    /// A field of the wrong JSON type.
-    #[error("Not expecting a JSON {found} for field '{field}'")]
+    /// A field of the wrong JSON type (stout's text, with the path).
+    #[error(
+        "Not expecting a JSON {found} for field '{}' (at {field})",
+        last_segment(field)
+    )]
     WrongType {
         /// Dotted path of the field.
         field: String,
@@ -270,6 +273,10 @@ pub enum JsonError {
     /// The bytes do not decode as the protobuf message.
     #[error("Failed to decode protobuf: {0}")]
     Decode(String),
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
 }
 
 /// Any failure to turn input into berth resources: the JSON/protobuf cannot be read (stage

@@ -564,6 +564,9 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
             return Err(fail(self.failure, JsonError::Decode("schema index".into())));
         };
         let mut seen = vec![false; message.fields.len()];
+        // Where each field's bytes are, so that a repeated key replaces the earlier value
+        // (the last one wins, as in stout and serde_json).
+        let mut spans: Vec<Option<(usize, usize)>> = vec![None; message.fields.len()];
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let Some(&index) = message.by_name.get(key.as_ref()) else {
                 map.next_value::<IgnoredAny>()?;
@@ -572,7 +575,17 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
             let Some(field) = message.fields.get(index) else {
                 continue;
             };
+            if let Some((s, e)) = spans.get_mut(index).and_then(Option::take) {
+                self.out.drain(s..e);
+                for (a, b) in spans.iter_mut().flatten() {
+                    if *a >= e {
+                        *a -= e - s;
+                        *b -= e - s;
+                    }
+                }
+            }
             let path = self.path.child(&field.name);
+            let begin = self.out.len();
             let wrote = map.next_value_seed(FieldSeed {
                 schema: self.schema,
                 field,
@@ -580,8 +593,11 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
                 path,
                 failure: self.failure,
             })?;
-            if wrote && let Some(s) = seen.get_mut(index) {
-                *s = true;
+            if let Some(span) = spans.get_mut(index) {
+                *span = Some((begin, self.out.len()));
+            }
+            if let Some(s) = seen.get_mut(index) {
+                *s = wrote;
             }
         }
         let missing: Vec<String> = message
@@ -598,46 +614,40 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("array"))
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("string"))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("boolean"))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("number"))
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("number"))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("number"))
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotObject(self.path.to_string()),
-        ))
+        Err(self.not_object("null"))
+    }
+}
+
+impl MessageSeed<'_, '_> {
+    /// stout's "Not expecting a JSON <type> for field '<name>'" (the whole input: not an object).
+    fn not_object<E: de::Error>(&self, found: &'static str) -> E {
+        let error = if self.path.parent.is_some() {
+            JsonError::WrongType {
+                field: self.path.to_string(),
+                found,
+            }
+        } else {
+            JsonError::NotObject(self.path.to_string())
+        };
+        fail(self.failure, error)
     }
 }
 
@@ -718,6 +728,51 @@ struct ListSeed<'s, 'p> {
     failure: &'s Failure,
 }
 
+impl ListSeed<'_, '_> {
+    fn item(&mut self) -> ValueSeed<'_, '_> {
+        ValueSeed {
+            schema: self.schema,
+            number: self.field.number,
+            kind: self.field.kind,
+            required: false,
+            out: &mut *self.out,
+            path: self.path,
+            failure: self.failure,
+        }
+    }
+}
+
+/// A list element: `null` elements are skipped, as stout skips them.
+struct ListItem<'s, 'p>(ValueSeed<'s, 'p>);
+
+impl<'de> DeserializeSeed<'de> for ListItem<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListItem<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list element")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.deserialize(d)
+    }
+}
+
+/// A repeated field: a JSON array, or (as stout accepts) a single value taken as one element.
 impl<'de> Visitor<'de> for ListSeed<'_, '_> {
     type Value = bool;
 
@@ -725,59 +780,30 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
         f.write_str("a JSON array")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        loop {
-            let seed = ValueSeed {
-                schema: self.schema,
-                number: self.field.number,
-                kind: self.field.kind,
-                required: false,
-                out: &mut *self.out,
-                path: self.path,
-                failure: self.failure,
-            };
-            if seq.next_element_seed(seed)?.is_none() {
-                break;
-            }
-        }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element_seed(ListItem(self.item()))?.is_some() {}
         Ok(true)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
-        Err(fail(
-            self.failure,
-            JsonError::NotArray(self.path.to_string()),
-        ))
+    fn visit_map<A: MapAccess<'de>>(mut self, map: A) -> Result<bool, A::Error> {
+        self.item()
+            .deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(true)
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotArray(self.path.to_string()),
-        ))
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<bool, E> {
+        self.item().visit_str(v).map(|()| true)
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotArray(self.path.to_string()),
-        ))
+    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<bool, E> {
+        self.item().visit_bool(v).map(|()| true)
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotArray(self.path.to_string()),
-        ))
+    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<bool, E> {
+        self.item().visit_i64(v).map(|()| true)
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotArray(self.path.to_string()),
-        ))
+    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<bool, E> {
+        self.item().visit_u64(v).map(|()| true)
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
-        Err(fail(
-            self.failure,
-            JsonError::NotArray(self.path.to_string()),
-        ))
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<bool, E> {
+        self.item().visit_f64(v).map(|()| true)
     }
 }
 
@@ -874,7 +900,9 @@ impl ValueSeed<'_, '_> {
 
     /// Writes a numeric value given as a double (from a JSON number or a numeric string).
     fn number<E: de::Error>(mut self, f: f64, text: &dyn fmt::Display) -> Result<(), E> {
-        let integral = |lo: f64, hi: f64| f.is_finite() && f.fract() == 0.0 && f >= lo && f <= hi;
+        // stout converts a double to an integer field by truncation (`1.5` → 1).
+        let t = f.trunc();
+        let integral = |lo: f64, hi: f64| t.is_finite() && t >= lo && t <= hi;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         match self.kind {
             Kind::Double => {
@@ -900,7 +928,7 @@ impl ValueSeed<'_, '_> {
                 if !integral(lo, hi) {
                     return Err(self.bad_number(text));
                 }
-                self.signed(f as i64);
+                self.signed(t as i64);
             }
             Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => {
                 let hi = if matches!(self.kind, Kind::Uint32 | Kind::Fixed32) {
@@ -911,7 +939,7 @@ impl ValueSeed<'_, '_> {
                 if !integral(0.0, hi) {
                     return Err(self.bad_number(text));
                 }
-                self.unsigned(f as u64);
+                self.unsigned(t as u64);
             }
             Kind::Enum(_) => return Err(self.wrong("number")),
             Kind::Bool => return Err(self.wrong("number")),
@@ -1078,22 +1106,32 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                 )),
                 None => Ok(()),
             },
-            Kind::Bool => Err(self.wrong("string")),
-            Kind::Message(_) => Err(fail(
-                self.failure,
-                JsonError::NotObject(self.path.to_string()),
-            )),
+            Kind::Bool => match s {
+                // stout reads "true" and "false" strings for booleans.
+                "true" | "false" => {
+                    self.key();
+                    self.out.push(u8::from(s == "true"));
+                    Ok(())
+                }
+                _ => Err(self.wrong("string")),
+            },
+            Kind::Message(_) => Err(self.wrong("string")),
             _ => {
                 // Numbers may come as strings, including "Infinity" for doubles.
                 let t = s.trim();
                 let f: f64 = match t {
-                    "Infinity" | "inf" => f64::INFINITY,
-                    "-Infinity" | "-inf" => f64::NEG_INFINITY,
+                    "Infinity" => f64::INFINITY,
+                    "-Infinity" => f64::NEG_INFINITY,
                     other => match other.parse::<i128>() {
                         Ok(i) if !matches!(self.kind, Kind::Double | Kind::Float) => {
                             return self.integer(i);
                         }
-                        _ => other.parse().map_err(|_| self.bad_number(t))?,
+                        // Rust also reads "inf", "nan", "infinity": stout does not.
+                        _ => other
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|f| f.is_finite())
+                            .ok_or_else(|| self.bad_number(t))?,
                     },
                 };
                 self.number(f, &t)
@@ -1565,11 +1603,13 @@ mod tests {
             from_json_value::<pb::Resource>(&json!({"name":1,"type":"SCALAR"})),
             Err(JsonError::WrongType { .. })
         ));
+        // A single value for a repeated field is one element (stout): here one without its
+        // required fields.
         assert!(matches!(
             from_json_value::<pb::Resource>(
                 &json!({"name":"p","type":"RANGES","ranges":{"range":{}}})
             ),
-            Err(JsonError::NotArray(_))
+            Err(JsonError::MissingRequired(_))
         ));
         assert!(matches!(
             from_json_value::<pb::Resource>(
@@ -1658,5 +1698,98 @@ mod tests {
             j,
             json!({"name":"zone","type":"SET","set":{"item":["a","a"]}})
         );
+    }
+}
+
+#[cfg(test)]
+mod stout_tests {
+    use berth_proto::mesos::v1 as pb;
+    use serde_json::json;
+
+    use super::*;
+
+    fn both(j: &Json) -> Result<pb::Resource, JsonError> {
+        let from_value = from_json_value::<pb::Resource>(j);
+        let from_text = from_json_str::<pb::Resource>(&j.to_string());
+        assert_eq!(
+            from_value, from_text,
+            "the Value and text readers agree on {j}"
+        );
+        from_value
+    }
+
+    #[test]
+    fn a_single_value_is_one_element_of_a_repeated_field() {
+        let r = both(&json!({"name":"zones","type":"SET","set":{"item":"a"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.set.map(|s| s.item), Some(vec!["a".to_owned()]));
+        let r = both(&json!({"name":"cpus","type":"SCALAR","scalar":{"value":1},
+            "reservations":{"type":"STATIC","role":"r"}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.reservations.len(), 1);
+    }
+
+    #[test]
+    fn null_list_items_are_skipped() {
+        let r = both(&json!({"name":"cpus","type":"SCALAR","scalar":{"value":1},
+            "reservations":[null, {"type":"STATIC","role":"r"}, null]}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.reservations.len(), 1);
+    }
+
+    #[test]
+    fn the_last_of_repeated_keys_wins() {
+        let text = r#"{"name":"cpus","type":"SCALAR","scalar":{"value":1},
+            "reservations":[{"type":"STATIC","role":"a"}],"reservations":[{"type":"DYNAMIC","role":"b"}],
+            "name":"mem","scalar":{"value":2}}"#;
+        let r: pb::Resource = from_json_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let v: Json = serde_json::from_str(text).unwrap_or_default();
+        assert_eq!(Some(&r), from_json_value::<pb::Resource>(&v).ok().as_ref());
+        assert_eq!(r.name, "mem");
+        assert_eq!(r.scalar.map(|s| s.value), Some(2.0));
+        assert_eq!(r.reservations.len(), 1);
+        assert_eq!(
+            r.reservations.first().and_then(|x| x.role.clone()),
+            Some("b".to_owned())
+        );
+        // A later null unsets a required field.
+        assert!(matches!(
+            from_json_str::<pb::Resource>(r#"{"name":"x","type":"SCALAR","name":null}"#),
+            Err(JsonError::MissingRequired(_))
+        ));
+    }
+
+    #[test]
+    fn stout_wrong_type_texts_and_numbers() {
+        let e = both(&json!({"name":"cpus","type":"SCALAR","scalar":[{"value":1}]})).err();
+        assert_eq!(
+            e.map(|e| e.to_string()),
+            Some("Not expecting a JSON array for field 'scalar' (at Resource.scalar)".to_owned())
+        );
+        // Booleans from strings, integers truncated from doubles.
+        let v: pb::Volume = from_json_value(&json!({"container_path":"d","mode":"RW",
+            "image":{"type":"DOCKER","docker":{"name":"x"},"cached":"false"}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.image.and_then(|i| i.cached), Some(false));
+        let r =
+            both(&json!({"name":"p","type":"RANGES","ranges":{"range":[{"begin":1.5,"end":"7"}]}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.ranges.map(|x| x.range),
+            Some(vec![pb::value::Range { begin: 1, end: 7 }])
+        );
+        // "NaN", "inf" and friends are not numbers to stout; "Infinity" is.
+        for bad in ["NaN", "nan", "inf", "infinity"] {
+            assert!(
+                matches!(
+                    both(&json!({"name":"cpus","type":"SCALAR","scalar":{"value":bad}})),
+                    Err(JsonError::BadNumber { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let r = both(&json!({"name":"cpus","type":"SCALAR","scalar":{"value":"Infinity"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.scalar.is_some_and(|s| s.value.is_infinite()));
     }
 }

@@ -1,0 +1,668 @@
+//! The CSI node client: tonic over a unix socket.
+//!
+//! * Endpoints `unix:///p`, `unix:/p` and `/p` are accepted ([`parse_endpoint`]); the channel
+//!   dials the socket with a custom connector and the plain authority `localhost` (tonic and
+//!   h2 servers reset streams whose `:authority` is a percent-encoded path).
+//! * One lazily connected channel per plugin, reused by every call.
+//! * Every attempt has its own deadline ([`ClientConfig::call_timeout`], 60 s by default, sent
+//!   as `grpc-timeout` and enforced locally, so a hung plugin surfaces as a typed timeout and
+//!   not as tonic's `Cancelled "Timeout expired"`).
+//! * Retries: `UNAVAILABLE`, `DEADLINE_EXCEEDED` (and a local timeout), `ABORTED` and
+//!   `RESOURCE_EXHAUSTED` are retried with exponential backoff and full jitter under an overall
+//!   deadline ([`RetryPolicy`]); every other code fails at once (in particular
+//!   `INVALID_ARGUMENT`, `UNIMPLEMENTED`, `ALREADY_EXISTS`). `NOT_FOUND` on
+//!   `NodeUnpublishVolume` / `NodeUnstageVolume` means the work is already done (spec §4.3/§4.4).
+//! * `GetPluginInfo` and `NodeGetCapabilities` are cached and dropped when the plugin
+//!   restarts: detected by the socket's inode changing, or an `UNAVAILABLE` answer.
+//! * Secrets are passed through to the plugin and nowhere else: requests that carry them have a
+//!   redacting `Debug`, nothing here logs a request, and a plugin error message that echoes a
+//!   secret value is scrubbed before it becomes a [`CsiError`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use berth_proto::csi::v1 as pb;
+use hyper_util::rt::TokioIo;
+use pb::identity_client::IdentityClient;
+use pb::node_client::NodeClient;
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{CsiError, Result};
+
+/// Retry policy for one logical call: exponential backoff with full jitter under an overall
+/// deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Upper bound of the first sleep; doubles after each attempt.
+    pub initial_backoff: Duration,
+    /// Cap of the upper bound.
+    pub max_backoff: Duration,
+    /// Overall deadline of the call including every attempt and sleep.
+    pub overall: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            overall: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The upper bound of the sleep after attempt `attempt` (0-based):
+    /// `min(max_backoff, initial_backoff * 2^attempt)`.
+    #[must_use]
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.initial_backoff
+            .checked_mul(factor)
+            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
+    }
+
+    /// A full-jitter sleep: uniform in `[0, ceiling(attempt)]`.
+    #[must_use]
+    pub fn jittered(&self, attempt: u32) -> Duration {
+        let cap = u64::try_from(self.ceiling(attempt).as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(fastrand::u64(0..=cap))
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Deadline of one attempt (Mesos: 60 s).
+    pub call_timeout: Duration,
+    /// Deadline for connecting the socket.
+    pub connect_timeout: Duration,
+    /// Retries of retryable codes.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What the client does with a gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Retry with backoff while the overall deadline allows.
+    Retry,
+    /// Fail at once.
+    Fail,
+    /// The call's goal is already reached (`NOT_FOUND` on unpublish/unstage).
+    Done,
+}
+
+/// The spec §4.3 mapping of a status code for RPC `step`.
+#[must_use]
+pub fn disposition(step: &str, code: Code) -> Disposition {
+    match code {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::ResourceExhausted
+        // tonic's own per-request timeout surfaces as Cancelled.
+        | Code::Cancelled => Disposition::Retry,
+        Code::NotFound if matches!(step, "NodeUnpublishVolume" | "NodeUnstageVolume") => {
+            Disposition::Done
+        }
+        _ => Disposition::Fail,
+    }
+}
+
+/// Parses `unix:///p`, `unix:/p` or `/p` into the socket path.
+///
+/// # Errors
+/// [`CsiError::Endpoint`] for other schemes, relative paths, or an empty path.
+pub fn parse_endpoint(plugin: &str, endpoint: &str) -> Result<PathBuf> {
+    let bad = |reason| CsiError::Endpoint {
+        plugin: plugin.to_owned(),
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let path = if let Some(rest) = endpoint.strip_prefix("unix://") {
+        if !rest.starts_with('/') {
+            return Err(bad(
+                "unix:// must be followed by an absolute path (unix:///p)",
+            ));
+        }
+        rest
+    } else if let Some(rest) = endpoint.strip_prefix("unix:") {
+        rest
+    } else {
+        endpoint
+    };
+    if path.contains('\0') {
+        return Err(bad("contains NUL"));
+    }
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(bad("not an absolute socket path"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// What `GetPluginInfo` said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The plugin's name (e.g. `csi.cfgd.io`).
+    pub name: String,
+    /// Its version.
+    pub vendor_version: String,
+}
+
+/// What `NodeGetCapabilities` said, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeCapabilities {
+    /// `STAGE_UNSTAGE_VOLUME`: the CO must call NodeStage before NodePublish.
+    pub stage_unstage: bool,
+    /// `GET_VOLUME_STATS`.
+    pub get_volume_stats: bool,
+    /// `EXPAND_VOLUME`.
+    pub expand_volume: bool,
+}
+
+impl NodeCapabilities {
+    fn from_response(resp: &pb::NodeGetCapabilitiesResponse) -> Self {
+        use pb::node_service_capability::{Type, rpc::Type as Rpc};
+        let mut caps = Self::default();
+        for c in &resp.capabilities {
+            let Some(Type::Rpc(rpc)) = &c.r#type else {
+                continue;
+            };
+            match Rpc::try_from(rpc.r#type) {
+                Ok(Rpc::StageUnstageVolume) => caps.stage_unstage = true,
+                Ok(Rpc::GetVolumeStats) => caps.get_volume_stats = true,
+                Ok(Rpc::ExpandVolume) => caps.expand_volume = true,
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// The node service as the volume manager needs it; [`CsiClient`] is the real one.
+pub trait NodeService: Send + Sync {
+    /// The plugin type (for errors).
+    fn plugin(&self) -> &str;
+    /// Cached `NodeGetCapabilities`.
+    fn capabilities(&self) -> impl Future<Output = Result<NodeCapabilities>> + Send;
+    /// `NodeStageVolume`.
+    fn stage(&self, req: pb::NodeStageVolumeRequest) -> impl Future<Output = Result<()>> + Send;
+    /// `NodeUnstageVolume` (`NOT_FOUND` = done).
+    fn unstage(&self, volume_id: &str, staging: &Path) -> impl Future<Output = Result<()>> + Send;
+    /// `NodePublishVolume`.
+    fn publish(&self, req: pb::NodePublishVolumeRequest)
+    -> impl Future<Output = Result<()>> + Send;
+    /// `NodeUnpublishVolume` (`NOT_FOUND` = done).
+    fn unpublish(&self, volume_id: &str, target: &Path) -> impl Future<Output = Result<()>> + Send;
+}
+
+type SocketId = (u64, u64);
+
+struct Inner {
+    channel: Channel,
+    socket: Option<SocketId>,
+    info: Option<PluginInfo>,
+    caps: Option<NodeCapabilities>,
+}
+
+/// A CSI Identity + Node client for one plugin; cheap to clone (the channel is shared).
+#[derive(Clone)]
+pub struct CsiClient {
+    plugin: Arc<str>,
+    socket: Arc<Path>,
+    config: ClientConfig,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for CsiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsiClient")
+            .field("plugin", &self.plugin)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn socket_id(path: &Path) -> Option<SocketId> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn make_channel(socket: &Path, config: &ClientConfig) -> Channel {
+    let path: Arc<Path> = Arc::from(socket);
+    Endpoint::from_static("http://localhost")
+        .connect_timeout(config.connect_timeout)
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let path = Arc::clone(&path);
+            async move {
+                let stream = tokio::net::UnixStream::connect(&*path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+}
+
+/// Replaces every non-empty secret value in `message` by `<redacted>`.
+fn scrub(message: &str, secrets: &[&HashMap<String, String>]) -> String {
+    let mut out = message.to_owned();
+    for map in secrets {
+        for v in map.values().filter(|v| !v.is_empty()) {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "<redacted>");
+            }
+        }
+    }
+    out
+}
+
+impl CsiClient {
+    /// A client for plugin `plugin` (its `CSIPluginInfo.type`) at `endpoint`. Nothing is
+    /// dialled until the first call; must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`CsiError::Endpoint`] for an endpoint [`parse_endpoint`] refuses.
+    pub fn new(plugin: &str, endpoint: &str, config: ClientConfig) -> Result<Self> {
+        let socket = parse_endpoint(plugin, endpoint)?;
+        let channel = make_channel(&socket, &config);
+        Ok(Self {
+            plugin: Arc::from(plugin),
+            socket: Arc::from(socket.as_path()),
+            config,
+            inner: Arc::new(Mutex::new(Inner {
+                channel,
+                socket: socket_id(&socket),
+                info: None,
+                caps: None,
+            })),
+        })
+    }
+
+    /// The socket path.
+    #[must_use]
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The channel; a new socket inode (the plugin restarted) drops the caches and redials.
+    fn channel(&self) -> Channel {
+        let now = socket_id(&self.socket);
+        let mut inner = self.lock();
+        if now.is_some() && now != inner.socket {
+            if inner.socket.is_some() {
+                tracing::info!(plugin = %self.plugin, "CSI plugin socket changed: plugin restarted, refreshing caches");
+            }
+            inner.socket = now;
+            inner.info = None;
+            inner.caps = None;
+            inner.channel = make_channel(&self.socket, &self.config);
+        }
+        inner.channel.clone()
+    }
+
+    fn forget_caches(&self) {
+        let mut inner = self.lock();
+        inner.info = None;
+        inner.caps = None;
+    }
+
+    /// Runs one logical RPC with per-attempt deadlines and the retry policy.
+    async fn call<T, F, Fut>(
+        &self,
+        step: &'static str,
+        volume_id: Option<&str>,
+        secrets: &[&HashMap<String, String>],
+        mut attempt_fn: F,
+    ) -> Result<T>
+    where
+        T: Default,
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let policy = self.config.retry;
+        let start = Instant::now();
+        let overall = start + policy.overall;
+        let mut attempt: u32 = 0;
+        loop {
+            let now = Instant::now();
+            let remaining = overall.saturating_duration_since(now);
+            let per_call = self.config.call_timeout.min(remaining);
+            attempt += 1;
+            let outcome =
+                tokio::time::timeout(per_call, attempt_fn(self.channel(), per_call)).await;
+            let status = match outcome {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(status)) => Some(status),
+                Err(_elapsed) => None,
+            };
+            let code = status
+                .as_ref()
+                .map_or(Code::DeadlineExceeded, tonic::Status::code);
+            if code == Code::Unavailable {
+                self.forget_caches();
+            }
+            let disp = disposition(step, code);
+            tracing::debug!(plugin = %self.plugin, step, volume_id, attempt, ?code, ?disp, "CSI call not OK");
+            match disp {
+                Disposition::Done => return Ok(T::default()),
+                Disposition::Retry => {
+                    let sleep = policy.jittered(attempt - 1);
+                    if Instant::now() + sleep < overall {
+                        tokio::time::sleep(sleep).await;
+                        continue;
+                    }
+                }
+                Disposition::Fail => {}
+            }
+            let volume_id = volume_id.map(str::to_owned);
+            return Err(match status {
+                None => CsiError::Timeout {
+                    plugin: self.plugin.to_string(),
+                    step,
+                    volume_id,
+                    attempts: attempt,
+                },
+                Some(s) if s.code() == Code::Cancelled || s.code() == Code::DeadlineExceeded => {
+                    CsiError::Timeout {
+                        plugin: self.plugin.to_string(),
+                        step,
+                        volume_id,
+                        attempts: attempt,
+                    }
+                }
+                Some(s) => CsiError::Rpc {
+                    plugin: self.plugin.to_string(),
+                    step,
+                    volume_id,
+                    code: s.code(),
+                    message: scrub(s.message(), secrets),
+                    attempts: attempt,
+                },
+            });
+        }
+    }
+
+    /// `GetPluginInfo`, cached until the plugin restarts.
+    ///
+    /// # Errors
+    /// [`CsiError::Rpc`] / [`CsiError::Timeout`].
+    pub async fn plugin_info(&self) -> Result<PluginInfo> {
+        let _ = self.channel();
+        if let Some(info) = self.lock().info.clone() {
+            return Ok(info);
+        }
+        let resp = self
+            .call("GetPluginInfo", None, &[], |ch, t| async move {
+                let mut req = tonic::Request::new(pb::GetPluginInfoRequest {});
+                req.set_timeout(t);
+                IdentityClient::new(ch)
+                    .get_plugin_info(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        let info = PluginInfo {
+            name: resp.name,
+            vendor_version: resp.vendor_version,
+        };
+        self.lock().info = Some(info.clone());
+        Ok(info)
+    }
+
+    /// `NodeGetCapabilities`, cached until the plugin restarts.
+    ///
+    /// # Errors
+    /// [`CsiError::Rpc`] / [`CsiError::Timeout`].
+    pub async fn node_capabilities(&self) -> Result<NodeCapabilities> {
+        let _ = self.channel();
+        if let Some(caps) = self.lock().caps {
+            return Ok(caps);
+        }
+        let resp = self
+            .call("NodeGetCapabilities", None, &[], |ch, t| async move {
+                let mut req = tonic::Request::new(pb::NodeGetCapabilitiesRequest {});
+                req.set_timeout(t);
+                NodeClient::new(ch)
+                    .node_get_capabilities(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        let caps = NodeCapabilities::from_response(&resp);
+        self.lock().caps = Some(caps);
+        Ok(caps)
+    }
+
+    /// One `Probe`: `Ok(true)` when ready (`ready` absent counts as ready).
+    ///
+    /// # Errors
+    /// [`CsiError::Rpc`] / [`CsiError::Timeout`].
+    pub async fn probe(&self) -> Result<bool> {
+        let resp = self
+            .call("Probe", None, &[], |ch, t| async move {
+                let mut req = tonic::Request::new(pb::ProbeRequest {});
+                req.set_timeout(t);
+                IdentityClient::new(ch)
+                    .probe(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(resp.ready.unwrap_or(true))
+    }
+
+    /// Probes until the plugin says ready (`ready=false`, `FAILED_PRECONDITION`, an absent
+    /// socket and retryable codes are waited out with backoff) or `deadline` passes.
+    /// `ready=false` is honoured (Mesos ignores it).
+    ///
+    /// # Errors
+    /// [`CsiError::NotReady`] with the last answer; other codes fail at once as [`CsiError::Rpc`].
+    pub async fn wait_ready(&self, deadline: Duration) -> Result<()> {
+        let end = Instant::now() + deadline;
+        let mut attempt = 0u32;
+        loop {
+            let remaining = end.saturating_duration_since(Instant::now());
+            let last = match tokio::time::timeout(remaining, self.probe()).await {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => "ready=false".to_owned(),
+                Ok(Err(e @ CsiError::Rpc { code, .. })) => {
+                    if code != Code::FailedPrecondition
+                        && disposition("Probe", code) != Disposition::Retry
+                    {
+                        return Err(e);
+                    }
+                    e.to_string()
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_elapsed) => "Probe did not answer before the readiness deadline".to_owned(),
+            };
+            let sleep = self.config.retry.jittered(attempt);
+            attempt = attempt.saturating_add(1);
+            if Instant::now() + sleep >= end {
+                return Err(CsiError::NotReady {
+                    plugin: self.plugin.to_string(),
+                    last,
+                });
+            }
+            tokio::time::sleep(sleep).await;
+        }
+    }
+
+    /// `NodeGetInfo` (not cached).
+    ///
+    /// # Errors
+    /// [`CsiError::Rpc`] / [`CsiError::Timeout`].
+    pub async fn node_get_info(&self) -> Result<pb::NodeGetInfoResponse> {
+        self.call("NodeGetInfo", None, &[], |ch, t| async move {
+            let mut req = tonic::Request::new(pb::NodeGetInfoRequest {});
+            req.set_timeout(t);
+            NodeClient::new(ch)
+                .node_get_info(req)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+}
+
+impl NodeService for CsiClient {
+    fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    async fn capabilities(&self) -> Result<NodeCapabilities> {
+        self.node_capabilities().await
+    }
+
+    async fn stage(&self, request: pb::NodeStageVolumeRequest) -> Result<()> {
+        let vid = request.volume_id.clone();
+        let secrets = request.secrets.clone();
+        self.call("NodeStageVolume", Some(&vid), &[&secrets], |ch, t| {
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(t);
+            async move { NodeClient::new(ch).node_stage_volume(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    async fn unstage(&self, volume_id: &str, staging: &Path) -> Result<()> {
+        let request = pb::NodeUnstageVolumeRequest {
+            volume_id: volume_id.to_owned(),
+            staging_target_path: staging.to_string_lossy().into_owned(),
+        };
+        self.call("NodeUnstageVolume", Some(volume_id), &[], |ch, t| {
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(t);
+            async move {
+                NodeClient::new(ch)
+                    .node_unstage_volume(req)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+    }
+
+    async fn publish(&self, request: pb::NodePublishVolumeRequest) -> Result<()> {
+        let vid = request.volume_id.clone();
+        let secrets = request.secrets.clone();
+        self.call("NodePublishVolume", Some(&vid), &[&secrets], |ch, t| {
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(t);
+            async move {
+                NodeClient::new(ch)
+                    .node_publish_volume(req)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+    }
+
+    async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
+        let request = pb::NodeUnpublishVolumeRequest {
+            volume_id: volume_id.to_owned(),
+            target_path: target.to_string_lossy().into_owned(),
+        };
+        self.call("NodeUnpublishVolume", Some(volume_id), &[], |ch, t| {
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(t);
+            async move {
+                NodeClient::new(ch)
+                    .node_unpublish_volume(req)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in ["unix:///a/b.sock", "unix:/a/b.sock", "/a/b.sock"] {
+            assert_eq!(parse_endpoint("p", ok).unwrap(), PathBuf::from("/a/b.sock"));
+        }
+        for bad in ["unix://a/b.sock", "tcp://h:1", "a.sock", "", "unix:", "/"] {
+            assert!(matches!(
+                parse_endpoint("p", bad),
+                Err(CsiError::Endpoint { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn codes() {
+        use Disposition::*;
+        for c in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::ResourceExhausted,
+        ] {
+            assert_eq!(disposition("NodePublishVolume", c), Retry);
+        }
+        for c in [
+            Code::InvalidArgument,
+            Code::Unimplemented,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::FailedPrecondition,
+            Code::Unknown,
+            Code::Internal,
+        ] {
+            assert_eq!(disposition("NodePublishVolume", c), Fail);
+        }
+        assert_eq!(disposition("NodeUnpublishVolume", Code::NotFound), Done);
+        assert_eq!(disposition("NodeUnstageVolume", Code::NotFound), Done);
+        assert_eq!(disposition("NodeStageVolume", Code::NotFound), Fail);
+    }
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let p = RetryPolicy {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            overall: Duration::from_secs(1),
+        };
+        assert_eq!(p.ceiling(0), Duration::from_millis(10));
+        assert_eq!(p.ceiling(2), Duration::from_millis(40));
+        assert_eq!(p.ceiling(3), Duration::from_millis(50));
+        assert_eq!(p.ceiling(200), Duration::from_millis(50));
+        for a in 0..40 {
+            assert!(p.jittered(a) <= p.ceiling(a));
+        }
+    }
+
+    #[test]
+    fn scrubs_secret_values() {
+        let mut s = HashMap::new();
+        s.insert("password".to_owned(), "hunter2".to_owned());
+        assert_eq!(
+            scrub("bad password hunter2 for user", &[&s]),
+            "bad password <redacted> for user"
+        );
+    }
+}

@@ -1,0 +1,843 @@
+//! The per-(plugin, volume) state machine: stage once per boot, publish per access mode for
+//! the first consumer, unpublish and unstage after the last — with an fsync'd intent record
+//! before every RPC and the consumer set persisted in the same record.
+//!
+//! One async mutex per volume serializes publish, unpublish and recovery of that volume (and
+//! its record updates; a record is never replaced while a call on it is in flight, unlike
+//! Mesos, research `isolators.md` §1.8); different volumes run concurrently.
+//!
+//! Everything is driven by one reconciler, `drive`: the consumer set says which publications
+//! (read-write, read-only) should exist; `drive` tears down what is not wanted (finishing any
+//! interrupted unpublish/unstage first), then stages and publishes what is. `publish` and
+//! `unpublish` change the consumer set and drive; [`VolumeManager::recover`] reloads every
+//! record, resets what a reboot (changed boot id) lost, drops dead consumers and drives. A
+//! record left in an intent because a call failed is the persisted retry queue:
+//! [`VolumeManager::retry_pending`] drives those again.
+//!
+//! Paths: `<work_dir>/csi/<type>/<name>/volumes/<enc(id)>/volume.state` for records and
+//! `<mounts>/<enc(id)>/{staging,target,target-ro}` with `<mounts>` =
+//! `<work_dir>/csi/<type>/<name>/mounts` or `target_path_root`; `enc` is
+//! [`berth_mount::names::encode_component`], so `.`, `..` and `/` never become components.
+//! `target` is the read-write publication (Mesos's single target), `target-ro` the read-only
+//! one when a read-only consumer shares a volume with read-write ones.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use berth_proto::csi::v1 as pb;
+use berth_resources::proto::volume::source::CsiVolume;
+
+use crate::client::NodeService;
+use crate::config::PluginConfig;
+use crate::error::{CsiError, Result};
+use crate::record::{
+    self, Capability, Mode, Publication, PublishState, SCHEMA_VERSION, StageState, VolumeRecord,
+};
+use crate::secrets::SecretResolver;
+
+/// A pre-provisioned CSI volume as a consumer asks for it.
+#[derive(Clone)]
+pub struct VolumeSpec {
+    /// The CSI volume id.
+    pub volume_id: String,
+    /// Capability.
+    pub capability: Capability,
+    /// `volume_context`.
+    pub volume_context: BTreeMap<String, String>,
+    /// `node_stage_secrets` (Mesos `Secret`s).
+    pub stage_secrets: HashMap<String, berth_resources::proto::Secret>,
+    /// `node_publish_secrets`.
+    pub publish_secrets: HashMap<String, berth_resources::proto::Secret>,
+}
+
+impl std::fmt::Debug for VolumeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeSpec")
+            .field("volume_id", &self.volume_id)
+            .field("capability", &self.capability)
+            .field("volume_context", &self.volume_context)
+            .field(
+                "stage_secrets",
+                &self.stage_secrets.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "publish_secrets",
+                &self.publish_secrets.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl VolumeSpec {
+    /// A spec from Mesos `Volume.Source.CSIVolume` (`static_provisioning` required).
+    ///
+    /// # Errors
+    /// [`CsiError::Spec`] when `static_provisioning` is missing.
+    pub fn from_mesos(csi: &CsiVolume) -> Result<Self> {
+        use berth_resources::proto::volume::source::csi_volume::volume_capability::AccessType;
+        let sp = csi
+            .static_provisioning
+            .as_ref()
+            .ok_or_else(|| CsiError::Spec {
+                plugin: csi.plugin_name.clone(),
+                volume_id: String::new(),
+                step: "parse volume",
+                reason: "static_provisioning is required".to_owned(),
+            })?;
+        let cap = &sp.volume_capability;
+        let capability = match &cap.access_type {
+            Some(AccessType::Mount(m)) => Capability {
+                block: false,
+                fs_type: m.fs_type.clone().unwrap_or_default(),
+                mount_flags: m.mount_flags.clone(),
+                access_mode: cap.access_mode.mode,
+            },
+            Some(AccessType::Block(_)) => Capability {
+                block: true,
+                access_mode: cap.access_mode.mode,
+                ..Capability::default()
+            },
+            None => {
+                return Err(CsiError::Spec {
+                    plugin: csi.plugin_name.clone(),
+                    volume_id: sp.volume_id.clone(),
+                    step: "parse volume",
+                    reason: "volume_capability has neither block nor mount".to_owned(),
+                });
+            }
+        };
+        Ok(Self {
+            volume_id: sp.volume_id.clone(),
+            capability,
+            volume_context: sp
+                .volume_context
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            stage_secrets: sp.node_stage_secrets.clone(),
+            publish_secrets: sp.node_publish_secrets.clone(),
+        })
+    }
+}
+
+/// Where the manager is in a volume's life; the test hook sees these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint<'a> {
+    /// An intent record is durable and its RPC is about to be made.
+    Intent {
+        /// The volume.
+        volume_id: &'a str,
+        /// The intent (`NODE_STAGE`, `NODE_PUBLISH`, `NODE_UNPUBLISH`, `NODE_UNSTAGE`).
+        intent: &'static str,
+    },
+    /// The RPC of an intent returned OK; its outcome is not yet recorded.
+    Done {
+        /// The volume.
+        volume_id: &'a str,
+        /// The intent whose RPC finished.
+        intent: &'static str,
+    },
+}
+
+/// A callback at every [`HookPoint`] (crash and fault injection in tests).
+pub type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
+
+/// What [`VolumeManager::recover`] did.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Records read.
+    pub records: usize,
+    /// Volumes reset because the boot id changed.
+    pub rebooted: usize,
+    /// Volumes whose record was removed (no consumer left, all torn down).
+    pub removed: usize,
+    /// Per-volume failures; those records stay as they are for the next retry.
+    pub errors: Vec<CsiError>,
+}
+
+/// Settings of a [`VolumeManager`].
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The agent work dir; state lives under `<work_dir>/csi/<type>/<name>`.
+    pub work_dir: PathBuf,
+    /// The boot id; `None` reads `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: Option<String>,
+    /// Resolves secret references.
+    pub secrets: SecretResolver,
+}
+
+/// The per-volume stage/publish manager of one plugin.
+pub struct VolumeManager<N> {
+    node: N,
+    plugin_type: String,
+    root: PathBuf,
+    mounts: PathBuf,
+    target_path_exists: bool,
+    boot_id: String,
+    secrets: SecretResolver,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    writes: AtomicU64,
+    hook: Option<Hook>,
+}
+
+impl<N> std::fmt::Debug for VolumeManager<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeManager")
+            .field("plugin_type", &self.plugin_type)
+            .field("root", &self.root)
+            .field("boot_id", &self.boot_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct CallSecrets {
+    stage: HashMap<String, String>,
+    publish: HashMap<String, String>,
+}
+
+fn capability_pb(c: &Capability) -> pb::VolumeCapability {
+    use pb::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+    pb::VolumeCapability {
+        access_type: Some(if c.block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume {
+                fs_type: c.fs_type.clone(),
+                mount_flags: c.mount_flags.clone(),
+                volume_mount_group: String::new(),
+            })
+        }),
+        access_mode: Some(AccessMode {
+            mode: c.access_mode,
+        }),
+    }
+}
+
+fn path_string(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl<N: NodeService> VolumeManager<N> {
+    /// A manager for `plugin` talking to `node`.
+    ///
+    /// # Errors
+    /// [`CsiError::Io`] when the boot id cannot be read.
+    pub fn new(node: N, plugin: &PluginConfig, config: ManagerConfig) -> Result<Self> {
+        let root = config
+            .work_dir
+            .join("csi")
+            .join(&plugin.plugin_type)
+            .join(&plugin.name);
+        let mounts = plugin
+            .target_path_root
+            .clone()
+            .unwrap_or_else(|| root.join("mounts"));
+        let boot_id = match config.boot_id {
+            Some(b) => b,
+            None => {
+                let p = Path::new("/proc/sys/kernel/random/boot_id");
+                std::fs::read_to_string(p)
+                    .map_err(|source| CsiError::Io {
+                        plugin: plugin.plugin_type.clone(),
+                        volume_id: String::new(),
+                        step: "read boot id",
+                        path: p.to_owned(),
+                        source,
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Self {
+            node,
+            plugin_type: plugin.plugin_type.clone(),
+            root,
+            mounts,
+            target_path_exists: plugin.target_path_exists,
+            boot_id,
+            secrets: config.secrets,
+            locks: Mutex::new(HashMap::new()),
+            writes: AtomicU64::new(0),
+            hook: None,
+        })
+    }
+
+    /// Installs a hook called at every intent point (tests: crash and fault injection).
+    pub fn set_hook(&mut self, hook: Hook) {
+        self.hook = Some(hook);
+    }
+
+    /// The node service.
+    pub fn node(&self) -> &N {
+        &self.node
+    }
+
+    /// How many fsync'd record writes (and removals) this manager made.
+    pub fn record_writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn enc(&self, volume_id: &str) -> Result<String> {
+        berth_mount::names::encode_component(volume_id).map_err(|source| CsiError::InvalidId {
+            plugin: self.plugin_type.clone(),
+            volume_id: volume_id.to_owned(),
+            source,
+        })
+    }
+
+    fn record_dir(&self, enc: &str) -> PathBuf {
+        self.root.join("volumes").join(enc)
+    }
+
+    /// The record file of a volume.
+    ///
+    /// # Errors
+    /// [`CsiError::InvalidId`] for an id that cannot be encoded.
+    pub fn record_path(&self, volume_id: &str) -> Result<PathBuf> {
+        Ok(self.record_dir(&self.enc(volume_id)?).join("volume.state"))
+    }
+
+    /// The mount directory of a volume (`staging`, `target`, `target-ro` inside).
+    ///
+    /// # Errors
+    /// [`CsiError::InvalidId`] for an id that cannot be encoded.
+    pub fn mount_dir(&self, volume_id: &str) -> Result<PathBuf> {
+        Ok(self.mounts.join(self.enc(volume_id)?))
+    }
+
+    fn target_for(&self, volume_id: &str, mode: Mode) -> Result<PathBuf> {
+        let dir = self.mount_dir(volume_id)?;
+        Ok(match mode {
+            Mode::Rw => dir.join("target"),
+            Mode::Ro => dir.join("target-ro"),
+        })
+    }
+
+    fn io(
+        &self,
+        volume_id: &str,
+        step: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> CsiError {
+        let plugin = self.plugin_type.clone();
+        let volume_id = volume_id.to_owned();
+        let path = path.to_owned();
+        move |source| CsiError::Io {
+            plugin,
+            volume_id,
+            step,
+            path,
+            source,
+        }
+    }
+
+    fn lock_for(&self, volume_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(volume_id.to_owned()).or_default())
+    }
+
+    fn hook(&self, point: HookPoint<'_>) {
+        if let Some(h) = &self.hook {
+            h(point);
+        }
+    }
+
+    /// Reads a volume's record (`None` when there is none).
+    ///
+    /// # Errors
+    /// [`CsiError::Record`] for an unreadable or corrupt record.
+    pub fn load(&self, volume_id: &str) -> Result<Option<VolumeRecord>> {
+        let path = self.record_path(volume_id)?;
+        self.load_path(&path)
+    }
+
+    fn load_path(&self, path: &Path) -> Result<Option<VolumeRecord>> {
+        let bad = |reason: String| CsiError::Record {
+            plugin: self.plugin_type.clone(),
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(bad(format!("read: {e}"))),
+        };
+        let rec: VolumeRecord =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("parse: {e}")))?;
+        if rec.schema_version != SCHEMA_VERSION {
+            return Err(bad(format!(
+                "unknown schema_version {}",
+                rec.schema_version
+            )));
+        }
+        Ok(Some(rec))
+    }
+
+    fn persist(&self, rec: &VolumeRecord) -> Result<()> {
+        let dir = self.record_dir(&self.enc(&rec.volume_id)?);
+        record::create_dir_durable(&dir).map_err(self.io(
+            &rec.volume_id,
+            "create record dir",
+            &dir,
+        ))?;
+        let path = dir.join("volume.state");
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| CsiError::Record {
+            plugin: self.plugin_type.clone(),
+            path: path.clone(),
+            reason: format!("encode: {e}"),
+        })?;
+        record::write_atomic(&path, &bytes).map_err(self.io(
+            &rec.volume_id,
+            "write record",
+            &path,
+        ))?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn remove_record(&self, rec: &VolumeRecord) -> Result<()> {
+        let enc = self.enc(&rec.volume_id)?;
+        let dir = self.record_dir(&enc);
+        let path = dir.join("volume.state");
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io(&rec.volume_id, "remove record", &path)(e)),
+        }
+        record::fsync_dir(&dir).map_err(self.io(&rec.volume_id, "fsync record dir", &dir))?;
+        // Non-recursive removals: a directory that still holds anything (a mount!) stays.
+        let _ = std::fs::remove_dir(&dir);
+        let mdir = self.mounts.join(&enc);
+        for sub in ["staging", "target", "target-ro"] {
+            let _ = std::fs::remove_dir(mdir.join(sub));
+        }
+        let _ = std::fs::remove_dir(&mdir);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Resets what a reboot lost: with a boot id other than ours, nothing is staged or
+    /// published any more.
+    fn normalize_boot(&self, rec: &mut VolumeRecord) -> bool {
+        match &rec.boot_id {
+            Some(b) if *b != self.boot_id => {
+                rec.stage = StageState::NodeReady;
+                rec.boot_id = None;
+                for p in rec.publications.values() {
+                    let _ = std::fs::remove_dir(&p.target);
+                }
+                rec.publications.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Adds `consumer` (a container id) with `mode` to the volume, staging and publishing as
+    /// needed, and returns the host path to bind-mount (the publication's target).
+    ///
+    /// # Errors
+    /// Invalid ids or specs, secret, RPC and I/O errors. On error the consumer is not added
+    /// and whatever this call started is torn down again (or left as a pending intent).
+    pub async fn publish(&self, spec: &VolumeSpec, consumer: &str, mode: Mode) -> Result<PathBuf> {
+        let vid = spec.volume_id.as_str();
+        let spec_err = |step: &'static str, reason: String| CsiError::Spec {
+            plugin: self.plugin_type.clone(),
+            volume_id: vid.to_owned(),
+            step,
+            reason,
+        };
+        self.enc(vid)?;
+        berth_mount::names::validate_component(consumer)
+            .map_err(|e| spec_err("add consumer", format!("consumer id: {e}")))?;
+        if mode == Mode::Rw && matches!(spec.capability.access_mode, 2 | 3) {
+            return Err(spec_err(
+                "add consumer",
+                "a read-only access mode cannot be used in read-write mode".to_owned(),
+            ));
+        }
+        // Resolve secrets before any side effect.
+        let stage = self
+            .secrets
+            .resolve(&self.plugin_type, vid, &spec.stage_secrets)?;
+        let publish = self
+            .secrets
+            .resolve(&self.plugin_type, vid, &spec.publish_secrets)?;
+
+        let lock = self.lock_for(vid);
+        let _guard = lock.lock().await;
+        let mut rec = match self.load(vid)? {
+            Some(mut r) => {
+                self.normalize_boot(&mut r);
+                r
+            }
+            None => VolumeRecord {
+                schema_version: SCHEMA_VERSION,
+                plugin_type: self.plugin_type.clone(),
+                plugin_name: self
+                    .root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                volume_id: vid.to_owned(),
+                stage: StageState::NodeReady,
+                boot_id: None,
+                staging_path: None,
+                capability: spec.capability.clone(),
+                volume_context: spec.volume_context.clone(),
+                stage_secrets: BTreeMap::new(),
+                publish_secrets: BTreeMap::new(),
+                publications: BTreeMap::new(),
+                consumers: BTreeMap::new(),
+            },
+        };
+        if let Some(&had) = rec.consumers.get(consumer)
+            && had != mode
+        {
+            return Err(spec_err(
+                "add consumer",
+                format!("consumer {consumer} already uses the volume in mode {had:?}"),
+            ));
+        }
+        if rec.consumers.is_empty() && rec.publications.is_empty() {
+            rec.capability = spec.capability.clone();
+            rec.volume_context = spec.volume_context.clone();
+        } else if rec.capability != spec.capability || rec.volume_context != spec.volume_context {
+            return Err(spec_err(
+                "add consumer",
+                "volume_capability or volume_context differs from the one in use".to_owned(),
+            ));
+        }
+        rec.stage_secrets = stage.stored.clone();
+        rec.publish_secrets = publish.stored.clone();
+        let added = rec.consumers.insert(consumer.to_owned(), mode).is_none();
+        let secrets = CallSecrets {
+            stage: stage.values,
+            publish: publish.values,
+        };
+        match self.drive(&mut rec, Some(&secrets)).await {
+            Ok(_) => self.target_for(vid, mode),
+            Err(e) => {
+                if added {
+                    rec.consumers.remove(consumer);
+                    if let Err(rollback) = self.drive(&mut rec, None).await {
+                        tracing::warn!(plugin = %self.plugin_type, volume_id = vid, error = %rollback, "rollback left a pending intent");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes `consumer` from the volume; after the last consumer of a mode its publication
+    /// is unpublished, after the last consumer of all the volume is unstaged and its record
+    /// removed. An unknown volume or consumer is a no-op (but pending intents are retried).
+    ///
+    /// # Errors
+    /// RPC and I/O errors; the record then keeps the pending intent (the retry queue).
+    pub async fn unpublish(&self, volume_id: &str, consumer: &str) -> Result<()> {
+        self.enc(volume_id)?;
+        let lock = self.lock_for(volume_id);
+        let _guard = lock.lock().await;
+        let Some(mut rec) = self.load(volume_id)? else {
+            return Ok(());
+        };
+        self.normalize_boot(&mut rec);
+        rec.consumers.remove(consumer);
+        self.drive(&mut rec, None).await.map(|_| ())
+    }
+
+    /// Reloads every record after a restart: resets volumes of an older boot, drops consumers
+    /// `live` says are gone (`None`: keep all), and finishes or rolls back every interrupted
+    /// intent. After a reboot only volumes with live consumers are staged and published again.
+    ///
+    /// # Errors
+    /// [`CsiError::Io`] when the state directory cannot be listed; per-volume failures are in
+    /// the report.
+    pub async fn recover(
+        &self,
+        live: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    ) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        let dir = self.root.join("volumes");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+            Err(e) => return Err(self.io("", "list records", &dir)(e)),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path().join("volume.state")))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let rec = match self.load_path(&path) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    report.errors.push(e);
+                    continue;
+                }
+            };
+            report.records += 1;
+            let lock = self.lock_for(&rec.volume_id);
+            let _guard = lock.lock().await;
+            // Reload under the lock: a concurrent publish may have changed it.
+            let mut rec = match self.load(&rec.volume_id) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    report.errors.push(e);
+                    continue;
+                }
+            };
+            if self.normalize_boot(&mut rec) {
+                report.rebooted += 1;
+            }
+            if let Some(live) = live {
+                rec.consumers.retain(|c, _| live(c));
+            }
+            match self.drive(&mut rec, None).await {
+                Ok(true) => report.removed += 1,
+                Ok(false) => {}
+                Err(e) => report.errors.push(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drives every record again (the persisted retry queue of failed unpublish/unstage).
+    ///
+    /// # Errors
+    /// As [`VolumeManager::recover`].
+    pub async fn retry_pending(&self) -> Result<RecoveryReport> {
+        self.recover(None).await
+    }
+
+    /// Brings the plugin and the record to what the consumer set wants. Returns `true` when
+    /// the volume is gone (record removed).
+    async fn drive(&self, rec: &mut VolumeRecord, secrets: Option<&CallSecrets>) -> Result<bool> {
+        let vid = rec.volume_id.clone();
+        let caps = self.node.capabilities().await?;
+        let wanted: BTreeSet<Mode> = rec.consumers.values().copied().collect();
+        let mut written = false;
+
+        // 1. Tear down publications nobody wants.
+        let modes: Vec<Mode> = rec.publications.keys().copied().collect();
+        for mode in modes {
+            if !wanted.contains(&mode) {
+                self.unpublish_one(rec, mode).await?;
+                written = true;
+            }
+        }
+
+        // 2. No consumer: unstage and forget.
+        if wanted.is_empty() {
+            if rec.stage != StageState::NodeReady
+                && let Some(staging) = rec.staging_path.clone()
+            {
+                self.unstage(rec, &staging).await?;
+            }
+            self.remove_record(rec)?;
+            return Ok(true);
+        }
+
+        // 3. Stage.
+        if rec.stage == StageState::NodeUnstage {
+            if let Some(staging) = rec.staging_path.clone() {
+                self.unstage(rec, &staging).await?;
+                written = true;
+            }
+            rec.stage = StageState::NodeReady;
+        }
+        if rec.stage != StageState::VolReady {
+            if caps.stage_unstage {
+                let staging = self.mount_dir(&vid)?.join("staging");
+                record::create_dir_durable(&staging).map_err(self.io(
+                    &vid,
+                    "mkdir staging",
+                    &staging,
+                ))?;
+                rec.staging_path = Some(staging.clone());
+                rec.stage = StageState::NodeStage;
+                rec.boot_id = Some(self.boot_id.clone());
+                self.persist(rec)?;
+                self.hook(HookPoint::Intent {
+                    volume_id: &vid,
+                    intent: "NODE_STAGE",
+                });
+                let stage_secrets = match secrets {
+                    Some(s) => s.stage.clone(),
+                    None => {
+                        self.secrets
+                            .resolve_stored(&self.plugin_type, &vid, &rec.stage_secrets)?
+                    }
+                };
+                self.node
+                    .stage(pb::NodeStageVolumeRequest {
+                        volume_id: vid.clone(),
+                        publish_context: HashMap::new(),
+                        staging_target_path: path_string(&staging),
+                        volume_capability: Some(capability_pb(&rec.capability)),
+                        secrets: stage_secrets,
+                        volume_context: rec.volume_context.clone().into_iter().collect(),
+                    })
+                    .await?;
+                self.hook(HookPoint::Done {
+                    volume_id: &vid,
+                    intent: "NODE_STAGE",
+                });
+                rec.stage = StageState::VolReady;
+                self.persist(rec)?;
+                written = true;
+            } else {
+                rec.stage = StageState::VolReady;
+                rec.boot_id = Some(self.boot_id.clone());
+            }
+        }
+
+        // 4. Publish each wanted mode.
+        for mode in wanted {
+            match rec.publications.get(&mode).map(|p| p.state) {
+                Some(PublishState::Published) => continue,
+                Some(PublishState::NodeUnpublish) => {
+                    self.unpublish_one(rec, mode).await?;
+                }
+                Some(PublishState::NodePublish) | None => {}
+            }
+            let target = self.target_for(&vid, mode)?;
+            let parent = self.mount_dir(&vid)?;
+            record::create_dir_durable(&parent).map_err(self.io(
+                &vid,
+                "mkdir target parent",
+                &parent,
+            ))?;
+            if self.target_path_exists {
+                record::create_dir_durable(&target).map_err(self.io(
+                    &vid,
+                    "mkdir target",
+                    &target,
+                ))?;
+            }
+            rec.publications.insert(
+                mode,
+                Publication {
+                    target: target.clone(),
+                    state: PublishState::NodePublish,
+                },
+            );
+            self.persist(rec)?;
+            self.hook(HookPoint::Intent {
+                volume_id: &vid,
+                intent: "NODE_PUBLISH",
+            });
+            let publish_secrets = match secrets {
+                Some(s) => s.publish.clone(),
+                None => {
+                    self.secrets
+                        .resolve_stored(&self.plugin_type, &vid, &rec.publish_secrets)?
+                }
+            };
+            self.node
+                .publish(pb::NodePublishVolumeRequest {
+                    volume_id: vid.clone(),
+                    publish_context: HashMap::new(),
+                    staging_target_path: rec
+                        .staging_path
+                        .as_deref()
+                        .filter(|_| caps.stage_unstage)
+                        .map(path_string)
+                        .unwrap_or_default(),
+                    target_path: path_string(&target),
+                    volume_capability: Some(capability_pb(&rec.capability)),
+                    readonly: mode == Mode::Ro,
+                    secrets: publish_secrets,
+                    volume_context: rec.volume_context.clone().into_iter().collect(),
+                })
+                .await?;
+            self.hook(HookPoint::Done {
+                volume_id: &vid,
+                intent: "NODE_PUBLISH",
+            });
+            if !target.exists() {
+                return Err(CsiError::Target {
+                    plugin: self.plugin_type.clone(),
+                    volume_id: vid.clone(),
+                    step: "NodePublishVolume",
+                    path: target,
+                    reason: "does not exist after a successful publish",
+                });
+            }
+            if let Some(p) = rec.publications.get_mut(&mode) {
+                p.state = PublishState::Published;
+            }
+            self.persist(rec)?;
+            written = true;
+        }
+        if !written {
+            // Only the consumer set changed (a consumer joined a publication).
+            self.persist(rec)?;
+        }
+        Ok(false)
+    }
+
+    async fn unpublish_one(&self, rec: &mut VolumeRecord, mode: Mode) -> Result<()> {
+        let vid = rec.volume_id.clone();
+        let Some(p) = rec.publications.get_mut(&mode) else {
+            return Ok(());
+        };
+        p.state = PublishState::NodeUnpublish;
+        let target = p.target.clone();
+        self.persist(rec)?;
+        self.hook(HookPoint::Intent {
+            volume_id: &vid,
+            intent: "NODE_UNPUBLISH",
+        });
+        self.node.unpublish(&vid, &target).await?;
+        self.hook(HookPoint::Done {
+            volume_id: &vid,
+            intent: "NODE_UNPUBLISH",
+        });
+        if self.target_path_exists {
+            match std::fs::remove_dir(&target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(&vid, "rmdir target", &target)(e)),
+            }
+        } else if target.exists() {
+            return Err(CsiError::Target {
+                plugin: self.plugin_type.clone(),
+                volume_id: vid,
+                step: "NodeUnpublishVolume",
+                path: target,
+                reason: "still exists after a successful unpublish (the plugin must remove it)",
+            });
+        }
+        rec.publications.remove(&mode);
+        self.persist(rec)
+    }
+
+    async fn unstage(&self, rec: &mut VolumeRecord, staging: &Path) -> Result<()> {
+        let vid = rec.volume_id.clone();
+        rec.stage = StageState::NodeUnstage;
+        self.persist(rec)?;
+        self.hook(HookPoint::Intent {
+            volume_id: &vid,
+            intent: "NODE_UNSTAGE",
+        });
+        self.node.unstage(&vid, staging).await?;
+        self.hook(HookPoint::Done {
+            volume_id: &vid,
+            intent: "NODE_UNSTAGE",
+        });
+        match std::fs::remove_dir(staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io(&vid, "rmdir staging", staging)(e)),
+        }
+        rec.stage = StageState::NodeReady;
+        rec.boot_id = None;
+        Ok(())
+    }
+}

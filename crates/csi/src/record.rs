@@ -1,0 +1,185 @@
+//! Per-volume state records and their crash-safe writes.
+//!
+//! A record lives at `<work_dir>/csi/<type>/<name>/volumes/<enc(volume_id)>/volume.state` (the
+//! Mesos location; berth writes versioned JSON instead of Mesos's protobuf). It holds the
+//! volume-level stage state, one publication per access mode (read-write / read-only), the
+//! persisted consumer set, the boot id of the stage, and secrets as references only.
+//!
+//! [`write_atomic`] is the one way a record reaches disk: temp file in the same directory,
+//! `fsync`, `rename`, `fsync` of the directory. A crash leaves either the old or the new
+//! record, never a torn one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::StoredSecret;
+
+/// The record format version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Volume-level state (Mesos `VolumeState.State` names, research `isolators.md` §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StageState {
+    /// Not staged (stable).
+    NodeReady,
+    /// Intent: `NodeStageVolume` is about to run or ran without its outcome recorded.
+    NodeStage,
+    /// Staged in boot `boot_id` (stable). Also the state of a volume whose plugin has no
+    /// `STAGE_UNSTAGE_VOLUME` once it is in use.
+    VolReady,
+    /// Intent: `NodeUnstageVolume`.
+    NodeUnstage,
+}
+
+/// State of one publication (Mesos names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PublishState {
+    /// Intent: `NodePublishVolume`.
+    NodePublish,
+    /// Published (stable).
+    Published,
+    /// Intent: `NodeUnpublishVolume`.
+    NodeUnpublish,
+}
+
+/// Access wanted by a consumer; a volume gets one publication per mode in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Read-write.
+    Rw,
+    /// Read-only (`readonly = true` in NodePublishVolume).
+    Ro,
+}
+
+/// The CSI volume capability, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Capability {
+    /// Block access instead of mount access.
+    pub block: bool,
+    /// Mount access: file system type.
+    pub fs_type: String,
+    /// Mount access: mount flags.
+    pub mount_flags: Vec<String>,
+    /// `AccessMode.Mode` number.
+    pub access_mode: i32,
+}
+
+/// One publication of the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    /// The `target_path` given to the plugin.
+    pub target: PathBuf,
+    /// Its state.
+    pub state: PublishState,
+}
+
+/// Everything berth knows about one (plugin, volume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Plugin type.
+    pub plugin_type: String,
+    /// Plugin name.
+    pub plugin_name: String,
+    /// The CSI volume id, verbatim.
+    pub volume_id: String,
+    /// Stage state.
+    pub stage: StageState,
+    /// Boot id of the current stage (`VOL_READY` and later).
+    pub boot_id: Option<String>,
+    /// `staging_target_path`, when the plugin stages.
+    pub staging_path: Option<PathBuf>,
+    /// Volume capability.
+    pub capability: Capability,
+    /// `volume_context`.
+    pub volume_context: BTreeMap<String, String>,
+    /// `node_stage_secrets`, as references.
+    pub stage_secrets: BTreeMap<String, StoredSecret>,
+    /// `node_publish_secrets`, as references.
+    pub publish_secrets: BTreeMap<String, StoredSecret>,
+    /// Publications by mode.
+    pub publications: BTreeMap<Mode, Publication>,
+    /// Consumers (container ids) and the mode each wants.
+    pub consumers: BTreeMap<String, Mode>,
+}
+
+impl VolumeRecord {
+    /// The Mesos-style state of the whole volume: the publication state when there is one
+    /// (intents first), the stage state otherwise.
+    #[must_use]
+    pub fn mesos_state(&self) -> &'static str {
+        let pubs = || self.publications.values().map(|p| p.state);
+        if pubs().any(|s| s == PublishState::NodeUnpublish) {
+            "NODE_UNPUBLISH"
+        } else if pubs().any(|s| s == PublishState::NodePublish) {
+            "NODE_PUBLISH"
+        } else if !self.publications.is_empty() {
+            "PUBLISHED"
+        } else {
+            match self.stage {
+                StageState::NodeReady => "NODE_READY",
+                StageState::NodeStage => "NODE_STAGE",
+                StageState::VolReady => "VOL_READY",
+                StageState::NodeUnstage => "NODE_UNSTAGE",
+            }
+        }
+    }
+}
+
+/// Fsyncs a directory (after a rename or unlink in it).
+///
+/// # Errors
+/// The I/O error.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file in the same directory,
+/// `fsync`, `rename`, `fsync` of the directory. The directory must exist.
+///
+/// # Errors
+/// The I/O error; on error `path` still holds its previous content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".volume.state.")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    fsync_dir(dir)
+}
+
+/// Creates `dir` and its missing parents, fsyncing each parent whose entry list changed.
+///
+/// # Errors
+/// The I/O error.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_owned());
+        cur = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(p) = d.parent() {
+            fsync_dir(p)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! A fake CSI node plugin (tonic server on a unix socket) with fault knobs, shared by the
+//! integration tests.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::csi::v1 as pb;
+use pb::identity_server::{Identity, IdentityServer};
+use pb::node_server::{Node, NodeServer};
+use tonic::{Code, Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Code(Code),
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: &'static str,
+    pub volume_id: String,
+    pub path: String,
+    pub staging: String,
+    pub readonly: bool,
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct FakeState {
+    pub stage_unstage: bool,
+    pub vendor_version: String,
+    /// (method or "*", fault): the next matching call gets the fault.
+    pub faults: VecDeque<(&'static str, Fault)>,
+    pub not_ready_probes: u32,
+    pub calls: Vec<Call>,
+    pub staged: BTreeSet<String>,
+    pub published: BTreeMap<String, bool>,
+    pub not_found_on_unpublish: bool,
+    pub echo_secrets_in_error: bool,
+    pub leave_target: bool,
+}
+
+impl Default for FakeState {
+    fn default() -> Self {
+        Self {
+            stage_unstage: true,
+            vendor_version: "1.0.0".into(),
+            faults: VecDeque::new(),
+            not_ready_probes: 0,
+            calls: Vec::new(),
+            staged: BTreeSet::new(),
+            published: BTreeMap::new(),
+            not_found_on_unpublish: false,
+            echo_secrets_in_error: false,
+            leave_target: false,
+        }
+    }
+}
+
+impl FakeState {
+    pub fn count(&self, method: &str) -> usize {
+        self.calls.iter().filter(|c| c.method == method).count()
+    }
+    pub fn fail_next(&mut self, method: &'static str, code: Code, n: usize) {
+        for _ in 0..n {
+            self.faults.push_back((method, Fault::Code(code)));
+        }
+    }
+}
+
+pub type Shared = Arc<Mutex<FakeState>>;
+
+#[derive(Clone)]
+struct Svc(Shared);
+
+impl Svc {
+    async fn enter(&self, call: Call) -> Result<(), Status> {
+        let fault = {
+            let mut s = self.0.lock().unwrap();
+            let method = call.method;
+            let secrets: Vec<String> = call.secrets.values().cloned().collect();
+            s.calls.push(call);
+            let idx = s.faults.iter().position(|(m, _)| *m == method || *m == "*");
+            let fault = idx.and_then(|i| s.faults.remove(i)).map(|(_, f)| f);
+            if let (Some(Fault::Code(c)), true) = (&fault, s.echo_secrets_in_error) {
+                return Err(Status::new(
+                    *c,
+                    format!("bad secrets: {}", secrets.join(",")),
+                ));
+            }
+            fault
+        };
+        match fault {
+            None => Ok(()),
+            Some(Fault::Code(c)) => Err(Status::new(c, "injected fault")),
+            Some(Fault::Hang(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn call(method: &'static str, volume_id: &str) -> Call {
+    Call {
+        method,
+        volume_id: volume_id.into(),
+        path: String::new(),
+        staging: String::new(),
+        readonly: false,
+        secrets: BTreeMap::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for Svc {
+    async fn get_plugin_info(
+        &self,
+        _r: Request<pb::GetPluginInfoRequest>,
+    ) -> Result<Response<pb::GetPluginInfoResponse>, Status> {
+        self.enter(call("GetPluginInfo", "")).await?;
+        Ok(Response::new(pb::GetPluginInfoResponse {
+            name: "fake.csi.berth".into(),
+            vendor_version: self.0.lock().unwrap().vendor_version.clone(),
+            manifest: Default::default(),
+        }))
+    }
+    async fn get_plugin_capabilities(
+        &self,
+        _r: Request<pb::GetPluginCapabilitiesRequest>,
+    ) -> Result<Response<pb::GetPluginCapabilitiesResponse>, Status> {
+        self.enter(call("GetPluginCapabilities", "")).await?;
+        Ok(Response::new(pb::GetPluginCapabilitiesResponse::default()))
+    }
+    async fn probe(
+        &self,
+        _r: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        self.enter(call("Probe", "")).await?;
+        let mut s = self.0.lock().unwrap();
+        let ready = if s.not_ready_probes > 0 {
+            s.not_ready_probes -= 1;
+            Some(false)
+        } else {
+            None
+        };
+        Ok(Response::new(pb::ProbeResponse { ready }))
+    }
+}
+
+#[tonic::async_trait]
+impl Node for Svc {
+    async fn node_stage_volume(
+        &self,
+        r: Request<pb::NodeStageVolumeRequest>,
+    ) -> Result<Response<pb::NodeStageVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let mut c = call("NodeStageVolume", &r.volume_id);
+        c.staging = r.staging_target_path.clone();
+        c.secrets = r.secrets.clone().into_iter().collect();
+        self.enter(c).await?;
+        if !Path::new(&r.staging_target_path).is_dir() {
+            return Err(Status::invalid_argument(
+                "staging_target_path is not a directory",
+            ));
+        }
+        self.0.lock().unwrap().staged.insert(r.staging_target_path);
+        Ok(Response::new(pb::NodeStageVolumeResponse {}))
+    }
+    async fn node_unstage_volume(
+        &self,
+        r: Request<pb::NodeUnstageVolumeRequest>,
+    ) -> Result<Response<pb::NodeUnstageVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let mut c = call("NodeUnstageVolume", &r.volume_id);
+        c.staging = r.staging_target_path.clone();
+        self.enter(c).await?;
+        self.0.lock().unwrap().staged.remove(&r.staging_target_path);
+        Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
+    }
+    async fn node_publish_volume(
+        &self,
+        r: Request<pb::NodePublishVolumeRequest>,
+    ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let mut c = call("NodePublishVolume", &r.volume_id);
+        c.path = r.target_path.clone();
+        c.staging = r.staging_target_path.clone();
+        c.readonly = r.readonly;
+        c.secrets = r.secrets.clone().into_iter().collect();
+        self.enter(c).await?;
+        let mut s = self.0.lock().unwrap();
+        if s.stage_unstage && !s.staged.contains(&r.staging_target_path) {
+            return Err(Status::failed_precondition("not staged"));
+        }
+        let target = Path::new(&r.target_path);
+        if !target.parent().is_some_and(Path::is_dir) {
+            return Err(Status::unknown("target parent missing"));
+        }
+        match std::fs::create_dir(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Status::internal(e.to_string())),
+        }
+        std::fs::write(
+            target.join("published-by-fake"),
+            if r.readonly { "ro" } else { "rw" },
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+        s.published.insert(r.target_path, r.readonly);
+        Ok(Response::new(pb::NodePublishVolumeResponse {}))
+    }
+    async fn node_unpublish_volume(
+        &self,
+        r: Request<pb::NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<pb::NodeUnpublishVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let mut c = call("NodeUnpublishVolume", &r.volume_id);
+        c.path = r.target_path.clone();
+        self.enter(c).await?;
+        let mut s = self.0.lock().unwrap();
+        let was = s.published.remove(&r.target_path).is_some();
+        if !was && s.not_found_on_unpublish {
+            return Err(Status::not_found("volume not published there"));
+        }
+        if !s.leave_target {
+            let _ = std::fs::remove_dir_all(&r.target_path);
+        }
+        Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))
+    }
+    async fn node_get_volume_stats(
+        &self,
+        _r: Request<pb::NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
+        Err(Status::unimplemented("no stats"))
+    }
+    async fn node_expand_volume(
+        &self,
+        _r: Request<pb::NodeExpandVolumeRequest>,
+    ) -> Result<Response<pb::NodeExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented("no expand"))
+    }
+    async fn node_get_capabilities(
+        &self,
+        _r: Request<pb::NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<pb::NodeGetCapabilitiesResponse>, Status> {
+        self.enter(call("NodeGetCapabilities", "")).await?;
+        use pb::node_service_capability::{Rpc, Type, rpc::Type as T};
+        let mut caps = vec![];
+        if self.0.lock().unwrap().stage_unstage {
+            caps.push(pb::NodeServiceCapability {
+                r#type: Some(Type::Rpc(Rpc {
+                    r#type: T::StageUnstageVolume as i32,
+                })),
+            });
+        }
+        Ok(Response::new(pb::NodeGetCapabilitiesResponse {
+            capabilities: caps,
+        }))
+    }
+    async fn node_get_info(
+        &self,
+        _r: Request<pb::NodeGetInfoRequest>,
+    ) -> Result<Response<pb::NodeGetInfoResponse>, Status> {
+        self.enter(call("NodeGetInfo", "")).await?;
+        Ok(Response::new(pb::NodeGetInfoResponse {
+            node_id: "node-1".into(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// A running fake plugin.
+pub struct FakePlugin {
+    pub state: Shared,
+    pub socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FakePlugin {
+    pub async fn start(socket: &Path) -> Self {
+        Self::start_with(socket, Arc::new(Mutex::new(FakeState::default()))).await
+    }
+
+    pub async fn start_with(socket: &Path, state: Shared) -> Self {
+        let mut p = Self {
+            state,
+            socket: socket.to_owned(),
+            stop: None,
+            task: None,
+        };
+        p.serve();
+        p
+    }
+
+    fn serve(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let uds = tokio::net::UnixListener::bind(&self.socket).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let svc = Svc(Arc::clone(&self.state));
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(IdentityServer::new(svc.clone()))
+                .add_service(NodeServer::new(svc))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(uds),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await
+                .unwrap();
+        });
+        self.stop = Some(tx);
+        self.task = Some(task);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Stops and starts again on the same path (a new socket inode), keeping the state.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.serve();
+    }
+
+    pub fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap()
+    }
+}
+
+impl Drop for FakePlugin {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
