@@ -316,10 +316,16 @@ fn pod_with_a_shared_persistent_volume() {
     );
     let states = run_all(&start, &plan.operations);
     let reserved = &states[0];
+    // Marathon's aggregate: the default executor (0.1 cpus, 32 MiB) plus both containers.
     assert_eq!(
         reserved.reserved(Some(ROLE)).cpus(),
-        Some(Scalar::from_milli(200)),
-        "0.1 + 0.1 cpus"
+        Some(Scalar::from_milli(300)),
+        "0.1 + 0.1 + 0.1 cpus"
+    );
+    assert_eq!(
+        reserved.reserved(Some(ROLE)).mem(),
+        Some(Scalar::from_units(288)),
+        "32 + 128 + 128 MiB"
     );
 }
 

@@ -39,11 +39,11 @@ pub enum RoleError {
         /// The offending component.
         component: String,
     },
-    /// A component starting with `-`.
-    #[error("Role '{0}' is invalid because it starts with a dash")]
+    /// A component starting with `-` (the component is named, as in Mesos).
+    #[error("Role component '{0}' is invalid because it starts with a dash")]
     LeadingDash(String),
-    /// Whitespace or DEL.
-    #[error("Role '{0}' is invalid because it contains backspace or whitespace")]
+    /// Whitespace or DEL in a component.
+    #[error("Role component '{0}' is invalid because it contains backspace or whitespace")]
     Whitespace(String),
     /// `*` where a real role is required.
     #[error("Role \"*\" is not a reservation role")]

@@ -80,7 +80,11 @@ pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id == "." || id == ".." {
         return Err(IdError::Dot(id.to_owned()));
     }
-    if id.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+    // Mesos tests each byte with `iscntrl` (ASCII controls only), then `/` and `\`.
+    if id
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'/' || b == b'\\')
+    {
         return Err(IdError::InvalidCharacters(id.to_owned()));
     }
     Ok(())

@@ -98,6 +98,7 @@ pub fn validate_role_name(name: &str) -> Result<(), RoleError> {
     if name.contains("//") {
         return Err(RoleError::AdjacentSlashes(name.to_owned()));
     }
+    // Component by component, in order, as Mesos checks them.
     for component in name.split('/') {
         if matches!(component, "." | ".." | "*") {
             return Err(RoleError::ReservedComponent {
@@ -106,14 +107,14 @@ pub fn validate_role_name(name: &str) -> Result<(), RoleError> {
             });
         }
         if component.starts_with('-') {
-            return Err(RoleError::LeadingDash(name.to_owned()));
+            return Err(RoleError::LeadingDash(component.to_owned()));
         }
-    }
-    if name
-        .chars()
-        .any(|c| matches!(c, '\t' | '\n' | '\u{0b}' | '\u{0c}' | '\r' | ' ' | '\u{7f}'))
-    {
-        return Err(RoleError::Whitespace(name.to_owned()));
+        if component
+            .chars()
+            .any(|c| matches!(c, '\t' | '\n' | '\u{0b}' | '\u{0c}' | '\r' | ' ' | '\u{7f}'))
+        {
+            return Err(RoleError::Whitespace(component.to_owned()));
+        }
     }
     Ok(())
 }

@@ -73,14 +73,25 @@ fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
             else {
                 return Err(ResourceError::InvalidRanges);
             };
-            let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.range.len());
-            for range in &ranges.range {
+            // Mesos's order: for each range in turn, `begin > end`, then a later range starting
+            // inside it (found with a sweep from the end, O(n log n) rather than Mesos's O(n²)).
+            let mut first: Option<(usize, ResourceError)> = None;
+            let mut later: std::collections::BTreeMap<u64, usize> =
+                std::collections::BTreeMap::new();
+            for (i, range) in ranges.range.iter().enumerate().rev() {
                 if range.begin > range.end {
-                    return Err(ResourceError::RangeBeginAfterEnd);
+                    first = Some((i, ResourceError::RangeBeginAfterEnd));
+                } else if later.range(range.begin..=range.end).next().is_some() {
+                    first = Some((i, ResourceError::OverlappingRanges));
                 }
-                spans.push((range.begin, range.end));
+                *later.entry(range.begin).or_insert(0) += 1;
+            }
+            if let Some((_, e)) = first {
+                return Err(e);
             }
             // Stricter than Mesos (research Q-1): any overlap, in any order, is refused.
+            let mut spans: Vec<(u64, u64)> =
+                ranges.range.iter().map(|r| (r.begin, r.end)).collect();
             spans.sort_unstable();
             if spans.windows(2).any(|w| matches!(w, [a, b] if b.0 <= a.1)) {
                 return Err(ResourceError::OverlappingRanges);
@@ -283,7 +294,11 @@ pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
             gpus += Scalar::from_f64(s.value).map_err(|e| ValidationError::Gpus(e.into()))?;
         }
     }
-    if !gpus.is_integral() {
+    // Mesos: `(long long)(gpus * 1000) % 1000 == 0` on the double of the fixed-point sum, so
+    // the truncation of the multiply decides (1.001 passes there, and here).
+    #[allow(clippy::cast_possible_truncation)]
+    let thousandths = (gpus.as_f64() * 1000.0) as i64;
+    if thousandths % 1000 != 0 {
         return Err(ValidationError::Gpus(ResourceError::GpusNotInteger));
     }
 
@@ -325,4 +340,83 @@ pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::json::from_json_value;
+
+    fn raw(j: serde_json::Value) -> pb::Resource {
+        from_json_value(&j).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn ranges_errors_come_in_mesos_order() {
+        let r = raw(json!({"name":"p","type":"RANGES","ranges":{"range":[
+            {"begin":1,"end":10},{"begin":5,"end":6},{"begin":9,"end":3}]}}));
+        assert_eq!(validate_resource(&r), Err(ResourceError::OverlappingRanges));
+        let r = raw(json!({"name":"p","type":"RANGES","ranges":{"range":[
+            {"begin":9,"end":3},{"begin":1,"end":10},{"begin":5,"end":6}]}}));
+        assert_eq!(
+            validate_resource(&r),
+            Err(ResourceError::RangeBeginAfterEnd)
+        );
+        // Mesos misses an earlier range inside a later one; berth refuses it too.
+        let r = raw(
+            json!({"name":"p","type":"RANGES","ranges":{"range":[{"begin":5,"end":10},{"begin":1,"end":6}]}}),
+        );
+        assert_eq!(validate_resource(&r), Err(ResourceError::OverlappingRanges));
+        let r = raw(
+            json!({"name":"p","type":"RANGES","ranges":{"range":[{"begin":1,"end":4},{"begin":5,"end":6}]}}),
+        );
+        assert_eq!(validate_resource(&r), Ok(()));
+    }
+
+    #[test]
+    fn gpus_total_truncates_like_mesos() {
+        let gpus = |v: f64| {
+            vec![raw(
+                json!({"name":"gpus","type":"SCALAR","scalar":{"value":v}}),
+            )]
+        };
+        assert!(validate_master(&gpus(1.0)).is_ok());
+        assert!(
+            validate_master(&gpus(1.001)).is_ok(),
+            "(long long)(1.001 * 1000) == 1000"
+        );
+        assert!(validate_master(&gpus(1.5)).is_err());
+    }
+
+    #[test]
+    fn role_component_texts() {
+        let role = |name: &str| {
+            validate_resource(&raw(
+                json!({"name":"cpus","type":"SCALAR","scalar":{"value":1},
+                "reservations":[{"type":"STATIC","role":name}]}),
+            ))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        assert!(
+            role("a/-b").contains("Role component '-b' is invalid because it starts with a dash")
+        );
+        assert!(role("a b/-c").contains(
+            "Role component 'a b' is invalid because it contains backspace or whitespace"
+        ));
+        assert!(role("a/../b").contains("cannot include '..' as a component"));
+    }
+
+    #[test]
+    fn persistence_ids_refuse_ascii_controls_only() {
+        assert!(
+            crate::persistence::validate_id("v\u{85}").is_ok(),
+            "iscntrl is per byte"
+        );
+        assert!(crate::persistence::validate_id("v\u{7f}").is_err());
+        assert!(crate::persistence::validate_id("v\t").is_err());
+    }
 }

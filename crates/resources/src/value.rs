@@ -265,17 +265,34 @@ impl fmt::Display for Ranges {
 #[derive(Clone, Debug, Default, Eq)]
 pub struct Set(Vec<String>);
 
+/// Sets larger than this use a hash set for membership, keeping every operation linear.
+const SET_HASH_THRESHOLD: usize = 16;
+
+fn membership(items: &[String]) -> Option<std::collections::HashSet<&str>> {
+    (items.len() > SET_HASH_THRESHOLD).then(|| items.iter().map(String::as_str).collect())
+}
+
+fn member(items: &[String], index: Option<&std::collections::HashSet<&str>>, item: &str) -> bool {
+    match index {
+        Some(set) => set.contains(item),
+        None => items.iter().any(|i| i == item),
+    }
+}
+
 impl Set {
     /// A set from items; duplicates are dropped (validation refuses them earlier).
     #[must_use]
     pub fn new(items: impl IntoIterator<Item = String>) -> Set {
-        let mut out: Vec<String> = Vec::new();
-        for item in items {
-            if !out.contains(&item) {
-                out.push(item);
-            }
-        }
-        Set(out)
+        let all: Vec<String> = items.into_iter().collect();
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(all.len());
+        let keep: Vec<bool> = all.iter().map(|s| seen.insert(s.as_str())).collect();
+        drop(seen);
+        Set(all
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(s, k)| k.then_some(s))
+            .collect())
     }
 
     /// The items.
@@ -293,22 +310,26 @@ impl Set {
     /// Union: left items, then new right items.
     #[must_use]
     pub fn union(&self, other: &Set) -> Set {
+        let index = membership(&self.0);
+        let added: Vec<String> = other
+            .0
+            .iter()
+            .filter(|i| !member(&self.0, index.as_ref(), i))
+            .cloned()
+            .collect();
         let mut out = self.0.clone();
-        for item in &other.0 {
-            if !out.contains(item) {
-                out.push(item.clone());
-            }
-        }
+        out.extend(added);
         Set(out)
     }
 
     /// Items of `self` not in `other`.
     #[must_use]
     pub fn difference(&self, other: &Set) -> Set {
+        let index = membership(&other.0);
         Set(self
             .0
             .iter()
-            .filter(|i| !other.0.contains(i))
+            .filter(|i| !member(&other.0, index.as_ref(), i))
             .cloned()
             .collect())
     }
@@ -316,7 +337,11 @@ impl Set {
     /// Every item of `self` is in `other`.
     #[must_use]
     pub fn is_subset(&self, other: &Set) -> bool {
-        self.0.len() <= other.0.len() && self.0.iter().all(|i| other.0.contains(i))
+        if self.0.len() > other.0.len() {
+            return false;
+        }
+        let index = membership(&other.0);
+        self.0.iter().all(|i| member(&other.0, index.as_ref(), i))
     }
 }
 
@@ -502,5 +527,27 @@ mod tests {
         let c = Set::new(["c".to_string()]);
         assert_eq!(a.union(&c).items().len(), 3);
         assert_eq!(a.union(&c).difference(&b), c);
+    }
+}
+
+#[cfg(test)]
+mod large_sets {
+    use super::*;
+
+    #[test]
+    fn large_sets_are_handled_with_hash_membership() {
+        let n = 200_000;
+        let a = Set::new((0..n).map(|i| format!("item-{i}")));
+        let b = Set::new((n / 2..n + n / 2).map(|i| format!("item-{i}")));
+        assert_eq!(a.union(&b).items().len(), n + n / 2);
+        assert_eq!(a.difference(&b).items().len(), n / 2);
+        assert!(!a.is_subset(&b));
+        assert!(a.difference(&b).is_subset(&a));
+        assert_eq!(
+            Set::new(a.items().iter().chain(a.items()).cloned())
+                .items()
+                .len(),
+            n
+        );
     }
 }

@@ -301,6 +301,17 @@ pub struct Pod {
     /// Containers.
     #[serde(default)]
     pub containers: Vec<PodContainer>,
+    /// Resources of the pod's executor (Marathon's default: 0.1 cpus, 32 MiB, 10 MiB disk).
+    #[serde(default = "default_executor_resources")]
+    pub executor_resources: PodResources,
+}
+
+fn default_executor_resources() -> PodResources {
+    PodResources {
+        cpus: 0.1,
+        mem: 32.0,
+        disk: 10.0,
+    }
 }
 
 /// An app or a pod.
@@ -388,13 +399,21 @@ impl RunSpec {
     pub fn resources(&self) -> (f64, f64, f64) {
         match self {
             RunSpec::App(a) => (a.cpus, a.mem, a.disk),
-            RunSpec::Pod(p) => p.containers.iter().fold((0.0, 0.0, 0.0), |(c, m, d), x| {
+            // Marathon's aggregate: the executor plus every container.
+            RunSpec::Pod(p) => p.containers.iter().fold(
                 (
-                    c + x.resources.cpus,
-                    m + x.resources.mem,
-                    d + x.resources.disk,
-                )
-            }),
+                    p.executor_resources.cpus,
+                    p.executor_resources.mem,
+                    p.executor_resources.disk,
+                ),
+                |(c, m, d), x| {
+                    (
+                        c + x.resources.cpus,
+                        m + x.resources.mem,
+                        d + x.resources.disk,
+                    )
+                },
+            ),
         }
     }
 
