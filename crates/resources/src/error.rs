@@ -143,15 +143,15 @@ pub enum ResourceError {
     )]
     FormatDynamicPartial,
     #[error(
-        "Invalid resource format: 'Resource.reservation.principal' with '{legacy}' does not \
+        "Invalid resource format: 'Resource.reservation.principal' field with '{legacy}' does not \
          match the principal '{stack}' in 'Resource.reservations'"
     )]
     FormatPrincipalMismatch { legacy: String, stack: String },
     #[error(
-        "Invalid resource format: 'Resource.reservation.labels' does not match the labels in \
-         'Resource.reservations'"
+        "Invalid resource format: 'Resource.reservation.labels' field with '{legacy}' does not \
+         match the labels '{stack}' in 'Resource.reservations'"
     )]
-    FormatLabelsMismatch,
+    FormatLabelsMismatch { legacy: String, stack: String },
     #[error("Invalid resource format: Unsupported 'Resource.ReservationInfo.Type'")]
     FormatUnknownReservationType,
     #[error(

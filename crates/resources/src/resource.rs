@@ -58,6 +58,20 @@ impl Labels {
     }
 }
 
+impl fmt::Display for Labels {
+    /// `{k1: v1, k2: v2}`, as Mesos prints labels.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}: {}", l.key, l.value_str())?;
+        }
+        f.write_str("}")
+    }
+}
+
 impl PartialEq for Labels {
     fn eq(&self, other: &Labels) -> bool {
         if self.0.len() != other.0.len() {

@@ -230,7 +230,10 @@ fn validate_reservations(r: &pb::Resource) -> Result<(), ResourceError> {
                     let b =
                         crate::convert::labels_from_proto(single.labels.as_ref().unwrap_or(&empty));
                     if a != b {
-                        return Err(ResourceError::FormatLabelsMismatch);
+                        return Err(ResourceError::FormatLabelsMismatch {
+                            legacy: a.to_string(),
+                            stack: b.to_string(),
+                        });
                     }
                 }
             }
