@@ -1,7 +1,8 @@
 //! berth's CSI node side: a client for CSI v1 node plugins over a unix socket
 //! ([`client`]), the `CSIPluginInfo` configuration directory as Mesos reads it ([`config`]),
-//! and the crash-safe per-volume stage/publish manager with fsync'd intents and persisted
-//! consumers ([`manager`]).
+//! the supervisor that starts, restarts and stops managed plugins ([`supervisor`]), and the
+//! crash-safe per-volume stage/publish manager with fsync'd intents and persisted consumers
+//! ([`manager`]).
 //!
 //! The library starts no runtime: its async functions run on the caller's tokio runtime.
 
@@ -11,6 +12,7 @@ mod error;
 pub mod manager;
 pub mod record;
 pub mod secrets;
+pub mod supervisor;
 
 pub use client::{ClientConfig, CsiClient, NodeCapabilities, NodeService, PluginInfo, RetryPolicy};
 pub use error::{CsiError, Result};
