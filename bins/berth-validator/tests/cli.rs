@@ -3,7 +3,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers abort on setup errors
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value as Json, json};
@@ -419,37 +419,46 @@ fn convert_round_trips_every_vector_byte_for_byte() {
     assert!(checked > 200, "only {checked} round trips");
 }
 
+/// Runs `berth-validator plan --app APP --offer OFFER EXTRA...`.
+fn plan(app: &Path, offer: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "plan",
+        "--app",
+        app.to_str().unwrap(),
+        "--offer",
+        offer.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run_raw(&args, b"")
+}
+
+/// The operation types of a `plan` answer.
+fn kinds(out: &Output) -> Vec<String> {
+    let ops: Vec<Json> = serde_json::from_slice(&out.stdout).expect("operations");
+    ops.iter()
+        .map(|o| o["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[test]
 fn plan_mysql_then_relaunch_then_wipe() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let app = root.join("mysql-app.json");
     let offer = root.join("mysql-offer.json");
     let state = std::env::temp_dir().join(format!("berth-plan-state-{}.json", std::process::id()));
-    let out = run_raw(
-        &[
-            "plan",
-            "--app",
-            app.to_str().unwrap(),
-            "--offer",
-            offer.to_str().unwrap(),
-            "--principal",
-            "marathon",
-            "--reservation-out",
-            state.to_str().unwrap(),
-        ],
-        b"",
+    let state_arg = state.to_str().unwrap();
+    let out = plan(
+        &app,
+        &offer,
+        &["--principal", "marathon", "--reservation-out", state_arg],
     );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(kinds(&out), ["RESERVE", "CREATE", "LAUNCH"]);
     let ops: Vec<Json> = serde_json::from_slice(&out.stdout).expect("operations");
-    let kinds: Vec<&str> = ops
-        .iter()
-        .map(|o| o["type"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(kinds, ["RESERVE", "CREATE", "LAUNCH"]);
     assert_eq!(
         ops[2]["launch"]["task_infos"][0]["agent_id"]["value"],
         "agent-7"
@@ -469,85 +478,48 @@ fn plan_mysql_then_relaunch_then_wipe() {
     let ctx = json!({"api": "framework", "principal": "marathon",
         "framework": {"roles": ["marathon"], "capabilities": ["MULTI_ROLE"], "principal": "marathon"},
         "agent_capabilities": {"hierarchical_role": true, "reservation_refinement": true, "resize_volume": true}});
-    let mut before_launch = Json::Null;
     for op in &ops[..2] {
         let line = json!({"resources": resources, "operation": op, "context": ctx}).to_string();
         let answer = run_raw(&["batch"], format!("{line}\n").as_bytes());
         let answer: Json = serde_json::from_slice(&answer.stdout).unwrap();
         assert_eq!(answer["valid"], true, "{answer}");
         resources = answer["resources_after"].clone();
-        before_launch = resources.clone();
     }
 
-    // Relaunch on the next offer holding the reservation: only a LAUNCH.
+    // Relaunch on the next offer holding the reservation: only a LAUNCH; wipe: DESTROY, UNRESERVE.
     let next = temp_file(
         "next-offer.json",
-        &json!({"resources": before_launch, "agent_id": {"value": "agent-7"}}).to_string(),
+        &json!({"resources": resources, "agent_id": {"value": "agent-7"}}).to_string(),
     );
-    let out = run_raw(
-        &[
-            "plan",
-            "--app",
-            app.to_str().unwrap(),
-            "--offer",
-            next.to_str().unwrap(),
-            "--framework-id",
-            "marathon-fw-1",
-            "--principal",
-            "marathon",
-            "--reservation",
-            state.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let kept = [
+        "--framework-id",
+        "marathon-fw-1",
+        "--principal",
+        "marathon",
+        "--reservation",
+        state_arg,
+    ];
+    let out = plan(&app, &next, &kept);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let ops: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ops.len(), 1);
-    assert_eq!(ops[0]["type"], "LAUNCH");
-
-    let out = run_raw(
-        &[
-            "plan",
-            "--app",
-            app.to_str().unwrap(),
-            "--offer",
-            next.to_str().unwrap(),
-            "--framework-id",
-            "marathon-fw-1",
-            "--principal",
-            "marathon",
-            "--reservation",
-            state.to_str().unwrap(),
-            "--wipe",
-        ],
-        b"",
+    assert_eq!(kinds(&out), ["LAUNCH"]);
+    let out = plan(&app, &next, &[&kept[..], &["--wipe"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
-    let ops: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
-    let kinds: Vec<&str> = ops
-        .iter()
-        .map(|o| o["type"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(kinds, ["DESTROY", "UNRESERVE"]);
+    assert_eq!(kinds(&out), ["DESTROY", "UNRESERVE"]);
 
     // An offer that cannot hold the app: exit 1 with the reasons.
     let small = temp_file(
         "small-offer.json",
         r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":4},"allocation_info":{"role":"marathon"}}]"#,
     );
-    let out = run_raw(
-        &[
-            "plan",
-            "--app",
-            app.to_str().unwrap(),
-            "--offer",
-            small.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = plan(&app, &small, &[]);
     assert_eq!(out.status.code(), Some(1));
     let answer: Json = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["fits"], false);
