@@ -125,6 +125,20 @@ pub fn disposition(step: &str, code: Code) -> Disposition {
     }
 }
 
+/// The code a status stands for. A status the plugin sent carries its own code. A status made
+/// on our side from a transport failure (the connection dropped mid-call: the plugin crashed
+/// or was restarted) comes as `UNKNOWN` "transport error" with the I/O error as its source;
+/// the plugin never answered, so it counts as `UNAVAILABLE` and is retried — node calls are
+/// idempotent by the spec, and the manager checks the mount table after teardown calls.
+#[must_use]
+pub fn effective_code(status: &tonic::Status) -> Code {
+    if status.code() == Code::Unknown && std::error::Error::source(status).is_some() {
+        Code::Unavailable
+    } else {
+        status.code()
+    }
+}
+
 /// Parses `unix:///p`, `unix:/p` or `/p` into the socket path.
 ///
 /// # Errors
@@ -354,7 +368,7 @@ impl CsiClient {
             };
             let code = status
                 .as_ref()
-                .map_or(Code::DeadlineExceeded, tonic::Status::code);
+                .map_or(Code::DeadlineExceeded, effective_code);
             if code == Code::Unavailable {
                 self.forget_caches();
             }
@@ -391,7 +405,7 @@ impl CsiClient {
                     plugin: self.plugin.to_string(),
                     step,
                     volume_id,
-                    code: s.code(),
+                    code: effective_code(&s),
                     message: scrub(s.message(), secrets),
                     attempts: attempt,
                 },

@@ -137,6 +137,26 @@ pub enum CsiError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// Reading the mount table or unmounting what a plugin left behind failed.
+    #[error("plugin {plugin}: volume {volume_id}: {step}: {source}")]
+    Mount {
+        /// Plugin type.
+        plugin: String,
+        /// The volume (empty for plugin-level steps).
+        volume_id: String,
+        /// The step, e.g. `read mountinfo`, `unmount leftover`.
+        step: &'static str,
+        /// The mount engine's error (boxed: it is large and rare).
+        source: Box<berth_mount::MountError>,
+    },
+    /// The plugin type named by a volume is not configured (or failed to start).
+    #[error("plugin {plugin}: not configured{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    UnknownPlugin {
+        /// The plugin type asked for.
+        plugin: String,
+        /// Why it is unavailable (empty: no config names it).
+        reason: String,
+    },
 }
 
 fn vol(v: &Option<String>) -> String {

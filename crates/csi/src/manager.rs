@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use berth_proto::csi::v1 as pb;
 use berth_resources::proto::volume::source::CsiVolume;
 
+use berth_mount::{LinuxMounter, MountTable, Mounter, UnmountOptions};
+
 use crate::client::NodeService;
 use crate::config::PluginConfig;
 use crate::error::{CsiError, Result};
@@ -153,9 +155,15 @@ pub struct RecoveryReport {
     pub rebooted: usize,
     /// Volumes whose record was removed (no consumer left, all torn down).
     pub removed: usize,
+    /// Stray mount directories (no record) removed, after unmounting anything left in them.
+    pub strays: usize,
     /// Per-volume failures; those records stay as they are for the next retry.
     pub errors: Vec<CsiError>,
 }
+
+/// How many times a plugin that answered OK to `NodeUnpublishVolume` / `NodeUnstageVolume`
+/// but left a mount behind is asked again before berth unmounts the leftovers itself.
+const PLUGIN_REPEATS: usize = 2;
 
 /// Settings of a [`VolumeManager`].
 #[derive(Debug, Clone)]
@@ -180,6 +188,7 @@ pub struct VolumeManager<N> {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     writes: AtomicU64,
     hook: Option<Hook>,
+    mounter: LinuxMounter,
 }
 
 impl<N> std::fmt::Debug for VolumeManager<N> {
@@ -225,15 +234,33 @@ impl<N: NodeService> VolumeManager<N> {
     /// # Errors
     /// [`CsiError::Io`] when the boot id cannot be read.
     pub fn new(node: N, plugin: &PluginConfig, config: ManagerConfig) -> Result<Self> {
+        let io = |step: &'static str, path: &Path| {
+            let plugin = plugin.plugin_type.clone();
+            let path = path.to_owned();
+            move |source| CsiError::Io {
+                plugin,
+                volume_id: String::new(),
+                step,
+                path,
+                source,
+            }
+        };
+        // Mount tables show canonical paths: the roots are created and canonicalized once, so
+        // leftover mounts under them are recognised.
         let root = config
             .work_dir
             .join("csi")
             .join(&plugin.plugin_type)
             .join(&plugin.name);
+        std::fs::create_dir_all(&root).map_err(io("create state root", &root))?;
+        let root = std::fs::canonicalize(&root).map_err(io("canonicalize state root", &root))?;
         let mounts = plugin
             .target_path_root
             .clone()
             .unwrap_or_else(|| root.join("mounts"));
+        std::fs::create_dir_all(&mounts).map_err(io("create mount root", &mounts))?;
+        let mounts =
+            std::fs::canonicalize(&mounts).map_err(io("canonicalize mount root", &mounts))?;
         let boot_id = match config.boot_id {
             Some(b) => b,
             None => {
@@ -261,6 +288,7 @@ impl<N: NodeService> VolumeManager<N> {
             locks: Mutex::new(HashMap::new()),
             writes: AtomicU64::new(0),
             hook: None,
+            mounter: LinuxMounter::new(),
         })
     }
 
@@ -517,12 +545,12 @@ impl<N: NodeService> VolumeManager<N> {
             stage: stage.values,
             publish: publish.values,
         };
-        match self.drive(&mut rec, Some(&secrets)).await {
+        match self.drive(&mut rec, Some(&secrets), added).await {
             Ok(_) => self.target_for(vid, mode),
             Err(e) => {
                 if added {
                     rec.consumers.remove(consumer);
-                    if let Err(rollback) = self.drive(&mut rec, None).await {
+                    if let Err(rollback) = self.drive(&mut rec, None, true).await {
                         tracing::warn!(plugin = %self.plugin_type, volume_id = vid, error = %rollback, "rollback left a pending intent");
                     }
                 }
@@ -544,9 +572,11 @@ impl<N: NodeService> VolumeManager<N> {
         let Some(mut rec) = self.load(volume_id)? else {
             return Ok(());
         };
-        self.normalize_boot(&mut rec);
-        rec.consumers.remove(consumer);
-        self.drive(&mut rec, None).await.map(|_| ())
+        let rebooted = self.normalize_boot(&mut rec);
+        let removed = rec.consumers.remove(consumer).is_some();
+        self.drive(&mut rec, None, rebooted || removed)
+            .await
+            .map(|_| ())
     }
 
     /// Reloads every record after a restart: resets volumes of an older boot, drops consumers
@@ -560,16 +590,34 @@ impl<N: NodeService> VolumeManager<N> {
         &self,
         live: Option<&(dyn Fn(&str) -> bool + Sync)>,
     ) -> Result<RecoveryReport> {
+        self.reconcile(live, false).await
+    }
+
+    /// Drives again every record left in an intent (the persisted retry queue of failed
+    /// unpublish/unstage and interrupted calls); settled records are not touched, so a
+    /// periodic retry costs one directory listing and one read per record, no RPC and no
+    /// write.
+    ///
+    /// # Errors
+    /// As [`VolumeManager::recover`].
+    pub async fn retry_pending(&self) -> Result<RecoveryReport> {
+        self.reconcile(None, true).await
+    }
+
+    async fn reconcile(
+        &self,
+        live: Option<&(dyn Fn(&str) -> bool + Sync)>,
+        pending_only: bool,
+    ) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
         let dir = self.root.join("volumes");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path().join("volume.state")))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(self.io("", "list records", &dir)(e)),
         };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path().join("volume.state")))
-            .collect();
         paths.sort();
         for path in paths {
             let rec = match self.load_path(&path) {
@@ -592,32 +640,143 @@ impl<N: NodeService> VolumeManager<N> {
                     continue;
                 }
             };
-            if self.normalize_boot(&mut rec) {
+            if pending_only && rec.is_settled() && rec.boot_id.as_deref() == Some(&self.boot_id) {
+                continue;
+            }
+            let rebooted = self.normalize_boot(&mut rec);
+            if rebooted {
                 report.rebooted += 1;
             }
+            let before = rec.consumers.len();
             if let Some(live) = live {
                 rec.consumers.retain(|c, _| live(c));
             }
-            match self.drive(&mut rec, None).await {
+            let dirty = rebooted || rec.consumers.len() != before;
+            match self.drive(&mut rec, None, dirty).await {
                 Ok(true) => report.removed += 1,
                 Ok(false) => {}
                 Err(e) => report.errors.push(e),
             }
         }
+        self.collect_strays(&mut report).await;
         Ok(report)
     }
 
-    /// Drives every record again (the persisted retry queue of failed unpublish/unstage).
-    ///
-    /// # Errors
-    /// As [`VolumeManager::recover`].
-    pub async fn retry_pending(&self) -> Result<RecoveryReport> {
-        self.recover(None).await
+    /// Removes mount directories that have no record (a crash between creating a directory
+    /// and writing the first intent, or an older layout): whatever is still mounted in them
+    /// is unmounted first, and directories are removed one by one, never recursively, so no
+    /// data on a mounted volume is ever deleted. Names that are not our encoding are left
+    /// alone (a shared `target_path_root`).
+    async fn collect_strays(&self, report: &mut RecoveryReport) {
+        let Ok(entries) = std::fs::read_dir(&self.mounts) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for enc in names {
+            let Ok(volume_id) = berth_mount::names::decode_component(&enc) else {
+                continue;
+            };
+            if self.enc(&volume_id).ok().as_deref() != Some(enc.as_str()) {
+                continue;
+            }
+            let lock = self.lock_for(&volume_id);
+            let _guard = lock.lock().await;
+            if self.record_dir(&enc).join("volume.state").exists() {
+                continue;
+            }
+            let dir = self.mounts.join(&enc);
+            if let Err(e) = self.unmount_leftovers(&volume_id, &dir) {
+                report.errors.push(e);
+                continue;
+            }
+            for sub in ["staging", "target", "target-ro"] {
+                let _ = std::fs::remove_dir(dir.join(sub));
+            }
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => report.strays += 1,
+                Err(e) => report
+                    .errors
+                    .push(self.io(&volume_id, "remove stray mount dir", &dir)(e)),
+            }
+        }
+    }
+
+    /// Mount points at or below `path` in this thread's mount namespace.
+    fn mounted_at_or_below(&self, volume_id: &str, path: &Path) -> Result<Vec<PathBuf>> {
+        let table = MountTable::read_current().map_err(|source| CsiError::Mount {
+            plugin: self.plugin_type.clone(),
+            volume_id: volume_id.to_owned(),
+            step: "read mountinfo",
+            source: Box::new(source),
+        })?;
+        Ok(table
+            .mounts_at_or_below(path)
+            .map(|e| e.mount_point().to_path_buf())
+            .collect())
+    }
+
+    /// Unmounts everything at or below `path` (busy mounts are detached lazily); `true` when
+    /// there was something to unmount.
+    fn unmount_leftovers(&self, volume_id: &str, path: &Path) -> Result<bool> {
+        let left = self.mounted_at_or_below(volume_id, path)?;
+        if left.is_empty() {
+            return Ok(false);
+        }
+        tracing::warn!(plugin = %self.plugin_type, volume_id, path = %path.display(), mounts = left.len(), "unmounting what was left mounted");
+        let opts = UnmountOptions {
+            detach_fallback: true,
+            ..UnmountOptions::default()
+        };
+        self.mounter
+            .unmount_all_at_or_below(path, &opts)
+            .map(|_| true)
+            .map_err(|source| CsiError::Mount {
+                plugin: self.plugin_type.clone(),
+                volume_id: volume_id.to_owned(),
+                step: "unmount leftover",
+                source: Box::new(source),
+            })
+    }
+
+    /// After a plugin answered OK to an unpublish (`stage == false`) or unstage of `path`:
+    /// checks the mount table; a plugin that left a mount (non-idempotent stacking, a lost
+    /// race) is asked again, up to [`PLUGIN_REPEATS`] times, then berth unmounts the rest
+    /// itself. Nothing is ever leaked at a path berth owns. `true` when berth had to unmount.
+    async fn ensure_unmounted(&self, volume_id: &str, path: &Path, stage: bool) -> Result<bool> {
+        for _ in 0..PLUGIN_REPEATS {
+            let left = self.mounted_at_or_below(volume_id, path)?;
+            if left.is_empty() {
+                return Ok(false);
+            }
+            let rpc = if stage {
+                "NodeUnstageVolume"
+            } else {
+                "NodeUnpublishVolume"
+            };
+            tracing::warn!(plugin = %self.plugin_type, volume_id, path = %path.display(), mounts = left.len(), rpc, "plugin answered OK but left mounts; asking again");
+            if stage {
+                self.node.unstage(volume_id, path).await?;
+            } else {
+                self.node.unpublish(volume_id, path).await?;
+            }
+        }
+        self.unmount_leftovers(volume_id, path)
     }
 
     /// Brings the plugin and the record to what the consumer set wants. Returns `true` when
-    /// the volume is gone (record removed).
-    async fn drive(&self, rec: &mut VolumeRecord, secrets: Option<&CallSecrets>) -> Result<bool> {
+    /// the volume is gone (record removed). `dirty`: the caller changed the record (consumer
+    /// set, boot reset) and it must be written even when no transition happens.
+    async fn drive(
+        &self,
+        rec: &mut VolumeRecord,
+        secrets: Option<&CallSecrets>,
+        dirty: bool,
+    ) -> Result<bool> {
         let vid = rec.volume_id.clone();
         let caps = self.node.capabilities().await?;
         let wanted: BTreeSet<Mode> = rec.consumers.values().copied().collect();
@@ -775,8 +934,8 @@ impl<N: NodeService> VolumeManager<N> {
             self.persist(rec)?;
             written = true;
         }
-        if !written {
-            // Only the consumer set changed (a consumer joined a publication).
+        if !written && dirty {
+            // Only the consumer set changed (a consumer joined or left a publication).
             self.persist(rec)?;
         }
         Ok(false)
@@ -799,7 +958,9 @@ impl<N: NodeService> VolumeManager<N> {
             volume_id: &vid,
             intent: "NODE_UNPUBLISH",
         });
-        if self.target_path_exists {
+        let berth_unmounted = self.ensure_unmounted(&vid, &target, false).await?;
+        if self.target_path_exists || berth_unmounted {
+            // Ours to remove (berth made it, or berth had to finish the plugin's unmount).
             match std::fs::remove_dir(&target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -831,6 +992,7 @@ impl<N: NodeService> VolumeManager<N> {
             volume_id: &vid,
             intent: "NODE_UNSTAGE",
         });
+        self.ensure_unmounted(&vid, staging, true).await?;
         match std::fs::remove_dir(staging) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -111,6 +111,20 @@ pub struct VolumeRecord {
 }
 
 impl VolumeRecord {
+    /// Whether the record is where its consumer set wants it: staged, and exactly the wanted
+    /// publications, all `PUBLISHED` (no intent pending).
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        let wanted: std::collections::BTreeSet<Mode> = self.consumers.values().copied().collect();
+        !wanted.is_empty()
+            && self.stage == StageState::VolReady
+            && self.publications.len() == wanted.len()
+            && self
+                .publications
+                .iter()
+                .all(|(m, p)| wanted.contains(m) && p.state == PublishState::Published)
+    }
+
     /// The Mesos-style state of the whole volume: the publication state when there is one
     /// (intents first), the stage state otherwise.
     #[must_use]

@@ -16,39 +16,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_csi::config::{PluginConfig, PluginKind};
-use berth_csi::manager::{HookPoint, ManagerConfig, VolumeManager, VolumeSpec};
+use berth_csi::config::PluginConfig;
+use berth_csi::manager::{HookPoint, VolumeManager, VolumeSpec};
 use berth_csi::record::{Capability, Mode};
-use berth_csi::secrets::SecretResolver;
-use berth_csi::{ClientConfig, CsiClient, CsiError, RetryPolicy};
+use berth_csi::{CsiClient, CsiError};
 use berth_resources::proto::{Secret, secret};
 use common::FakePlugin;
 use tonic::Code;
 
 fn plugin(socket: &Path) -> PluginConfig {
-    PluginConfig {
-        plugin_type: "org.berth.fake".into(),
-        name: "default".into(),
-        kind: PluginKind::Unmanaged {
-            node_socket: socket.to_owned(),
-        },
-        target_path_root: None,
-        target_path_exists: false,
-        source: PathBuf::new(),
-    }
+    common::unmanaged(socket)
 }
 
 fn client(socket: &Path) -> CsiClient {
-    let cfg = ClientConfig {
-        call_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
-            overall: Duration::from_millis(600),
-        },
-    };
-    CsiClient::new("org.berth.fake", socket.to_str().unwrap(), cfg).unwrap()
+    common::client(
+        socket,
+        Duration::from_millis(500),
+        Duration::from_millis(600),
+    )
 }
 
 fn manager(socket: &Path, work: &Path, boot: &str) -> VolumeManager<CsiClient> {
@@ -62,16 +47,7 @@ fn manager_with(
     boot: &str,
     secrets_dir: Option<PathBuf>,
 ) -> VolumeManager<CsiClient> {
-    VolumeManager::new(
-        client(socket),
-        &cfg,
-        ManagerConfig {
-            work_dir: work.to_owned(),
-            boot_id: Some(boot.into()),
-            secrets: SecretResolver::new(secrets_dir),
-        },
-    )
-    .unwrap()
+    common::manager_for(&cfg, client(socket), work, boot, secrets_dir)
 }
 
 fn spec(id: &str) -> VolumeSpec {
@@ -407,9 +383,12 @@ async fn reboot_restages_only_for_live_consumers() {
         m.publish(&spec("dead"), "gone", Mode::Rw).await.unwrap();
         m.publish(&spec("live"), "alive", Mode::Rw).await.unwrap();
     }
-    // Reboot: the plugin forgets every mount.
+    // Reboot: every mount is gone (the fake's stand-in for a mount is a file in the target).
     {
         let mut st = e.p.st();
+        for target in st.published.keys() {
+            std::fs::remove_file(Path::new(target).join("published-by-fake")).unwrap();
+        }
         st.published.clear();
         st.staged.clear();
         st.calls.clear();

@@ -22,6 +22,9 @@ use tonic::{Code, Request, Response, Status};
 pub enum Fault {
     Code(Code),
     Hang(Duration),
+    /// Do the call's side effect, then abort the whole process before answering (a plugin
+    /// crashing mid-call; only for a plugin running in its own process).
+    Crash,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,15 @@ pub struct FakeState {
     pub not_found_on_unpublish: bool,
     pub echo_secrets_in_error: bool,
     pub leave_target: bool,
+    /// Real mounts: volumes are directories under this root; stage binds the volume at the
+    /// staging path, publish binds it (read-only when asked) at the target.
+    pub real_mounts: Option<PathBuf>,
+    /// Non-idempotent (as cfgd-csi with its cache on the target's filesystem): every stage
+    /// and publish mounts again on top, every unstage and unpublish removes one mount and
+    /// answers OK even when more are left.
+    pub stack_mounts: bool,
+    /// The next this-many unpublishes answer OK without unmounting anything.
+    pub ignore_unpublish: usize,
 }
 
 impl Default for FakeState {
@@ -62,6 +74,9 @@ impl Default for FakeState {
             not_found_on_unpublish: false,
             echo_secrets_in_error: false,
             leave_target: false,
+            real_mounts: None,
+            stack_mounts: false,
+            ignore_unpublish: 0,
         }
     }
 }
@@ -83,7 +98,7 @@ pub type Shared = Arc<Mutex<FakeState>>;
 struct Svc(Shared);
 
 impl Svc {
-    async fn enter(&self, call: Call) -> Result<(), Status> {
+    async fn enter(&self, call: Call) -> Result<Option<Fault>, Status> {
         let fault = {
             let mut s = self.0.lock().unwrap();
             let method = call.method;
@@ -100,12 +115,61 @@ impl Svc {
             fault
         };
         match fault {
-            None => Ok(()),
+            None => Ok(None),
             Some(Fault::Code(c)) => Err(Status::new(c, "injected fault")),
             Some(Fault::Hang(d)) => {
                 tokio::time::sleep(d).await;
-                Ok(())
+                Ok(None)
             }
+            Some(Fault::Crash) => Ok(Some(Fault::Crash)),
+        }
+    }
+}
+
+/// Called after a call's side effect: a pending crash fault aborts the process now.
+fn after_effect(fault: Option<Fault>) {
+    if matches!(fault, Some(Fault::Crash)) {
+        eprintln!("fake plugin: crashing mid-call as asked");
+        std::process::abort();
+    }
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    berth_mount::MountTable::read_current()
+        .map(|t| t.is_mount_point(p))
+        .unwrap_or(false)
+}
+
+fn mount_err(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("mount: {e}"))
+}
+
+/// Binds `source` at `target` (read-only when asked) unless something is mounted there and
+/// the plugin is idempotent.
+fn real_bind(source: &Path, target: &Path, read_only: bool, stack: bool) -> Result<(), Status> {
+    use berth_mount::Mounter;
+    if !stack && is_mount_point(target) {
+        return Ok(());
+    }
+    let opts = if read_only {
+        berth_mount::BindOptions::read_only()
+    } else {
+        berth_mount::BindOptions::default()
+    };
+    berth_mount::LinuxMounter::new()
+        .bind(source, target, &opts)
+        .map_err(mount_err)
+}
+
+/// Removes one mount at `target` (stacking plugin) or all of them.
+fn real_unmount(target: &Path, stack: bool) -> Result<(), Status> {
+    loop {
+        if !is_mount_point(target) {
+            return Ok(());
+        }
+        nix::mount::umount2(target, nix::mount::MntFlags::empty()).map_err(mount_err)?;
+        if stack {
+            return Ok(());
         }
     }
 }
@@ -167,13 +231,25 @@ impl Node for Svc {
         let mut c = call("NodeStageVolume", &r.volume_id);
         c.staging = r.staging_target_path.clone();
         c.secrets = r.secrets.clone().into_iter().collect();
-        self.enter(c).await?;
+        let fault = self.enter(c).await?;
         if !Path::new(&r.staging_target_path).is_dir() {
             return Err(Status::invalid_argument(
                 "staging_target_path is not a directory",
             ));
         }
-        self.0.lock().unwrap().staged.insert(r.staging_target_path);
+        let mut s = self.0.lock().unwrap();
+        if let Some(root) = s.real_mounts.clone() {
+            let vol = volume_dir(&root, &r.volume_id)?;
+            real_bind(
+                &vol,
+                Path::new(&r.staging_target_path),
+                false,
+                s.stack_mounts,
+            )?;
+        }
+        s.staged.insert(r.staging_target_path);
+        drop(s);
+        after_effect(fault);
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
     }
     async fn node_unstage_volume(
@@ -183,8 +259,14 @@ impl Node for Svc {
         let r = r.into_inner();
         let mut c = call("NodeUnstageVolume", &r.volume_id);
         c.staging = r.staging_target_path.clone();
-        self.enter(c).await?;
-        self.0.lock().unwrap().staged.remove(&r.staging_target_path);
+        let fault = self.enter(c).await?;
+        let mut s = self.0.lock().unwrap();
+        if s.real_mounts.is_some() {
+            real_unmount(Path::new(&r.staging_target_path), s.stack_mounts)?;
+        }
+        s.staged.remove(&r.staging_target_path);
+        drop(s);
+        after_effect(fault);
         Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
     }
     async fn node_publish_volume(
@@ -197,9 +279,16 @@ impl Node for Svc {
         c.staging = r.staging_target_path.clone();
         c.readonly = r.readonly;
         c.secrets = r.secrets.clone().into_iter().collect();
-        self.enter(c).await?;
+        let fault = self.enter(c).await?;
         let mut s = self.0.lock().unwrap();
-        if s.stage_unstage && !s.staged.contains(&r.staging_target_path) {
+        // A real-mount plugin knows what is staged from the mount table (it survives a
+        // restart of the plugin); the in-memory set otherwise.
+        let staged = if s.real_mounts.is_some() {
+            is_mount_point(Path::new(&r.staging_target_path))
+        } else {
+            s.staged.contains(&r.staging_target_path)
+        };
+        if s.stage_unstage && !staged {
             return Err(Status::failed_precondition("not staged"));
         }
         let target = Path::new(&r.target_path);
@@ -211,12 +300,23 @@ impl Node for Svc {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Status::internal(e.to_string())),
         }
-        std::fs::write(
-            target.join("published-by-fake"),
-            if r.readonly { "ro" } else { "rw" },
-        )
-        .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(root) = s.real_mounts.clone() {
+            let source = if s.stage_unstage {
+                PathBuf::from(&r.staging_target_path)
+            } else {
+                volume_dir(&root, &r.volume_id)?
+            };
+            real_bind(&source, target, r.readonly, s.stack_mounts)?;
+        } else {
+            std::fs::write(
+                target.join("published-by-fake"),
+                if r.readonly { "ro" } else { "rw" },
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        }
         s.published.insert(r.target_path, r.readonly);
+        drop(s);
+        after_effect(fault);
         Ok(Response::new(pb::NodePublishVolumeResponse {}))
     }
     async fn node_unpublish_volume(
@@ -226,15 +326,28 @@ impl Node for Svc {
         let r = r.into_inner();
         let mut c = call("NodeUnpublishVolume", &r.volume_id);
         c.path = r.target_path.clone();
-        self.enter(c).await?;
+        let fault = self.enter(c).await?;
         let mut s = self.0.lock().unwrap();
+        if s.ignore_unpublish > 0 {
+            s.ignore_unpublish -= 1;
+            return Ok(Response::new(pb::NodeUnpublishVolumeResponse {}));
+        }
         let was = s.published.remove(&r.target_path).is_some();
         if !was && s.not_found_on_unpublish {
             return Err(Status::not_found("volume not published there"));
         }
-        if !s.leave_target {
-            let _ = std::fs::remove_dir_all(&r.target_path);
+        let target = Path::new(&r.target_path);
+        if s.real_mounts.is_some() {
+            real_unmount(target, s.stack_mounts)?;
+            if !s.leave_target {
+                // Like real plugins: rmdir, which fails (and is ignored) while still mounted.
+                let _ = std::fs::remove_dir(target);
+            }
+        } else if !s.leave_target {
+            let _ = std::fs::remove_dir_all(target);
         }
+        drop(s);
+        after_effect(fault);
         Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))
     }
     async fn node_get_volume_stats(
@@ -277,6 +390,103 @@ impl Node for Svc {
             ..Default::default()
         }))
     }
+}
+
+/// The backing directory of a volume under a real-mounts root (created on first use).
+fn volume_dir(root: &Path, volume_id: &str) -> Result<PathBuf, Status> {
+    let enc = berth_mount::names::encode_component(volume_id)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let dir = root.join(enc);
+    std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(dir)
+}
+
+/// Whether a privileged test may run: root, or skip with a message — except in CI
+/// (`CI=true`), where the privileged tier must run and a non-root run fails loudly.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "{test}: needs root and CI=true: refusing to skip"
+    );
+    eprintln!("SKIPPED {test}: needs root (real mounts in a private mount namespace)");
+    false
+}
+
+/// Runs `f` on a current-thread runtime on a dedicated thread inside a new private mount
+/// namespace: the fake plugin's mounts, the manager's mountinfo reads and any child process
+/// spawned from it all share that namespace, and every mount vanishes with it.
+pub fn in_ns<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = ()>,
+{
+    berth_mount::ns::in_private_mount_namespace(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f());
+    })
+    .unwrap();
+}
+
+/// Mount points at or below `path` in this thread's namespace.
+pub fn mounts_below(path: &Path) -> Vec<PathBuf> {
+    let t = berth_mount::MountTable::read_current().unwrap();
+    t.mounts_at_or_below(path)
+        .map(|e| e.mount_point().to_path_buf())
+        .collect()
+}
+
+/// An unmanaged plugin configuration of type `org.berth.fake` at `socket`.
+pub fn unmanaged(socket: &Path) -> berth_csi::config::PluginConfig {
+    berth_csi::config::PluginConfig {
+        plugin_type: "org.berth.fake".into(),
+        name: "default".into(),
+        kind: berth_csi::config::PluginKind::Unmanaged {
+            node_socket: socket.to_owned(),
+        },
+        target_path_root: None,
+        target_path_exists: false,
+        source: PathBuf::new(),
+    }
+}
+
+/// A client of `org.berth.fake` with short deadlines: `call` per attempt, `overall` in all.
+pub fn client(socket: &Path, call: Duration, overall: Duration) -> berth_csi::CsiClient {
+    let cfg = berth_csi::ClientConfig {
+        call_timeout: call,
+        connect_timeout: Duration::from_millis(300).max(call / 2),
+        retry: berth_csi::RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            overall,
+        },
+    };
+    berth_csi::CsiClient::new("org.berth.fake", socket.to_str().unwrap(), cfg).unwrap()
+}
+
+/// A volume manager for `cfg` over `client`, state under `work`, boot id `boot`.
+pub fn manager_for(
+    cfg: &berth_csi::config::PluginConfig,
+    client: berth_csi::CsiClient,
+    work: &Path,
+    boot: &str,
+    secrets_dir: Option<PathBuf>,
+) -> berth_csi::manager::VolumeManager<berth_csi::CsiClient> {
+    berth_csi::manager::VolumeManager::new(
+        client,
+        cfg,
+        berth_csi::manager::ManagerConfig {
+            work_dir: work.to_owned(),
+            boot_id: Some(boot.into()),
+            secrets: berth_csi::secrets::SecretResolver::new(secrets_dir),
+        },
+    )
+    .unwrap()
 }
 
 /// A running fake plugin.
