@@ -147,12 +147,26 @@ impl VolumeRecord {
     }
 }
 
+static FSYNC_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many `fsync` calls this process made through this module (files and directories);
+/// benchmarks report it per operation.
+#[must_use]
+pub fn fsync_calls() -> u64 {
+    FSYNC_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn sync(file: &std::fs::File) -> std::io::Result<()> {
+    FSYNC_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    file.sync_all()
+}
+
 /// Fsyncs a directory (after a rename or unlink in it).
 ///
 /// # Errors
 /// The I/O error.
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    sync(&std::fs::File::open(dir)?)
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file in the same directory,
@@ -166,7 +180,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .prefix(".volume.state.")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    sync(tmp.as_file())?;
     tmp.persist(path).map_err(|e| e.error)?;
     fsync_dir(dir)
 }
