@@ -306,3 +306,48 @@ fn crash_at_every_intent_point_with_a_stacking_plugin_leaves_no_mount() {
         }
     }
 }
+
+#[test]
+fn hostile_ids_and_a_plugin_restart_between_publish_and_unpublish_with_real_mounts() {
+    if !privileged("hostile_ids_and_a_plugin_restart_with_real_mounts") {
+        return;
+    }
+    in_ns(|| async {
+        let mut e = env(false).await;
+        let m = manager(&e.sock, &e.work, "b1");
+        let mounts = m.mount_dir("x").unwrap().parent().unwrap().to_owned();
+        let ids = [
+            "a/b",
+            "..",
+            ".",
+            "%2F",
+            "with space",
+            "ünïcödé",
+            "../../etc",
+        ];
+        let mut targets = Vec::new();
+        for id in ids {
+            let t = m.publish(&spec(id), "c", Mode::Rw).await.unwrap();
+            assert_eq!(t.parent().unwrap().parent().unwrap(), mounts, "{id}");
+            std::fs::write(t.join("id"), id).unwrap();
+            targets.push(t);
+        }
+        // Every target is a mount of its own volume, all below berth's mount root.
+        assert_eq!(
+            mounts_below(&mounts).len(),
+            2 * ids.len(),
+            "staging + target each"
+        );
+        for (id, t) in ids.iter().zip(&targets) {
+            assert_eq!(std::fs::read_to_string(t.join("id")).unwrap(), *id);
+        }
+        // The plugin restarts (new socket inode) between publish and unpublish.
+        e.p.restart().await;
+        for id in ids {
+            m.unpublish(id, "c").await.unwrap();
+            assert!(m.load(id).unwrap().is_none(), "{id}");
+        }
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        assert_eq!(std::fs::read_dir(&mounts).unwrap().count(), 0);
+    });
+}
