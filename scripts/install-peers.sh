@@ -6,6 +6,9 @@
 #                               its build needs protoc and the well-known types
 #                               (Debian protobuf-compiler, libprotobuf-dev).
 #
+#   buttervolume, docker-volume-easyfuse (PyPI)  real Docker volume plugins, through
+#                               scripts/install-dvdi-peers.sh (btrfs-progs, fuse3, bindfs from apt).
+#
 # Installs into ${BERTH_PEERS_DIR:-/opt/berth-peers}; the test tiers look there (or at the paths
 # in BERTH_CFGD_CSI) and run whenever the binaries are present. A second run is a no-op.
 set -euo pipefail
@@ -48,3 +51,4 @@ install_cfgd_csi() {
 
 mkdir -p "${PEERS_DIR}"
 install_cfgd_csi
+bash "$(dirname "$0")/install-dvdi-peers.sh"

@@ -579,6 +579,21 @@ impl<N: NodeService> VolumeManager<N> {
             .map(|_| ())
     }
 
+    /// How many volumes have a pending intent (the retry queue's depth): records that are not
+    /// settled (see [`VolumeRecord::is_settled`]). Reads every record.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.root.join("volumes")) else {
+            return 0;
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                matches!(self.load_path(&e.path().join("volume.state")), Ok(Some(r)) if !r.is_settled())
+            })
+            .count()
+    }
+
     /// Reloads every record after a restart: resets volumes of an older boot, drops consumers
     /// `live` says are gone (`None`: keep all), and finishes or rolls back every interrupted
     /// intent. After a reboot only volumes with live consumers are staged and published again.

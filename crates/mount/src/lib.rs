@@ -45,6 +45,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod durable;
 mod engine;
 mod error;
 pub mod fake;

@@ -1,0 +1,74 @@
+//! Durable file-system writes, the one way berth's records reach disk.
+//!
+//! [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` of the
+//! directory — a crash leaves either the old or the new content, never a torn file.
+//! [`create_dir_durable`]: missing directories created one by one, each parent fsync'd.
+//! [`fsync_calls`] counts the `fsync`s made here, for benchmarks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+static FSYNC_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many `fsync` calls this process made through this module (files and directories);
+/// benchmarks report it per operation.
+#[must_use]
+pub fn fsync_calls() -> u64 {
+    FSYNC_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn sync(file: &std::fs::File) -> std::io::Result<()> {
+    FSYNC_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    file.sync_all()
+}
+
+/// Fsyncs a directory (after a rename or unlink in it).
+///
+/// # Errors
+/// The I/O error.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    sync(&std::fs::File::open(dir)?)
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file in the same directory,
+/// `fsync`, `rename`, `fsync` of the directory. The directory must exist.
+///
+/// # Errors
+/// The I/O error; on error `path` still holds its previous content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".berth-tmp.")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    sync(tmp.as_file())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    fsync_dir(dir)
+}
+
+/// Creates `dir` and its missing parents, fsyncing each parent whose entry list changed.
+///
+/// # Errors
+/// The I/O error.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_owned());
+        cur = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(p) = d.parent() {
+            fsync_dir(p)?;
+        }
+    }
+    Ok(())
+}
