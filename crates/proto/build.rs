@@ -63,13 +63,17 @@ fn csi(root: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 /// Generates `berth.v1.rs`: messages and the tonic `Validator` server and client.
 #[cfg(feature = "grpc")]
 fn grpc(root: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let files = [root.join("berth/v1/validator.proto")];
+    let files = [
+        root.join("berth/v1/validator.proto"),
+        root.join("berth/v1/isolator.proto"),
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
-    let mut fds = protox::compile(&files, [root])?;
-    // Only our package: `mesos.v1` is generated above and referenced through `extern_path`.
-    fds.file.retain(|f| f.package() == "berth.v1");
+    // The Mesos files stay in the set so prost can inspect the Mesos messages our fields
+    // embed; `extern_path` makes it refer to the `mesos.v1` module generated above instead of
+    // generating it again.
+    let fds = protox::compile(&files, [root])?;
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     tonic_prost_build::configure()

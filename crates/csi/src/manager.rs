@@ -436,7 +436,7 @@ impl<N: NodeService> VolumeManager<N> {
         }
         record::fsync_dir(&dir).map_err(self.io(&rec.volume_id, "fsync record dir", &dir))?;
         // Non-recursive removals: a directory that still holds anything (a mount!) stays.
-        let _ = std::fs::remove_dir(&dir);
+        let _ = berth_mount::durable::remove_dir_and_stale_temps(&dir);
         let mdir = self.mounts.join(&enc);
         for sub in ["staging", "target", "target-ro"] {
             let _ = std::fs::remove_dir(mdir.join(sub));

@@ -128,7 +128,7 @@ pub fn remove_durable(path: &Path) -> std::io::Result<()> {
     };
     fsync_dir(dir)?;
     // Leftover temp files of an interrupted write keep the directory; that is harmless.
-    if std::fs::remove_dir(dir).is_ok()
+    if berth_mount::durable::remove_dir_and_stale_temps(dir).unwrap_or(false)
         && let Some(p) = dir.parent()
     {
         fsync_dir(p)?;

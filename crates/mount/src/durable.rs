@@ -38,7 +38,7 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".berth-tmp.")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     sync(tmp.as_file())?;
@@ -71,4 +71,33 @@ pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The prefix of [`write_atomic`]'s temporary files.
+pub const TEMP_PREFIX: &str = ".berth-tmp.";
+
+/// Removes the temporary files an interrupted [`write_atomic`] left in `dir` (a process killed
+/// between creating its temp file and renaming it), then `dir` itself if it is then empty.
+/// Returns whether `dir` is gone. Nothing but berth's own temp files is ever removed.
+///
+/// # Errors
+/// The I/O error of listing `dir` or removing a temp file.
+pub fn remove_dir_and_stale_temps(dir: &Path) -> std::io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX))
+            && entry.file_type()?.is_file()
+        {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(std::fs::remove_dir(dir).is_ok())
 }

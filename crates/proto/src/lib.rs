@@ -23,7 +23,8 @@ pub mod mesos {
 /// The `berth` packages (feature `grpc`).
 #[cfg(feature = "grpc")]
 pub mod berth {
-    /// `package berth.v1`: the validator service (`proto/berth/v1/validator.proto`).
+    /// `package berth.v1`: the validator service (`proto/berth/v1/validator.proto`) and the
+    /// isolator service (`proto/berth/v1/isolator.proto`).
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/berth.v1.rs"));
     }

@@ -1,0 +1,338 @@
+//! `berth-isolator`: makes volumes real on an agent — persistent volumes, CSI volumes and
+//! sandbox/host paths — per container, crash-safe. Thin over `berth-agent`.
+//!
+//! ```text
+//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC] <command>
+//!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
+//!   cleanup --container-id ID                  undo exactly what prepare did
+//!   recover [--live ID]... [--orphan ID]...    reconcile after a crash or reboot
+//!   status [--json]                            containers, volumes, mounted or not
+//!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
+//!   apply-operation --operation FILE           apply one accepted offer operation (JSON)
+//!   resources                                  the checkpointed and total resources
+//!   serve --listen unix:PATH [--metrics IP:PORT]
+//!   demo                                       a persistent volume across two containers
+//! ```
+//!
+//! Flags are also accepted under the Mesos agent's spellings (`--work_dir`,
+//! `--csi_plugin_config_dir`). Exit codes: 0 success, 1 the operation failed, 2 usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use berth_isolator::agent::{Agent, Settings, read_config};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth-isolator",
+    version,
+    about = "berth's agent-side volume isolator"
+)]
+struct Cli {
+    /// The agent work directory (state, persistent volumes of ROOT disks).
+    #[arg(
+        long = "work-dir",
+        alias = "work_dir",
+        global = true,
+        default_value = "/var/lib/berth"
+    )]
+    work_dir: PathBuf,
+    /// Directory of CSIPluginInfo JSON files.
+    #[arg(
+        long = "csi-plugin-config-dir",
+        alias = "csi_plugin_config_dir",
+        global = true
+    )]
+    csi_plugin_config_dir: Option<PathBuf>,
+    /// Where managed CSI plugins get their sockets (default <work-dir>/csi/sockets).
+    #[arg(long = "csi-socket-dir", alias = "csi_socket_dir", global = true)]
+    csi_socket_dir: Option<PathBuf>,
+    /// Docker volume plugin discovery directories (comma separated).
+    #[arg(
+        long = "docker-plugin-dirs",
+        alias = "docker_plugin_dirs",
+        global = true,
+        value_delimiter = ','
+    )]
+    docker_plugin_dirs: Vec<PathBuf>,
+    /// The agent's configured resources (Mesos agent syntax, e.g. `cpus:4;mem:4096;disk(db):10000`, or a JSON array).
+    #[arg(long, global = true)]
+    resources: Option<String>,
+    /// DESTROY keeps the volume's data instead of deleting it.
+    #[arg(
+        long = "retain-destroyed-data",
+        alias = "retain_destroyed_data",
+        global = true
+    )]
+    retain_destroyed_data: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepares a container's volumes; prints the mounts as JSON.
+    Prepare {
+        /// The container id.
+        #[arg(long = "container-id", alias = "container_id")]
+        container_id: String,
+        /// The container config (JSON).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Undoes exactly what prepare did.
+    Cleanup {
+        /// The container id.
+        #[arg(long = "container-id", alias = "container_id")]
+        container_id: String,
+    },
+    /// Reconciles the records with the running containers.
+    Recover {
+        /// A container that is still running (repeatable).
+        #[arg(long)]
+        live: Vec<String>,
+        /// A known orphan, left alone until its cleanup (repeatable).
+        #[arg(long)]
+        orphan: Vec<String>,
+    },
+    /// Containers and their volumes.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replaces the checkpointed resources (a JSON array of Mesos resources).
+    CheckpointResources {
+        /// The file.
+        #[arg(long = "resources", id = "checkpoint_file")]
+        file: PathBuf,
+    },
+    /// Applies one accepted offer operation (Mesos `Offer.Operation` JSON).
+    ApplyOperation {
+        /// The file.
+        #[arg(long)]
+        operation: PathBuf,
+    },
+    /// Prints the checkpointed and total resources.
+    Resources,
+    /// Serves `berth.v1.Isolator` over gRPC.
+    Serve {
+        /// `unix:/path.sock`.
+        #[arg(long)]
+        listen: String,
+        /// `IP:PORT` for Prometheus metrics (`GET /metrics`).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Shows a persistent volume surviving two containers (needs root; uses a temporary work
+    /// dir in a private mount namespace).
+    Demo,
+    /// dvdcli's command line (`mount|unmount|path|create|remove|get|list` with
+    /// `--volumedriver`, `--volumename`, `--volumeopts`, `--explicitcreate`), so Mesos's
+    /// docker/volume isolator can run berth in place of dvdcli. State: `<work-dir>/dvdcli`.
+    #[command(disable_help_flag = true)]
+    Dvdcli {
+        /// dvdcli's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    if matches!(cli.command, Command::Demo) {
+        return match berth_isolator::demo::run(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-isolator demo: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-isolator: runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-isolator: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let settings = Settings {
+        work_dir: cli.work_dir,
+        csi_plugin_config_dir: cli.csi_plugin_config_dir,
+        csi_socket_dir: cli.csi_socket_dir,
+        docker_plugin_dirs: cli.docker_plugin_dirs,
+        resources: cli.resources,
+        retain_destroyed_data: cli.retain_destroyed_data,
+    };
+    match cli.command {
+        Command::Serve { listen, metrics } => {
+            let socket = berth_isolator::serve::parse_listen(&listen)?;
+            let agent = Arc::new(Agent::open(settings).await?);
+            berth_isolator::serve::run(agent, &socket, metrics, || {
+                eprintln!(
+                    "berth-isolator: serving berth.v1.Isolator on unix:{}",
+                    socket.display()
+                );
+            })
+            .await
+        }
+        Command::Dvdcli { args } => {
+            // Not under the agent's lock: Mesos runs dvdcli while the agent's own isolator
+            // works. Invocations are serialized by a lock of their own.
+            std::fs::create_dir_all(&settings.work_dir)?;
+            let state = settings.work_dir.join("dvdcli");
+            std::fs::create_dir_all(&state)?;
+            let lock_file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(state.join(".lock"))?;
+            let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", state.display()))?;
+            let manager = berth_isolator::agent::docker_manager(
+                &settings,
+                &state,
+                berth_dvdi::MountMode::PerConsumer,
+            )?;
+            let code = berth_dvdi::cli::dvdcli(
+                &args,
+                &manager,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+            .await;
+            if code == 0 {
+                Ok(())
+            } else {
+                std::process::exit(code)
+            }
+        }
+        other => {
+            let agent = Agent::open(settings).await?;
+            let out = command(&agent, other).await;
+            agent.shutdown().await;
+            out
+        }
+    }
+}
+
+async fn command(agent: &Agent, command: Command) -> Result<()> {
+    match command {
+        Command::Prepare {
+            container_id,
+            config,
+        } => {
+            let cfg = read_config(&config, &container_id)?;
+            let mounts = agent.prepare(&cfg).await?;
+            let list: Vec<serde_json::Value> = mounts
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "volume": m.name,
+                        "target": m.target,
+                        "source": m.source,
+                        "read_only": m.read_only,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::json!({"container_id": container_id, "mounts": list}))
+        }
+        Command::Cleanup { container_id } => {
+            agent.cleanup(&container_id).await?;
+            println!("cleaned up {container_id}");
+            Ok(())
+        }
+        Command::Recover { live, orphan } => {
+            let r = agent.recover(&live, &orphan).await?;
+            let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+            print_json(&serde_json::json!({
+                "kept": r.kept,
+                "orphans_kept": r.orphans_kept,
+                "cleaned": r.cleaned,
+                "quarantined": r.quarantined,
+                "csi_records": r.csi_records,
+                "errors": errors,
+            }))?;
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("recovery left {} error(s)", errors.len())
+            }
+        }
+        Command::Status { json } => {
+            let containers = agent.isolator().status()?;
+            if json {
+                print_json(&serde_json::to_value(&containers)?)
+            } else {
+                if containers.is_empty() {
+                    println!("no containers");
+                }
+                for c in containers {
+                    println!("{} {}", c.container_id, c.state);
+                    for v in c.volumes {
+                        println!(
+                            "  {} -> {} ({}{})",
+                            v.name,
+                            v.target
+                                .map_or_else(|| "-".to_owned(), |t| t.display().to_string()),
+                            if v.mounted { "mounted" } else { "not mounted" },
+                            if v.read_only { ", ro" } else { "" }
+                        );
+                    }
+                }
+                Ok(())
+            }
+        }
+        Command::CheckpointResources { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let list = berth_resources::json::from_json_str_list(&text)
+                .with_context(|| format!("resources {}", file.display()))?;
+            let out = agent.checkpoint_resources(list).await?;
+            print_json(&berth_isolator::agent::resources_json(&out))
+        }
+        Command::ApplyOperation { operation } => {
+            let text = std::fs::read_to_string(&operation)
+                .with_context(|| format!("read {}", operation.display()))?;
+            let op = berth_resources::json::from_json_str(&text)
+                .with_context(|| format!("operation {}", operation.display()))?;
+            let out = agent.apply_operation(op).await?;
+            print_json(&berth_isolator::agent::resources_json(&out))
+        }
+        Command::Resources => {
+            let out = agent.resources().await?;
+            print_json(&berth_isolator::agent::resources_json(&out))
+        }
+        Command::Serve { .. } | Command::Demo | Command::Dvdcli { .. } => {
+            anyhow::bail!("internal: serve and demo are dispatched before this point")
+        }
+    }
+}

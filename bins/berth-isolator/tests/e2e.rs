@@ -1,0 +1,738 @@
+//! End to end through the `berth-isolator` binary, as root, in a private mount namespace that
+//! the binary's processes and the plugins share: a persistent volume, a CSI volume (the real
+//! cfgd-csi plugin) and a Docker volume (the real docker-volume-easyfuse plugin with bindfs) in
+//! one container; `demo`; the gRPC service and its metrics; and the binary killed with SIGKILL
+//! at random moments of prepare and cleanup, followed by `recover`.
+//!
+//! The real-peer parts run when the peers are installed (`scripts/install-peers.sh`) and
+//! fail instead of skipping under `BERTH_REQUIRE_PEERS=1` (CI).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_berth-isolator");
+
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "{test}: needs root and CI=true: refusing to skip"
+    );
+    eprintln!("SKIPPED {test}: needs root");
+    false
+}
+
+fn peers_dir() -> PathBuf {
+    std::env::var_os("BERTH_PEERS_DIR")
+        .map_or_else(|| PathBuf::from("/opt/berth-peers"), PathBuf::from)
+}
+
+/// The peers, or a skip (a failure under `BERTH_REQUIRE_PEERS=1`).
+fn peers(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let cfgd = std::env::var_os("BERTH_CFGD_CSI")
+        .map_or_else(|| peers_dir().join("cfgd-csi/bin/cfgd-csi"), PathBuf::from);
+    let easyfuse = peers_dir().join("docker-volume-easyfuse/bin/python");
+    let bindfs = ["/usr/bin/bindfs", "/bin/bindfs"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if cfgd.is_file() && easyfuse.is_file() && bindfs && Path::new("/dev/fuse").exists() {
+        return Some((cfgd, easyfuse));
+    }
+    assert!(
+        std::env::var("BERTH_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "{test}: BERTH_REQUIRE_PEERS=1 but a peer is missing (cfgd-csi {}, easyfuse {}, bindfs {bindfs})",
+        cfgd.display(),
+        easyfuse.display()
+    );
+    eprintln!("SKIPPED {test}: real peers not installed (scripts/install-peers.sh)");
+    None
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread in a private mount namespace that runs jobs; processes spawned from it share the
+/// namespace. Dropping it kills the processes it started, and the namespace goes with them.
+struct Ns {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    children: Vec<std::process::Child>,
+}
+
+impl Ns {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ok_tx, ok_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            ok_tx
+                .send(berth_mount::ns::enter_private_mount_namespace().map_err(|e| e.to_string()))
+                .unwrap();
+            for job in rx {
+                job();
+            }
+        });
+        ok_rx.recv().unwrap().unwrap();
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            children: Vec::new(),
+        }
+    }
+
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            }))
+            .unwrap();
+        match rx.recv().unwrap() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    fn spawn(&mut self, mut cmd: Command) -> u32 {
+        let child = self.run(move || cmd.spawn().unwrap());
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Runs the binary in the namespace.
+    fn isolator(&self, args: Vec<String>) -> Output {
+        self.run(move || Command::new(BIN).args(&args).output().unwrap())
+    }
+
+    fn mounts_below(&self, path: &Path) -> Vec<String> {
+        let path = path.to_owned();
+        self.run(move || {
+            berth_mount::MountTable::read_current()
+                .unwrap()
+                .mounts_at_or_below(&path)
+                .map(|e| e.mount_point().display().to_string())
+                .collect()
+        })
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ok(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "berth-isolator failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn wait_for(path: &Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn volume() -> Value {
+    json!({
+        "name": "disk", "type": "SCALAR", "scalar": {"value": 64},
+        "reservations": [{"type": "STATIC", "role": "db"}],
+        "disk": {"persistence": {"id": "pv-e2e", "principal": "p"},
+                 "volume": {"mode": "RW", "container_path": "data"}}
+    })
+}
+
+/// A world: the two plugins running, the CSI config, the work dir.
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    ns: Ns,
+    global: Vec<String>,
+}
+
+impl World {
+    fn start(cfgd: &Path, easyfuse: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        for d in [
+            "cache", "csi", "conf", "plugins", "fuse-mnt", "fuse-db", "fuse-src", "work",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("fuse-src/hello.txt"), b"hello through FUSE").unwrap();
+        let mut ns = Ns::new();
+        // cfgd-csi with its cache on its own tmpfs (research peers-and-csi.md §6.1).
+        let cache = root.join("cache");
+        ns.run({
+            let cache = cache.clone();
+            move || {
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    &cache,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::empty(),
+                    Some("size=16m"),
+                )
+                .unwrap();
+                std::fs::create_dir_all(cache.join("nettools/1.0.0")).unwrap();
+                std::fs::write(cache.join("nettools/1.0.0/README"), b"hello from module\n")
+                    .unwrap();
+                std::fs::write(cache.join("nettools/1.0.0/.cfgd-complete"), b"").unwrap();
+            }
+        });
+        let sock = root.join("csi/cfgd.sock");
+        let mut cmd = Command::new(cfgd);
+        cmd.env("CSI_ENDPOINT", &sock)
+            .env("CACHE_DIR", &cache)
+            .env("METRICS_PORT", "0")
+            .env("CFGD_CSI_ALLOWED_REGISTRIES", "registry.invalid")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        ns.spawn(cmd);
+        std::fs::write(
+            root.join("conf/cfgd.json"),
+            json!({"type": "io.cfgd.csi", "endpoints": [{"csi_service": "NODE_SERVICE", "endpoint": format!("unix://{}", sock.display())}]}).to_string(),
+        )
+        .unwrap();
+        // easyfuse, discovered as `easyfuse` through its socket in our plugin dir.
+        let mut cmd = Command::new(easyfuse);
+        cmd.args(["-m", "easyfuse", "-s"])
+            .arg(root.join("plugins/easyfuse.sock"))
+            .arg("-m")
+            .arg(root.join("fuse-mnt"))
+            .arg("-d")
+            .arg(root.join("fuse-db/mntdb.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        ns.spawn(cmd);
+        wait_for(&sock);
+        wait_for(&root.join("plugins/easyfuse.sock"));
+        let global = vec![
+            format!("--work_dir={}", root.join("work").display()),
+            format!("--csi_plugin_config_dir={}", root.join("conf").display()),
+            format!("--docker-plugin-dirs={}", root.join("plugins").display()),
+            "--resources=cpus:2;mem:512;disk(db):256".to_owned(),
+        ];
+        Self {
+            _dir: dir,
+            root,
+            ns,
+            global,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = self.global.clone();
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        self.ns.isolator(all)
+    }
+
+    fn write(&self, name: &str, value: &Value) -> String {
+        let p = self.root.join(name);
+        std::fs::write(&p, value.to_string()).unwrap();
+        p.display().to_string()
+    }
+
+    fn container(&self, id: &str) -> (PathBuf, String) {
+        let sandbox = self.root.join(format!("sandbox-{id}"));
+        std::fs::create_dir_all(&sandbox).unwrap();
+        let cfg = json!({
+            "container_id": id,
+            "sandbox": sandbox,
+            "resources": [volume()],
+            "volumes": [
+                {"mode": "RO", "container_path": "module", "source": {"type": "CSI_VOLUME", "csi_volume": {
+                    "plugin_name": "io.cfgd.csi",
+                    "static_provisioning": {"volume_id": "vol-module",
+                        "volume_capability": {"mount": {}, "access_mode": {"mode": "MULTI_NODE_READER_ONLY"}},
+                        "volume_context": {"module": "nettools", "version": "1.0.0"}}}}},
+                {"mode": "RW", "container_path": "fuse", "source": {"type": "DOCKER_VOLUME", "docker_volume": {
+                    "driver": "easyfuse", "name": "berth-e2e",
+                    "driver_options": {"parameter": [
+                        {"key": "device", "value": format!("bindfs#{}", self.root.join("fuse-src").display())},
+                        {"key": "o", "value": "allow_other"}]}}}}
+            ],
+            "environment": {}
+        });
+        (sandbox, self.write(&format!("{id}.json"), &cfg))
+    }
+
+    fn create_volume(&self) {
+        let op = self.write(
+            "create.json",
+            &json!({"type": "CREATE", "create": {"volumes": [volume()]}}),
+        );
+        let out = ok(&self.run(&["apply-operation", "--operation", &op]));
+        assert_eq!(out["checkpointed"].as_array().unwrap().len(), 1, "{out}");
+    }
+
+    /// Nothing of berth's is mounted any more (the plugins' own cache tmpfs aside).
+    fn assert_nothing_mounted(&self) {
+        for sub in ["work", "fuse-mnt"] {
+            assert_eq!(
+                self.ns.mounts_below(&self.root.join(sub)),
+                Vec::<String>::new(),
+                "{sub}"
+            );
+        }
+        for entry in std::fs::read_dir(&self.root).unwrap() {
+            let p = entry.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sandbox-")
+            {
+                assert_eq!(
+                    self.ns.mounts_below(&p),
+                    Vec::<String>::new(),
+                    "{}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn three_volume_kinds_in_one_container_through_the_binary() {
+    if !privileged("three_volume_kinds_in_one_container") {
+        return;
+    }
+    let Some((cfgd, easyfuse)) = peers("three_volume_kinds_in_one_container") else {
+        return;
+    };
+    let w = World::start(&cfgd, &easyfuse);
+    w.create_volume();
+    let (sandbox, cfg) = w.container("c1");
+    let out = ok(&w.run(&["prepare", "--container-id", "c1", "--config", &cfg]));
+    assert_eq!(out["mounts"].as_array().unwrap().len(), 3, "{out}");
+
+    // Inside the namespace, where the mounts are: persistent written through the container
+    // path lands in the volume directory; the CSI module is read-only; the Docker volume is
+    // the FUSE file system of easyfuse and bindfs.
+    let vol = w.root.join("work/volumes/roles/db/pv-e2e");
+    let (sb, v) = (sandbox.clone(), vol.clone());
+    w.ns.run(move || {
+        std::fs::write(sb.join("data/f"), b"persistent").unwrap();
+        assert_eq!(std::fs::read(v.join("f")).unwrap(), b"persistent");
+        assert_eq!(
+            std::fs::read(sb.join("module/README")).unwrap(),
+            b"hello from module\n"
+        );
+        assert!(std::fs::write(sb.join("module/x"), b"x").is_err());
+        assert_eq!(
+            std::fs::read(sb.join("fuse/hello.txt")).unwrap(),
+            b"hello through FUSE"
+        );
+    });
+
+    let status = ok(&w.run(&["status", "--json"]));
+    assert_eq!(status[0]["state"], "prepared", "{status}");
+    assert!(
+        status[0]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["mounted"] == true),
+        "{status}"
+    );
+
+    // DESTROY while in use is refused.
+    let destroy = w.write(
+        "destroy.json",
+        &json!({"type": "DESTROY", "destroy": {"volumes": [volume()]}}),
+    );
+    let refused = w.run(&["apply-operation", "--operation", &destroy]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in use"),
+        "{refused:?}"
+    );
+
+    let _ = ok(&w.run(&["cleanup", "--container-id", "c1"]));
+    w.assert_nothing_mounted();
+    let status = ok(&w.run(&["status", "--json"]));
+    assert_eq!(status, json!([]));
+    assert!(
+        !w.root
+            .join("work/csi/io.cfgd.csi/default/volumes/vol-module")
+            .exists()
+    );
+
+    let _ = ok(&w.run(&["apply-operation", "--operation", &destroy]));
+    assert!(!vol.exists());
+}
+
+#[test]
+fn sigkill_at_random_moments_then_recover_leaks_nothing() {
+    if !privileged("sigkill_at_random_moments") {
+        return;
+    }
+    let Some((cfgd, easyfuse)) = peers("sigkill_at_random_moments") else {
+        return;
+    };
+    let w = World::start(&cfgd, &easyfuse);
+    w.create_volume();
+    let vol = w.root.join("work/volumes/roles/db/pv-e2e");
+    std::fs::write(vol.join("keep"), b"data before the crashes").unwrap();
+    let mut interrupted = 0;
+    let rounds = 16u64;
+    for round in 0..rounds {
+        let id = format!("k{round}");
+        let (_sandbox, cfg) = w.container(&id);
+        let mut args = w.global.clone();
+        let step = if round % 2 == 0 { "prepare" } else { "cleanup" };
+        if step == "cleanup" {
+            let _ = ok(&w.run(&["prepare", "--container-id", &id, "--config", &cfg]));
+            args.extend(["cleanup".into(), "--container-id".into(), id.clone()]);
+        } else {
+            args.extend([
+                "prepare".into(),
+                "--container-id".into(),
+                id.clone(),
+                "--config".into(),
+                cfg.clone(),
+            ]);
+        }
+        // Spread over 0-80 ms: a prepare or cleanup of the three volumes takes about 40-60
+        // ms here (start-up, intents, plugin calls, mounts), so kills land before, during
+        // and after the work.
+        let delay = Duration::from_micros(fastrand_like(round) * 80);
+        let killed = w.ns.run(move || {
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            child.wait().unwrap()
+        });
+        if killed.code().is_none() {
+            interrupted += 1;
+        }
+        // The container is gone (never started or stopped): recover with nothing live.
+        let report = ok(&w.run(&["recover"]));
+        assert_eq!(
+            report["errors"],
+            json!([]),
+            "round {round} ({step}, {killed}): {report}"
+        );
+        w.assert_nothing_mounted();
+        assert_eq!(
+            ok(&w.run(&["status", "--json"])),
+            json!([]),
+            "round {round}"
+        );
+        let csi_dir = w
+            .root
+            .join("work/csi/io.cfgd.csi/default/volumes/vol-module");
+        assert!(
+            !csi_dir.exists(),
+            "round {round} ({step}, {killed}): CSI record left: {:?} {}",
+            std::fs::read_dir(&csi_dir)
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>()),
+            std::fs::read_to_string(csi_dir.join("volume.state")).unwrap_or_default()
+        );
+        assert_eq!(
+            std::fs::read(vol.join("keep")).unwrap(),
+            b"data before the crashes",
+            "round {round}"
+        );
+    }
+    eprintln!("{interrupted} of {rounds} runs were killed before they finished");
+    assert!(interrupted >= 1, "no run was really interrupted");
+}
+
+/// A deterministic spread of delays (no RNG dependency needed here).
+fn fastrand_like(n: u64) -> u64 {
+    n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) % 1_000
+}
+
+#[test]
+fn demo_runs_and_checks_every_step() {
+    if !privileged("demo_runs_and_checks_every_step") {
+        return;
+    }
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "2. CREATE",
+        "the data survived",
+        "is refused",
+        "8. DESTROY",
+        "9. nothing is left mounted",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+#[test]
+fn usage_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = format!("--work-dir={}", dir.path().join("w").display());
+    let out = Command::new(BIN)
+        .args([
+            &work,
+            "prepare",
+            "--container-id",
+            "c",
+            "--config",
+            "/nonexistent.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"),
+        "{out:?}"
+    );
+    let cfg = dir.path().join("c.json");
+    std::fs::write(
+        &cfg,
+        json!({"container_id": "other", "sandbox": "/tmp"}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            &work,
+            "prepare",
+            "--container-id",
+            "c",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("differs from --container-id"),
+        "{out:?}"
+    );
+    let out = Command::new(BIN)
+        .args([&work, "serve", "--listen", "tcp:1.2.3.4:5"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unix:/absolute/path.sock"),
+        "{out:?}"
+    );
+    // A second process on the same work dir while one holds it.
+    let out = Command::new(BIN).args([&work, "status"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn grpc_service_prepares_reports_and_serves_metrics() {
+    if !privileged("grpc_service_prepares_reports_and_serves_metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let mut ns = Ns::new();
+    let work = format!("--work-dir={}", root.join("work").display());
+    let resources = "--resources=disk(db):256".to_owned();
+    let op = root.join("create.json");
+    std::fs::write(
+        &op,
+        json!({"type": "CREATE", "create": {"volumes": [volume()]}}).to_string(),
+    )
+    .unwrap();
+    let _ = ok(&ns.isolator(vec![
+        work.clone(),
+        resources.clone(),
+        "apply-operation".into(),
+        "--operation".into(),
+        op.display().to_string(),
+    ]));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sock = root.join("isolator.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        work.clone(),
+        resources,
+        "serve".into(),
+        format!("--listen=unix:{}", sock.display()),
+        format!("--metrics=127.0.0.1:{port}"),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let pid = ns.spawn(cmd);
+    wait_for(&sock);
+    // The server holds the work dir: one-shot commands are refused, not interleaved.
+    let busy = ns.isolator(vec![work.clone(), "status".into()]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use by another berth-isolator"),
+        "{busy:?}"
+    );
+
+    let sandbox = root.join("sandbox");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let (sb, s2) = (sandbox.clone(), sock.clone());
+    let status = ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use berth_proto::berth::v1 as pb;
+                let path = s2.clone();
+                let channel = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                    .unwrap();
+                let mut c = pb::isolator_client::IsolatorClient::new(channel);
+                let vol: berth_resources::proto::Resource =
+                    berth_resources::json::from_json_value(&volume()).unwrap();
+                let prepared = c
+                    .prepare(pb::PrepareRequest {
+                        container_id: "g1".into(),
+                        sandbox: sb.display().to_string(),
+                        resources: vec![vol],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(prepared.mounts.len(), 1);
+                assert!(
+                    berth_mount::MountTable::read_current()
+                        .unwrap()
+                        .is_mount_point(&sb.join("data"))
+                );
+                let again = c
+                    .prepare(pb::PrepareRequest {
+                        container_id: "g1".into(),
+                        sandbox: sb.display().to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(again.code(), tonic::Code::AlreadyExists);
+                let bad = c
+                    .prepare(pb::PrepareRequest {
+                        container_id: "../x".into(),
+                        sandbox: sb.display().to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+                let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+                let res = c
+                    .get_resources(pb::GetResourcesRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(res.checkpointed.len(), 1);
+                c.cleanup(pb::CleanupRequest {
+                    container_id: "g1".into(),
+                })
+                .await
+                .unwrap();
+                assert!(
+                    !berth_mount::MountTable::read_current()
+                        .unwrap()
+                        .is_mount_point(&sb.join("data"))
+                );
+                st
+            })
+    });
+    assert_eq!(status.containers.len(), 1);
+    assert_eq!(status.containers[0].state, "prepared");
+    assert!(status.containers[0].volumes[0].mounted);
+
+    // Metrics: Prometheus text.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut text).unwrap();
+    assert!(
+        text.contains("berth_isolator_operations_total{operation=\"prepare\",result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("berth_isolator_operations_total{operation=\"prepare\",result=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("berth_isolator_containers 0"), "{text}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut child = ns.children.pop().unwrap();
+    let code = child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    assert!(!sock.exists(), "socket removed on shutdown");
+}
+
+#[test]
+fn the_readme_config_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("```json\n{\n  \"container_id\": \"c1\"")
+        .expect("example in README")
+        + "```json\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let mut value: Value = serde_json::from_str(&readme[start..end]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    value["sandbox"] = json!(dir.path());
+    let cfg = berth_agent::container::ContainerConfig::from_json(&value.to_string()).unwrap();
+    assert_eq!(cfg.resources.len(), 1);
+    assert_eq!(cfg.volumes.len(), 4);
+    assert_eq!(cfg.environment["DVDI_VOLUME_NAME"], "logs");
+}

@@ -1,0 +1,657 @@
+//! The agent's checkpointed resources and the persistent-volume directories kept in step with
+//! them.
+//!
+//! A Mesos agent checkpoints the resources it must not forget across restarts — dynamic
+//! reservations and persistent volumes (Mesos `needCheckpointing`, research `mesos-rules.md`
+//! P-8) — and changes them in two ways, both offered by [`AgentResources`]:
+//!
+//! - [`AgentResources::checkpoint`]: the master's whole checkpointed set replaces the agent's
+//!   (`CheckpointResourcesMessage`);
+//! - [`AgentResources::apply_operation`]: one accepted offer operation (RESERVE, UNRESERVE,
+//!   CREATE, DESTROY, GROW_VOLUME, SHRINK_VOLUME) is validated as the master does against the
+//!   checkpointed set and applied to the agent's **total** resources — those configured with
+//!   `--resources` with the checkpointed ones substituted in (Mesos
+//!   `applyCheckpointedResources`); the new checkpointed set is the part of the result that
+//!   needs checkpointing. An operation that does not apply is refused with a typed error and
+//!   nothing changes.
+//!
+//! Either way the volume directories are synced (Mesos `syncCheckpointedResources`): a new
+//! persistent volume gets its directory ([`layout`] has the table: ROOT, PATH and MOUNT disks,
+//! role `/` encoded as a space), a volume that disappeared is removed — refused while a
+//! container uses it ([`VolumeUsers`]) or while anything is mounted inside it, never following
+//! a symlink out of it, and kept instead with [`Options::retain_destroyed_data`]. Volumes are
+//! matched by directory, so GROW and SHRINK keep the data of the volume they resize.
+//!
+//! # On disk
+//!
+//! ```text
+//! <work_dir>/meta/resources/resources.json         committed set: a Mesos JSON array of Resource
+//! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to
+//! <work_dir>/meta/resources/resources.lock         flock held by the open AgentResources
+//! <root>/volumes/roles/<role>/<persistence id>     a volume on a ROOT or PATH disk
+//! <root>/volumes/trash/roles/<role>/<id>           a destroyed volume while it is removed
+//! <root>/volumes/retained/roles/<role>/<id>.<secs> a destroyed volume kept by retain_destroyed_data
+//! ```
+//!
+//! The layout mirrors Mesos's `meta/resources/{resources.info,resources.target}` (Mesos writes
+//! protobuf there; berth writes the stout-compatible JSON array Mesos's HTTP API uses, in the
+//! post-refinement format).
+//!
+//! # Crash safety
+//!
+//! Every change first writes the target set durably (temp file, fsync, rename, fsync of the
+//! directory): that record is the intent of every side effect that follows. Then new volume
+//! directories are created (each new directory's parent fsynced), destroyed volumes are
+//! renamed atomically out of `volumes/roles` into the trash and removed from there, and the
+//! target is committed by renaming it over the committed file. A crash at any point leaves
+//! the target behind; [`AgentResources::recover`] finishes the sync (every step is idempotent)
+//! and commits. Until then, changes are refused with [`ResourcesError::RecoveryRequired`]. A
+//! volume that stays in the set is never touched, so no crash loses its data.
+
+mod error;
+mod fs;
+pub mod layout;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_offers::{AgentCapabilities, Context, Operation};
+use berth_resources::{ReservationType, Resource, Resources};
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::Value as Json;
+
+pub use error::{ResourcesError, Result, Step};
+pub use layout::{DiskKind, VolumeDir, encode_role};
+
+use fs::Detached;
+
+/// The directory of the resource checkpoints, relative to the work dir.
+pub const META_DIR: &str = "meta/resources";
+/// The committed checkpoint's file name (in [`META_DIR`]).
+pub const CHECKPOINT_FILE: &str = "resources.json";
+/// The target (intent) checkpoint's file name (in [`META_DIR`]).
+pub const TARGET_FILE: &str = "resources.target.json";
+/// The lock file's name (in [`META_DIR`]).
+pub const LOCK_FILE: &str = "resources.lock";
+
+/// Who uses a persistent volume's directory: implemented by the container module, consulted
+/// before a volume is destroyed.
+pub trait VolumeUsers {
+    /// The ids of the containers that use the volume whose host directory is `path` (as
+    /// returned by [`volume_path`]); empty when none does.
+    fn users(&self, path: &Path) -> Vec<String>;
+}
+
+impl<F: Fn(&Path) -> Vec<String>> VolumeUsers for F {
+    fn users(&self, path: &Path) -> Vec<String> {
+        self(path)
+    }
+}
+
+/// No container uses any volume (tests, or an agent with no containers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoUsers;
+
+impl VolumeUsers for NoUsers {
+    fn users(&self, _path: &Path) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Settings of [`AgentResources`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Keep the data of destroyed volumes (`--retain-destroyed-data`; Mesos has no such flag and
+    /// always deletes). ROOT/PATH volumes are moved to
+    /// `<root>/volumes/retained/roles/<role>/<id>.<unix seconds>`, so a new volume with the
+    /// same id starts empty; a MOUNT disk's data stays where it is.
+    pub retain_destroyed_data: bool,
+}
+
+/// A point of a change where the test hook is called (crash injection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint<'a> {
+    /// The target set (the intent) is durable; nothing else has changed yet.
+    TargetWritten,
+    /// A new volume's directory exists (durably).
+    VolumeCreated(&'a Path),
+    /// A destroyed volume was moved out of its path (into the trash or the retained area).
+    VolumeDetached(&'a Path),
+    /// A destroyed volume's data is gone (or retained).
+    VolumeRemoved(&'a Path),
+    /// The target was committed.
+    Committed,
+}
+
+/// A callback at every [`HookPoint`].
+pub type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Directories of volumes that entered the set (created, or found already there).
+    pub created: Vec<PathBuf>,
+    /// Directories of volumes that left the set and whose data was removed.
+    pub removed: Vec<PathBuf>,
+    /// Volumes that left the set with [`Options::retain_destroyed_data`]: the volume path and
+    /// where its data is now (the same path for a MOUNT disk).
+    pub retained: Vec<(PathBuf, PathBuf)>,
+    /// True when `recover` finished an interrupted change.
+    pub recovered: bool,
+    /// `recover` only: volumes of the committed set whose directory does not exist (data lost
+    /// outside berth, or a MOUNT disk that is not mounted). Reported, never recreated silently.
+    pub missing: Vec<PathBuf>,
+}
+
+/// The host directory of persistent volume `volume` for an agent with `work_dir` (joined
+/// lexically; pass the work dir the agent runs with). Used by the container module; needs no
+/// lock.
+///
+/// # Errors
+/// As [`layout::volume_dir`].
+pub fn volume_path(work_dir: &Path, volume: &Resource) -> Result<PathBuf> {
+    Ok(layout::volume_dir(work_dir, volume)?.path)
+}
+
+/// Parses `--resources` (Mesos agent text such as `cpus:4;mem:4096;disk(db):10000`, or a JSON
+/// array); resources without a role are unreserved.
+///
+/// # Errors
+/// [`ResourcesError::InvalidConfigured`].
+pub fn parse_configured(flag: &str) -> Result<Resources> {
+    Resources::parse(flag, "*").map_err(|e| ResourcesError::InvalidConfigured {
+        input: flag.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Parses a JSON array of Mesos resources (either reservation format), e.g. the master's
+/// checkpointed set.
+///
+/// # Errors
+/// [`ResourcesError::InvalidResources`].
+pub fn parse_resources_json(text: &str) -> Result<Resources> {
+    let json: Json = serde_json::from_str(text).map_err(|e| ResourcesError::InvalidResources {
+        reason: e.to_string(),
+    })?;
+    Resources::from_json(&json).map_err(|e| ResourcesError::InvalidResources {
+        reason: e.to_string(),
+    })
+}
+
+/// Parses a Mesos `Offer.Operation` in JSON (the master's first step: body present, common
+/// validation, upgrade to the post-refinement format).
+///
+/// # Errors
+/// [`ResourcesError::InvalidOperation`].
+pub fn parse_operation(json: &Json) -> Result<Operation> {
+    berth_offers::pipeline::read_operation(json)
+        .map_err(|e| ResourcesError::InvalidOperation { reason: e.message })
+}
+
+/// The agent's total resources: `configured` with every checkpointed resource substituted for
+/// the configured resource it came from (Mesos `applyCheckpointedResources`: strip the dynamic
+/// reservations and the volume, which must be contained, then replace).
+///
+/// # Errors
+/// [`ResourcesError::Incompatible`] naming the first checkpointed resource not contained.
+pub fn total_resources(configured: &Resources, checkpointed: &Resources) -> Result<Resources> {
+    let mut total = configured.clone();
+    for r in checkpointed.iter() {
+        let mut base = r.stripped_volume();
+        while base
+            .current_reservation()
+            .is_some_and(|x| x.kind == ReservationType::Dynamic)
+        {
+            base.reservations.pop();
+        }
+        let mut copy = r.clone();
+        copy.allocation_info = None;
+        if !total.convert(&Resources::from(base), &Resources::from(copy)) {
+            return Err(ResourcesError::Incompatible {
+                resource: r.to_string(),
+                configured: total.to_string(),
+            });
+        }
+    }
+    Ok(total)
+}
+
+/// The checkpointed resources of one agent work dir and its volume directories. Holds an
+/// exclusive lock on the work dir's resource checkpoints while it lives.
+pub struct AgentResources {
+    work_dir: PathBuf,
+    meta_dir: PathBuf,
+    configured: Resources,
+    checkpointed: Resources,
+    total: Resources,
+    options: Options,
+    hook: Option<Hook>,
+    _lock: Flock<std::fs::File>,
+}
+
+impl std::fmt::Debug for AgentResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentResources")
+            .field("work_dir", &self.work_dir)
+            .field("checkpointed", &self.checkpointed.to_string())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The volumes of a set, by directory.
+fn volume_dirs(work_dir: &Path, set: &Resources) -> Result<BTreeMap<PathBuf, VolumeDir>> {
+    let mut out: BTreeMap<PathBuf, VolumeDir> = BTreeMap::new();
+    for r in set.iter().filter(|r| r.is_persistent_volume()) {
+        let dir = layout::volume_dir(work_dir, r)?;
+        if let Some(first) = out.get(&dir.path) {
+            return Err(ResourcesError::DuplicateVolume {
+                path: dir.path.clone(),
+                first: first.id.clone(),
+                second: dir.id,
+            });
+        }
+        out.insert(dir.path.clone(), dir);
+    }
+    Ok(out)
+}
+
+/// The directory changes between two sets.
+struct Plan {
+    create: Vec<VolumeDir>,
+    destroy: Vec<VolumeDir>,
+}
+
+impl Plan {
+    fn new(work_dir: &Path, old: &Resources, new: &Resources) -> Result<Plan> {
+        let old = volume_dirs(work_dir, old)?;
+        let new = volume_dirs(work_dir, new)?;
+        Ok(Plan {
+            create: new
+                .iter()
+                .filter(|(p, _)| !old.contains_key(*p))
+                .map(|(_, d)| d.clone())
+                .collect(),
+            destroy: old
+                .iter()
+                .filter(|(p, _)| !new.contains_key(*p))
+                .map(|(_, d)| d.clone())
+                .collect(),
+        })
+    }
+
+    fn check_users(&self, users: &dyn VolumeUsers) -> Result<()> {
+        for d in &self.destroy {
+            let who = users.users(&d.path);
+            if !who.is_empty() {
+                return Err(ResourcesError::VolumeInUse {
+                    id: d.id.clone(),
+                    path: d.path.clone(),
+                    users: who,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_paths(&self) -> Result<()> {
+        self.create.iter().try_for_each(fs::check_creatable)
+    }
+
+    fn check_mounts(&self) -> Result<()> {
+        let Some(first) = self.destroy.first() else {
+            return Ok(());
+        };
+        let table =
+            berth_mount::MountTable::read_current().map_err(|source| ResourcesError::Mount {
+                id: first.id.clone(),
+                path: first.path.clone(),
+                source,
+            })?;
+        self.destroy
+            .iter()
+            .try_for_each(|d| fs::check_no_mounts(d, &table))
+    }
+}
+
+fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error::io(Step::ReadCheckpoint, path, e)),
+    };
+    let corrupt = |reason: String| ResourcesError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let json: Json = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let set = Resources::from_json(&json).map_err(|e| corrupt(e.to_string()))?;
+    if let Some(r) = set.iter().find(|r| !r.needs_checkpointing()) {
+        return Err(corrupt(format!(
+            "{r} is neither dynamically reserved nor a persistent volume"
+        )));
+    }
+    Ok(Some(set))
+}
+
+fn encode(set: &Resources) -> Result<Vec<u8>> {
+    serde_json::to_vec(&set.to_json()).map_err(|e| ResourcesError::InvalidResources {
+        reason: e.to_string(),
+    })
+}
+
+/// Clears the allocation info of every resource of `op` (checkpoints hold none).
+fn unallocated(op: &Operation) -> Operation {
+    let mut op = op.clone();
+    let clear = |list: &mut Vec<Resource>| list.iter_mut().for_each(|r| r.allocation_info = None);
+    match &mut op {
+        Operation::Reserve { source, resources } => {
+            clear(source);
+            clear(resources);
+        }
+        Operation::Unreserve { resources } => clear(resources),
+        Operation::Create { volumes } | Operation::Destroy { volumes } => clear(volumes),
+        Operation::GrowVolume { volume, addition } => {
+            volume.allocation_info = None;
+            addition.allocation_info = None;
+        }
+        Operation::ShrinkVolume { volume, .. } => volume.allocation_info = None,
+        Operation::Launch { .. } => {}
+    }
+    op
+}
+
+impl AgentResources {
+    /// Opens the checkpointed resources of `work_dir` (created if missing) for an agent
+    /// configured with `configured` (`--resources`, see [`parse_configured`]), and takes the
+    /// work dir's resources lock. A pending interrupted change is detected but not resumed:
+    /// call [`recover`](Self::recover).
+    ///
+    /// # Errors
+    /// [`ResourcesError::Locked`] when another process has it open,
+    /// [`ResourcesError::Corrupt`] for an unreadable checkpoint (left untouched),
+    /// [`ResourcesError::Incompatible`] when the committed set does not fit `configured`,
+    /// [`ResourcesError::Io`].
+    pub fn open(work_dir: &Path, configured: Resources, options: Options) -> Result<Self> {
+        fs::create_trusted_dir(work_dir)?;
+        let work_dir = std::fs::canonicalize(work_dir)
+            .map_err(|e| error::io(Step::Canonicalize, work_dir, e))?;
+        let meta_dir = work_dir.join(META_DIR);
+        fs::create_trusted_dir(&meta_dir)?;
+        let lock_path = meta_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| error::io(Step::Lock, &lock_path, e))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(ResourcesError::Locked { path: lock_path });
+            }
+            Err((_, e)) => return Err(error::errno(Step::Lock, &lock_path, e)),
+        };
+        let checkpointed = read_checkpoint(&meta_dir.join(CHECKPOINT_FILE))?.unwrap_or_default();
+        // A corrupt target is reported now, not at recovery.
+        read_checkpoint(&meta_dir.join(TARGET_FILE))?;
+        let total = total_resources(&configured, &checkpointed)?;
+        Ok(AgentResources {
+            work_dir,
+            meta_dir,
+            configured,
+            checkpointed,
+            total,
+            options,
+            hook: None,
+            _lock: lock,
+        })
+    }
+
+    /// Installs a callback run at every [`HookPoint`] (tests: crash injection).
+    pub fn set_hook(&mut self, hook: Hook) {
+        self.hook = Some(hook);
+    }
+
+    fn hook(&self, point: HookPoint<'_>) {
+        if let Some(h) = &self.hook {
+            h(point);
+        }
+    }
+
+    /// The work dir (canonical).
+    #[must_use]
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// The committed checkpointed resources.
+    #[must_use]
+    pub fn checkpointed(&self) -> &Resources {
+        &self.checkpointed
+    }
+
+    /// The resources configured with `--resources`.
+    #[must_use]
+    pub fn configured(&self) -> &Resources {
+        &self.configured
+    }
+
+    /// The agent's total resources: configured, with the checkpointed ones substituted.
+    #[must_use]
+    pub fn total(&self) -> &Resources {
+        &self.total
+    }
+
+    /// The path of the committed checkpoint.
+    #[must_use]
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.meta_dir.join(CHECKPOINT_FILE)
+    }
+
+    /// The path of the target (intent) checkpoint; it exists only while a change is pending.
+    #[must_use]
+    pub fn target_path(&self) -> PathBuf {
+        self.meta_dir.join(TARGET_FILE)
+    }
+
+    /// Whether an interrupted change waits for [`recover`](Self::recover).
+    #[must_use]
+    pub fn is_pending(&self) -> bool {
+        self.target_path().exists()
+    }
+
+    /// The host directory of persistent volume `volume` on this agent.
+    ///
+    /// # Errors
+    /// As [`layout::volume_dir`].
+    pub fn volume_path(&self, volume: &Resource) -> Result<PathBuf> {
+        volume_path(&self.work_dir, volume)
+    }
+
+    /// Replaces the checkpointed set with `new` (the master's whole set), then syncs the volume
+    /// directories. Allocation info is dropped.
+    ///
+    /// # Errors
+    /// [`ResourcesError::RecoveryRequired`], [`ResourcesError::NotCheckpointable`],
+    /// [`ResourcesError::Incompatible`], volume path errors, [`ResourcesError::VolumeInUse`]
+    /// and [`ResourcesError::MountedInside`] (nothing changed), or a failure during the sync
+    /// (the change stays pending for [`recover`](Self::recover)).
+    pub fn checkpoint(&mut self, new: &Resources, users: &dyn VolumeUsers) -> Result<SyncReport> {
+        self.ensure_settled()?;
+        let new = new.unallocate();
+        if let Some(r) = new.iter().find(|r| !r.needs_checkpointing()) {
+            return Err(ResourcesError::NotCheckpointable {
+                resource: r.to_string(),
+            });
+        }
+        let total = total_resources(&self.configured, &new)?;
+        self.change(new, total, users)
+    }
+
+    /// Applies one accepted operation to the total resources: validated as the master does
+    /// against the checkpointed set (operator API, every agent capability), applied, and the
+    /// part of the result that needs checkpointing becomes the new checkpointed set.
+    ///
+    /// # Errors
+    /// [`ResourcesError::RecoveryRequired`], [`ResourcesError::UnsupportedOperation`] (LAUNCH),
+    /// [`ResourcesError::OperationRefused`], [`ResourcesError::OperationNotApplicable`] (nothing
+    /// changed), then as [`checkpoint`](Self::checkpoint).
+    pub fn apply_operation(
+        &mut self,
+        op: &Operation,
+        users: &dyn VolumeUsers,
+    ) -> Result<SyncReport> {
+        self.ensure_settled()?;
+        let operation = op.kind();
+        if matches!(op, Operation::Launch { .. }) {
+            return Err(ResourcesError::UnsupportedOperation { operation });
+        }
+        let op = unallocated(op);
+        let ctx = Context {
+            agent: AgentCapabilities::all(),
+            checkpointed: self.checkpointed.clone(),
+            ..Context::operator()
+        };
+        berth_offers::validate(&op, &ctx)
+            .map_err(|source| ResourcesError::OperationRefused { operation, source })?;
+        let after = berth_offers::apply(&self.total, &op)
+            .map_err(|source| ResourcesError::OperationNotApplicable { operation, source })?;
+        let new = after.filter(Resource::needs_checkpointing);
+        let total = total_resources(&self.configured, &new)?;
+        self.change(new, total, users)
+    }
+
+    /// [`apply_operation`](Self::apply_operation) of an operation in Mesos JSON.
+    ///
+    /// # Errors
+    /// [`ResourcesError::InvalidOperation`], then as `apply_operation`.
+    pub fn apply_operation_json(
+        &mut self,
+        op: &Json,
+        users: &dyn VolumeUsers,
+    ) -> Result<SyncReport> {
+        let op = parse_operation(op)?;
+        self.apply_operation(&op, users)
+    }
+
+    /// Finishes an interrupted change: syncs the directories from the committed set to the
+    /// pending target (every step idempotent) and commits it. Without a pending change it
+    /// reports the committed volumes whose directories are missing. Stray temp files of
+    /// interrupted checkpoint writes are removed.
+    ///
+    /// # Errors
+    /// [`ResourcesError::VolumeInUse`] (the change stays pending), [`ResourcesError::Corrupt`],
+    /// [`ResourcesError::Incompatible`], [`ResourcesError::MountedInside`], I/O errors.
+    pub fn recover(&mut self, users: &dyn VolumeUsers) -> Result<SyncReport> {
+        self.remove_temp_files()?;
+        let target_path = self.target_path();
+        let Some(target) = read_checkpoint(&target_path)? else {
+            let mut report = SyncReport::default();
+            for dir in volume_dirs(&self.work_dir, &self.checkpointed)?.into_values() {
+                if std::fs::symlink_metadata(&dir.path).is_err() {
+                    report.missing.push(dir.path);
+                }
+            }
+            return Ok(report);
+        };
+        tracing::info!(target = %target_path.display(), "finishing an interrupted change of the agent resources");
+        let total = total_resources(&self.configured, &target)?;
+        let plan = Plan::new(&self.work_dir, &self.checkpointed, &target)?;
+        plan.check_users(users)?;
+        let mut report = self.sync(&plan)?;
+        report.recovered = true;
+        self.commit(target, total)?;
+        Ok(report)
+    }
+
+    fn ensure_settled(&self) -> Result<()> {
+        let target = self.target_path();
+        if target.exists() {
+            return Err(ResourcesError::RecoveryRequired { target });
+        }
+        Ok(())
+    }
+
+    fn remove_temp_files(&self) -> Result<()> {
+        let listing = std::fs::read_dir(&self.meta_dir)
+            .map_err(|e| error::io(Step::OpenDir, &self.meta_dir, e))?;
+        for entry in listing.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".resources.tmp.")
+            {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| error::io(Step::Remove, entry.path(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn change(
+        &mut self,
+        new: Resources,
+        total: Resources,
+        users: &dyn VolumeUsers,
+    ) -> Result<SyncReport> {
+        let plan = Plan::new(&self.work_dir, &self.checkpointed, &new)?;
+        plan.check_paths()?;
+        plan.check_users(users)?;
+        plan.check_mounts()?;
+        fs::write_atomic(&self.target_path(), &encode(&new)?)?;
+        self.hook(HookPoint::TargetWritten);
+        let report = self.sync(&plan)?;
+        self.commit(new, total)?;
+        Ok(report)
+    }
+
+    fn sync(&self, plan: &Plan) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        // New volumes first, as Mesos does: a failure leaves every old volume in place.
+        for d in &plan.create {
+            fs::create_volume_dir(d)?;
+            tracing::info!(id = %d.id, path = %d.path.display(), "created persistent volume directory");
+            report.created.push(d.path.clone());
+            self.hook(HookPoint::VolumeCreated(&d.path));
+        }
+        for d in &plan.destroy {
+            // Leftovers of an interrupted removal of the same volume.
+            fs::purge_trash(d)?;
+            match fs::detach(d, self.options.retain_destroyed_data)? {
+                Detached::Trashed => {
+                    self.hook(HookPoint::VolumeDetached(&d.path));
+                    fs::purge_trash(d)?;
+                    report.removed.push(d.path.clone());
+                }
+                Detached::Retained(to) => {
+                    self.hook(HookPoint::VolumeDetached(&d.path));
+                    tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
+                    report.retained.push((d.path.clone(), to));
+                }
+                Detached::KeptInPlace => {
+                    report.retained.push((d.path.clone(), d.path.clone()));
+                }
+                Detached::Cleared | Detached::Unlinked | Detached::Absent => {
+                    report.removed.push(d.path.clone());
+                }
+            }
+            tracing::info!(id = %d.id, path = %d.path.display(), "destroyed persistent volume directory");
+            self.hook(HookPoint::VolumeRemoved(&d.path));
+        }
+        Ok(report)
+    }
+
+    fn commit(&mut self, new: Resources, total: Resources) -> Result<()> {
+        let target = self.target_path();
+        let committed = self.checkpoint_path();
+        std::fs::rename(&target, &committed).map_err(|e| error::io(Step::Commit, &target, e))?;
+        fs::fsync_dir(&self.meta_dir)?;
+        self.checkpointed = new;
+        self.total = total;
+        self.hook(HookPoint::Committed);
+        Ok(())
+    }
+}

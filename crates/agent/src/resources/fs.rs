@@ -1,0 +1,400 @@
+//! The file-system side of the volume directories: durable checkpoint writes, directory
+//! creation that never follows a symlink below the disk root, and removal of destroyed volumes
+//! that never crosses a mount.
+//!
+//! A destroyed volume on a ROOT or PATH disk is first *detached*: renamed atomically out of
+//! `volumes/roles` into `<root>/volumes/trash/roles/<role>/<id>` (or, with
+//! `retain_destroyed_data`, into `<root>/volumes/retained/roles/<role>/<id>.<unix seconds>`),
+//! so that a crash in the middle of a removal never leaves a half-deleted directory at a
+//! volume's path; the trash entry is then removed with
+//! [`berth_mount::path::remove_dir_all_checked`] (mountinfo checked first, `st_dev` and mount
+//! id compared at every level, symlinks removed and never followed). A MOUNT disk's volume is
+//! the mount root itself: its contents are removed entry by entry, the root stays.
+
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+
+use super::error::{ResourcesError, Result, Step, errno, io};
+use super::layout::{DiskKind, VolumeDir};
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Fsyncs directory `dir`.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| io(Step::SyncDir, dir, e))?;
+    f.sync_all().map_err(|e| io(Step::SyncDir, dir, e))
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file in the same directory, fsync,
+/// rename, fsync of the directory. On error `path` keeps its previous content.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let err = |e| io(Step::WriteCheckpoint, path, e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".resources.tmp.")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    fsync_dir(dir)
+}
+
+/// Creates `dir` (a trusted path: the work dir, a disk root) and its missing parents, fsyncing
+/// each parent whose entries changed.
+pub(crate) fn create_trusted_dir(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        match std::fs::symlink_metadata(d) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(d.to_owned()),
+            Err(e) => return Err(io(Step::Stat, d, e)),
+        }
+        cur = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(Step::CreateDir, d, e)),
+        }
+        if let Some(p) = d.parent() {
+            fsync_dir(p)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_trusted(dir: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| errno(Step::OpenDir, dir, e))
+}
+
+/// Walks `names` below the open directory `base` (shown as `shown`) without following
+/// symlinks; missing directories are created (and their parent fsynced) when `create`,
+/// otherwise `None` is returned. Returns the last directory and whether it was created.
+fn walk(
+    base: OwnedFd,
+    shown: &Path,
+    names: &[&str],
+    create: bool,
+) -> Result<Option<(OwnedFd, bool)>> {
+    let mut cur = base;
+    let mut path = shown.to_path_buf();
+    let mut created = false;
+    for name in names {
+        path.push(name);
+        created = false;
+        let next = loop {
+            match openat(&cur, *name, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => break fd,
+                Err(Errno::ENOENT) if create => {
+                    match mkdirat(&cur, *name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) => {
+                            created = true;
+                            fsync(&cur).map_err(|e| errno(Step::SyncDir, &path, e))?;
+                        }
+                        Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(errno(Step::CreateDir, &path, e)),
+                    }
+                }
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    return Err(ResourcesError::NotADirectory { path });
+                }
+                Err(e) => return Err(errno(Step::OpenDir, &path, e)),
+            }
+        };
+        cur = next;
+    }
+    Ok(Some((cur, created)))
+}
+
+/// Creates a volume's directory durably (the root as a trusted path, everything below it
+/// without following symlinks). Returns whether the volume directory itself was created.
+pub(crate) fn create_volume_dir(dir: &VolumeDir) -> Result<bool> {
+    let existed = std::fs::symlink_metadata(&dir.root).is_ok();
+    create_trusted_dir(&dir.root)?;
+    let rel = dir.relative();
+    if rel.is_empty() {
+        return Ok(!existed);
+    }
+    let root = open_trusted(&dir.root)?;
+    Ok(walk(root, &dir.root, &rel, true)?.is_some_and(|(_, created)| created))
+}
+
+/// Refuses, before anything is written, a volume path whose existing components below the
+/// root include a symlink or a non-directory.
+pub(crate) fn check_creatable(dir: &VolumeDir) -> Result<()> {
+    let rel = dir.relative();
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let Ok(root) = open_trusted(&dir.root) else {
+        // A missing root is created by the sync.
+        return Ok(());
+    };
+    walk(root, &dir.root, &rel, false).map(drop)
+}
+
+/// The root with symlinks resolved (mountinfo shows real paths), when it exists.
+fn real_root(root: &Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
+}
+
+/// The volume directory as mountinfo would show it.
+pub(crate) fn real_path(dir: &VolumeDir) -> PathBuf {
+    let mut p = real_root(&dir.root);
+    for c in dir.relative() {
+        p.push(c);
+    }
+    p
+}
+
+/// Refuses when anything is mounted inside the volume (for a MOUNT disk: strictly below its
+/// root, which is itself usually a mount point).
+pub(crate) fn check_no_mounts(dir: &VolumeDir, table: &berth_mount::MountTable) -> Result<()> {
+    let real = real_path(dir);
+    let found = table
+        .mounts_at_or_below(&real)
+        .find(|m| dir.kind != DiskKind::Mount || m.mount_point() != real.as_path());
+    match found {
+        Some(m) => Err(ResourcesError::MountedInside {
+            id: dir.id.clone(),
+            path: dir.path.clone(),
+            mount_point: m.mount_point().to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn read_table(dir: &VolumeDir) -> Result<berth_mount::MountTable> {
+    berth_mount::MountTable::read_current().map_err(|source| ResourcesError::Mount {
+        id: dir.id.clone(),
+        path: dir.path.clone(),
+        source,
+    })
+}
+
+fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+fn removal(dir: &VolumeDir, path: &Path, source: berth_mount::MountError) -> ResourcesError {
+    match source {
+        berth_mount::MountError::MountedBelow { mount_point, .. } => {
+            ResourcesError::MountedInside {
+                id: dir.id.clone(),
+                path: path.to_path_buf(),
+                mount_point,
+            }
+        }
+        source => ResourcesError::Mount {
+            id: dir.id.clone(),
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Removes the entry `name` of the open directory `parent` (shown as `shown`): a directory
+/// with the checked removal, anything else (a symlink included) with `unlink`. Missing is
+/// success. Returns whether something was removed.
+fn remove_entry(dir: &VolumeDir, parent: &OwnedFd, shown: &Path, name: &OsStr) -> Result<bool> {
+    let path = shown.join(name);
+    let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(errno(Step::Stat, &path, e)),
+    };
+    if is_dir(&st) {
+        berth_mount::path::remove_dir_all_checked(&path).map_err(|e| removal(dir, &path, e))?;
+    } else {
+        unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| errno(Step::Remove, &path, e))?;
+    }
+    fsync(parent).map_err(|e| errno(Step::SyncDir, shown, e))?;
+    Ok(true)
+}
+
+/// The trash components of a ROOT/PATH volume's parent directory.
+fn trash_parent(dir: &VolumeDir) -> [&str; 4] {
+    ["volumes", "trash", "roles", &dir.role_component]
+}
+
+/// Removes what an interrupted removal left in the trash for this volume. Returns whether
+/// something was removed.
+pub(crate) fn purge_trash(dir: &VolumeDir) -> Result<bool> {
+    if dir.kind == DiskKind::Mount {
+        return Ok(false);
+    }
+    let real = real_root(&dir.root);
+    let Ok(root) = open_trusted(&real) else {
+        return Ok(false);
+    };
+    let names = trash_parent(dir);
+    let Some((parent, _)) = walk(root, &real, &names, false)? else {
+        return Ok(false);
+    };
+    let mut shown = real;
+    for n in names {
+        shown.push(n);
+    }
+    remove_entry(dir, &parent, &shown, OsStr::new(&dir.id))
+}
+
+/// What [`detach`] did.
+#[derive(Debug)]
+pub(crate) enum Detached {
+    /// Nothing was at the volume's path.
+    Absent,
+    /// A non-directory (e.g. a planted symlink) was at the path; it was unlinked.
+    Unlinked,
+    /// Moved to the trash (to be purged).
+    Trashed,
+    /// Moved to the retained area, at this path.
+    Retained(PathBuf),
+    /// A MOUNT disk's contents were removed in place.
+    Cleared,
+    /// A MOUNT disk with `retain`: left as it is.
+    KeptInPlace,
+}
+
+/// Takes a destroyed volume's directory away from its path: a rename into the trash (or the
+/// retained area) for ROOT/PATH disks, removal of the contents for MOUNT disks. Refuses when
+/// anything is mounted inside.
+pub(crate) fn detach(dir: &VolumeDir, retain: bool) -> Result<Detached> {
+    if dir.kind == DiskKind::Mount {
+        return clear_mount_root(dir, retain);
+    }
+    let real = real_root(&dir.root);
+    let root = match nix::fcntl::open(
+        &real,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Detached::Absent),
+        Err(e) => return Err(errno(Step::OpenDir, &real, e)),
+    };
+    let rel = dir.relative();
+    let (parents, _) = rel.split_at(rel.len().saturating_sub(1));
+    let mut shown = real.clone();
+    for p in parents {
+        shown.push(p);
+    }
+    let dup = root.try_clone().map_err(|e| io(Step::OpenDir, &real, e))?;
+    let Some((parent, _)) = walk(dup, &real, parents, false)? else {
+        return Ok(Detached::Absent);
+    };
+    let name = OsStr::new(&dir.id);
+    let path = shown.join(name);
+    let st = match fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(Detached::Absent),
+        Err(e) => return Err(errno(Step::Stat, &path, e)),
+    };
+    if !is_dir(&st) {
+        unlinkat(&parent, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| errno(Step::Remove, &path, e))?;
+        fsync(&parent).map_err(|e| errno(Step::SyncDir, &shown, e))?;
+        return Ok(Detached::Unlinked);
+    }
+    check_no_mounts(dir, &read_table(dir)?)?;
+
+    let (dest_names, dest_name) = if retain {
+        (
+            ["volumes", "retained", "roles", dir.role_component.as_str()],
+            None,
+        )
+    } else {
+        (trash_parent(dir), Some(dir.id.clone()))
+    };
+    let Some((dest, _)) = walk(root, &real, &dest_names, true)? else {
+        return Err(ResourcesError::NotADirectory { path: real });
+    };
+    let mut dest_shown = real_root(&dir.root);
+    for n in dest_names {
+        dest_shown.push(n);
+    }
+    let dest_name = match dest_name {
+        Some(n) => n,
+        None => free_name(&dest, &dest_shown, &dir.id)?,
+    };
+    let dest_path = dest_shown.join(&dest_name);
+    renameat(&parent, name, &dest, dest_name.as_str())
+        .map_err(|e| errno(Step::Detach, &path, e))?;
+    fsync(&dest).map_err(|e| errno(Step::SyncDir, &dest_shown, e))?;
+    fsync(&parent).map_err(|e| errno(Step::SyncDir, &shown, e))?;
+    Ok(if retain {
+        Detached::Retained(dest_path)
+    } else {
+        Detached::Trashed
+    })
+}
+
+/// `<id>.<unix seconds>`, with `.<n>` appended until the name is free in `dest`.
+fn free_name(dest: &OwnedFd, shown: &Path, id: &str) -> Result<String> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = format!("{id}.{secs}");
+    let mut candidate = base.clone();
+    for n in 1u32.. {
+        match fstatat(dest, candidate.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => return Ok(candidate),
+            Ok(_) => candidate = format!("{base}.{n}"),
+            Err(e) => return Err(errno(Step::Stat, shown.join(&candidate), e)),
+        }
+    }
+    Err(errno(Step::Detach, shown.join(base), Errno::EEXIST))
+}
+
+/// A MOUNT disk's volume: remove everything inside the root (never the root, never across a
+/// mount); with `retain`, leave it as it is.
+fn clear_mount_root(dir: &VolumeDir, retain: bool) -> Result<Detached> {
+    if retain {
+        return Ok(Detached::KeptInPlace);
+    }
+    let real = real_root(&dir.root);
+    let root = match nix::fcntl::open(
+        &real,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Detached::Absent),
+        Err(e) => return Err(errno(Step::OpenDir, &real, e)),
+    };
+    check_no_mounts(dir, &read_table(dir)?)?;
+    let listing = std::fs::read_dir(&real).map_err(|e| io(Step::OpenDir, &real, e))?;
+    let mut names = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| io(Step::OpenDir, &real, e))?;
+        names.push(entry.file_name());
+    }
+    for name in names {
+        // ext4's lost+found belongs to the filesystem, not to the volume.
+        if name.as_bytes() == b"lost+found" {
+            continue;
+        }
+        remove_entry(dir, &root, &real, &name)?;
+    }
+    Ok(Detached::Cleared)
+}

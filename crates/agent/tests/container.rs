@@ -1,0 +1,450 @@
+//! Container volumes for real (root, private mount namespaces; skipped with a message
+//! otherwise, never in CI): persistent, sandbox-path and host-path volumes with modes, nested
+//! container paths, a failing volume undoing the rest, hostile container paths, recovery
+//! (live, orphans, unknown, corrupt), and a crash of the process at every intent and volume
+//! step of prepare and cleanup followed by `recover`. After each: nothing mounted under the
+//! test roots, data intact, records agreeing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_agent::container::{
+    ContainerConfig, ContainerError, HookPoint, Isolator, PersistentVolumes,
+};
+use berth_resources::proto;
+
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "{test}: needs root and CI=true: refusing to skip"
+    );
+    eprintln!("SKIPPED {test}: needs root (real mounts in a private mount namespace)");
+    false
+}
+
+fn in_ns<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = ()>,
+{
+    berth_mount::ns::in_private_mount_namespace(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f());
+    })
+    .unwrap();
+}
+
+fn mounts_below(path: &Path) -> Vec<PathBuf> {
+    berth_mount::MountTable::read_current()
+        .unwrap()
+        .mounts_at_or_below(path)
+        .map(|e| e.mount_point().to_path_buf())
+        .collect()
+}
+
+/// Persistent volumes at `<root>/volumes/<persistence id>`.
+struct Dirs(PathBuf);
+
+impl PersistentVolumes for Dirs {
+    fn volume_path(&self, r: &proto::Resource) -> Result<PathBuf, String> {
+        let id = &r.disk.as_ref().unwrap().persistence.as_ref().unwrap().id;
+        Ok(self.0.join(id))
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+    sandbox: PathBuf,
+    volumes: PathBuf,
+    host: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let work = root.join("work");
+    let sandbox = root.join("sandbox");
+    let volumes = root.join("volumes");
+    let host = root.join("host");
+    for d in [&work, &sandbox, &volumes, &host] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::create_dir_all(volumes.join("pv-1")).unwrap();
+    std::fs::create_dir_all(volumes.join("pv-2")).unwrap();
+    std::fs::write(host.join("config"), b"host data").unwrap();
+    Env {
+        _dir: dir,
+        root,
+        work,
+        sandbox,
+        volumes,
+        host,
+    }
+}
+
+fn isolator(e: &Env) -> Isolator {
+    Isolator::new(&e.work, Arc::new(Dirs(e.volumes.clone())), None)
+}
+
+fn config(e: &Env, id: &str) -> ContainerConfig {
+    let json = serde_json::json!({
+        "container_id": id,
+        "sandbox": e.sandbox,
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}},
+            {"name": "disk", "type": "SCALAR", "scalar": {"value": 64},
+             "reservations": [{"type": "DYNAMIC", "role": "db", "principal": "p"}],
+             "disk": {"persistence": {"id": "pv-1"}, "volume": {"mode": "RW", "container_path": "data"}}},
+            {"name": "disk", "type": "SCALAR", "scalar": {"value": 64},
+             "reservations": [{"type": "DYNAMIC", "role": "db", "principal": "p"}],
+             "disk": {"persistence": {"id": "pv-2"}, "volume": {"mode": "RO", "container_path": "data/ro"}}}
+        ],
+        "volumes": [
+            {"mode": "RW", "container_path": "scratch",
+             "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": "SELF", "path": "tmp/scratch"}}},
+            {"mode": "RO", "container_path": "etc-host",
+             "source": {"type": "HOST_PATH", "host_path": {"path": e.host.display().to_string()}}}
+        ],
+        "environment": {"A": "b"}
+    });
+    ContainerConfig::from_json(&json.to_string()).unwrap()
+}
+
+#[test]
+fn config_errors_are_typed() {
+    let e = env();
+    for (json, needle) in [
+        ("[]", "must be a JSON object"),
+        ("{\"container_id\": \"c\"}", "sandbox is required"),
+        (
+            "{\"container_id\": \"../x\", \"sandbox\": \"/tmp\"}",
+            "container_id",
+        ),
+        (
+            "{\"container_id\": \"c\", \"sandbox\": \"/tmp\", \"volums\": []}",
+            "unknown key",
+        ),
+        (
+            "{\"container_id\": \"c\", \"sandbox\": \"rel\"}",
+            "must be absolute",
+        ),
+        (
+            "{\"container_id\": \"c\", \"sandbox\": \"/tmp\", \"volumes\": [{\"mode\": \"XX\", \"container_path\": \"a\"}]}",
+            "volumes[0]",
+        ),
+        (
+            "{\"container_id\": \"c\", \"sandbox\": \"/tmp\", \"environment\": {\"a\": 1}}",
+            "environment.a",
+        ),
+    ] {
+        let err = ContainerConfig::from_json(json).unwrap_err();
+        assert!(err.to_string().contains(needle), "{json}: {err}");
+    }
+    // Plans refuse hostile container paths before any side effect.
+    let iso = isolator(&e);
+    for (path, needle) in [
+        ("../escape", "'..'"),
+        ("/abs/without/rootfs", "without a rootfs"),
+        ("", "empty"),
+    ] {
+        let mut cfg = config(&e, "c");
+        cfg.volumes[0].container_path = path.into();
+        let err = iso.plan(&cfg).unwrap_err();
+        assert!(err.to_string().contains(needle), "{path}: {err}");
+        assert!(
+            err.to_string().contains("sandbox path tmp/scratch"),
+            "{err}"
+        );
+    }
+    let mut cfg = config(&e, "c");
+    cfg.volumes[1].container_path = "scratch".into();
+    assert!(
+        iso.plan(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("used by another volume")
+    );
+    assert!(
+        !e.work.join("containers").exists(),
+        "no side effect before a valid plan"
+    );
+}
+
+#[test]
+fn prepare_and_cleanup_persistent_sandbox_and_host_volumes() {
+    if !privileged("prepare_and_cleanup_persistent_sandbox_and_host_volumes") {
+        return;
+    }
+    in_ns(|| async {
+        let e = env();
+        let iso = isolator(&e);
+        let prepared = iso.prepare(&config(&e, "ctr-1")).await.unwrap();
+        assert_eq!(prepared.len(), 4);
+        assert_eq!(
+            iso.record_writes(),
+            1,
+            "one intent record for the whole prepare"
+        );
+        // Parent before nested: data, then data/ro on top of (inside) it.
+        let names: Vec<&str> = prepared.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names[0], "persistent volume pv-1");
+        assert_eq!(
+            names[3], "persistent volume pv-2",
+            "the nested data/ro comes last"
+        );
+        std::fs::write(e.sandbox.join("data/file"), b"v1").unwrap();
+        assert_eq!(std::fs::read(e.volumes.join("pv-1/file")).unwrap(), b"v1");
+        let ro = std::fs::write(e.sandbox.join("data/ro/x"), b"x").unwrap_err();
+        assert_eq!(ro.raw_os_error(), Some(nix::libc::EROFS));
+        assert_eq!(
+            std::fs::read(e.sandbox.join("etc-host/config")).unwrap(),
+            b"host data"
+        );
+        std::fs::write(e.sandbox.join("scratch/s"), b"s").unwrap();
+        assert!(e.sandbox.join("tmp/scratch/s").exists());
+        assert_eq!(mounts_below(&e.sandbox).len(), 4);
+        let status = iso.status().unwrap();
+        assert_eq!(status[0].state, "prepared");
+        assert!(status[0].volumes.iter().all(|v| v.mounted));
+        assert_eq!(iso.users_of(&e.volumes.join("pv-1")), ["ctr-1"]);
+
+        // A second prepare of the same container is refused.
+        assert!(matches!(
+            iso.prepare(&config(&e, "ctr-1")).await,
+            Err(ContainerError::AlreadyPrepared { .. })
+        ));
+
+        iso.cleanup("ctr-1").await.unwrap();
+        assert_eq!(
+            iso.record_writes(),
+            2,
+            "one more intent record for the whole cleanup"
+        );
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        assert!(iso.load("ctr-1").unwrap().is_none());
+        assert!(iso.users_of(&e.volumes.join("pv-1")).is_empty());
+        // Data survives; a second container sees it.
+        let mut cfg2 = config(&e, "ctr-2");
+        cfg2.volumes.clear();
+        iso.prepare(&cfg2).await.unwrap();
+        assert_eq!(std::fs::read(e.sandbox.join("data/file")).unwrap(), b"v1");
+        iso.cleanup("ctr-2").await.unwrap();
+        iso.cleanup("ctr-2").await.unwrap(); // idempotent
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+    });
+}
+
+#[test]
+fn a_failing_volume_undoes_everything_and_is_named() {
+    if !privileged("a_failing_volume_undoes_everything_and_is_named") {
+        return;
+    }
+    in_ns(|| async {
+        let e = env();
+        let iso = isolator(&e);
+        // A file where the host-path volume (a directory) must be mounted: a kind mismatch
+        // after the first volumes are mounted.
+        std::fs::write(e.sandbox.join("etc-host"), b"in the way").unwrap();
+        let err = iso.prepare(&config(&e, "ctr-1")).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("host path {}", e.host.display())),
+            "{err}"
+        );
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        assert!(iso.load("ctr-1").unwrap().is_none());
+    });
+}
+
+#[test]
+fn symlinks_in_the_sandbox_cannot_lead_a_mount_outside() {
+    if !privileged("symlinks_in_the_sandbox_cannot_lead_a_mount_outside") {
+        return;
+    }
+    in_ns(|| async {
+        let e = env();
+        let iso = isolator(&e);
+        let outside = e.root.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, e.sandbox.join("link")).unwrap();
+        std::os::unix::fs::symlink("../../..", e.sandbox.join("up")).unwrap();
+        for path in ["link/x", "up/x"] {
+            let mut cfg = config(&e, "c");
+            cfg.resources.truncate(2);
+            cfg.resources.remove(0);
+            cfg.volumes.clear();
+            cfg.resources[0]
+                .disk
+                .as_mut()
+                .unwrap()
+                .volume
+                .as_mut()
+                .unwrap()
+                .container_path = path.into();
+            match iso.prepare(&cfg).await {
+                Ok(p) => {
+                    assert!(
+                        p[0].target.starts_with(&e.sandbox),
+                        "{path}: {:?}",
+                        p[0].target
+                    );
+                    iso.cleanup("c").await.unwrap();
+                }
+                Err(err) => assert!(err.to_string().contains("persistent volume pv-1"), "{err}"),
+            }
+            assert!(mounts_below(&outside).is_empty());
+            assert!(
+                std::fs::read_dir(&outside).unwrap().next().is_none(),
+                "nothing created outside"
+            );
+            assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        }
+    });
+}
+
+#[test]
+fn recover_keeps_live_and_orphans_cleans_the_rest_and_quarantines_corrupt_records() {
+    if !privileged("recover_keeps_live_and_orphans") {
+        return;
+    }
+    in_ns(|| async {
+        let e = env();
+        let iso = isolator(&e);
+        let mut sandboxes = Vec::new();
+        for id in ["live", "orphan", "dead"] {
+            let sb = e.root.join(format!("sb-{id}"));
+            std::fs::create_dir_all(&sb).unwrap();
+            let mut cfg = config(&e, id);
+            cfg.sandbox = sb.clone();
+            cfg.volumes.clear();
+            iso.prepare(&cfg).await.unwrap();
+            sandboxes.push(sb);
+        }
+        let corrupt = e.work.join("containers/bad");
+        std::fs::create_dir_all(&corrupt).unwrap();
+        std::fs::write(corrupt.join("container.json"), b"{ nope").unwrap();
+
+        let iso = isolator(&e); // a restarted process
+        let report = iso
+            .recover(&["live".to_owned()], &["orphan".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(report.kept, ["live"]);
+        assert_eq!(report.orphans_kept, ["orphan"]);
+        assert_eq!(report.cleaned, ["dead"]);
+        assert_eq!(report.quarantined, ["bad"]);
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!(mounts_below(&sandboxes[0]).len(), 2);
+        assert_eq!(mounts_below(&sandboxes[1]).len(), 2);
+        assert!(mounts_below(&sandboxes[2]).is_empty());
+        assert!(!corrupt.exists());
+        assert_eq!(
+            std::fs::read_dir(e.work.join("containers-quarantine"))
+                .unwrap()
+                .count(),
+            1
+        );
+        iso.cleanup("live").await.unwrap();
+        iso.cleanup("orphan").await.unwrap();
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+    });
+}
+
+// ----- crash of the process at every step, then recover -----
+
+const CRASH_ENV: &str = "BERTH_AGENT_CRASH_AT";
+
+#[test]
+fn crash_child() {
+    let Ok(at) = std::env::var(CRASH_ENV) else {
+        return;
+    };
+    let at: usize = at.parse().unwrap();
+    let root = PathBuf::from(std::env::var("BERTH_AGENT_ROOT").unwrap());
+    let e = Env {
+        _dir: tempfile::tempdir().unwrap(),
+        work: root.join("work"),
+        sandbox: root.join("sandbox"),
+        volumes: root.join("volumes"),
+        host: root.join("host"),
+        root,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut iso = isolator(&e);
+            let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            iso.set_hook(Arc::new(move |_p: HookPoint<'_>| {
+                if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == at {
+                    std::process::abort();
+                }
+            }));
+            iso.prepare(&config(&e, "ctr")).await.unwrap();
+            std::fs::write(e.sandbox.join("data/written"), b"before").unwrap();
+            iso.cleanup("ctr").await.unwrap();
+        });
+}
+
+#[test]
+fn crash_at_every_step_then_recover_leaves_no_mount_and_keeps_data() {
+    if !privileged("crash_at_every_step_then_recover") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    // Hook points: prepare intent + 4 × (source, mounted) = 9; cleanup intent + 4 ×
+    // (unmounted, released) = 9; 19 = no crash.
+    for at in 1..=19usize {
+        for alive in [false, true] {
+            let exe = exe.clone();
+            in_ns(move || async move {
+                let e = env();
+                let out = tokio::process::Command::new(&exe)
+                    .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+                    .env(CRASH_ENV, at.to_string())
+                    .env("BERTH_AGENT_ROOT", &e.root)
+                    .output()
+                    .await
+                    .unwrap();
+                assert_eq!(out.status.success(), at == 19, "at {at}: {out:?}");
+                let iso = isolator(&e);
+                let live: Vec<String> = if alive { vec!["ctr".into()] } else { vec![] };
+                let report = iso.recover(&live, &[]).await.unwrap();
+                assert!(report.errors.is_empty(), "at {at}: {:?}", report.errors);
+                if alive && at == 9 {
+                    // Crashed after the last mount of prepare: complete, so kept.
+                    assert_eq!(report.kept, ["ctr"], "at {at}");
+                    assert_eq!(mounts_below(&e.sandbox).len(), 4);
+                    iso.cleanup("ctr").await.unwrap();
+                } else {
+                    assert!(report.kept.is_empty(), "at {at}");
+                }
+                assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new(), "at {at}");
+                assert!(iso.load("ctr").unwrap().is_none(), "at {at}");
+                if at > 9 {
+                    assert_eq!(
+                        std::fs::read(e.volumes.join("pv-1/written")).unwrap(),
+                        b"before",
+                        "at {at}"
+                    );
+                }
+            });
+        }
+    }
+}
