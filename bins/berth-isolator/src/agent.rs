@@ -34,6 +34,37 @@ pub struct Settings {
     pub retain_destroyed_data: bool,
 }
 
+/// The test failpoint: with `BERTH_ISOLATOR_KILL_AT=<n>` in the environment, the process kills
+/// itself with SIGKILL at the n-th write-ahead point it passes (container intents and volume
+/// steps, resources intents, CSI and Docker volume intents and call completions). The crash
+/// tests use it to stop the binary at every point of prepare, cleanup, CREATE and DESTROY.
+/// Unset (always, outside tests), it costs nothing.
+#[derive(Debug, Clone)]
+pub struct Failpoint {
+    at: usize,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Failpoint {
+    /// The failpoint of the environment, if set.
+    #[must_use]
+    pub fn from_env() -> Option<Self> {
+        let at = std::env::var("BERTH_ISOLATOR_KILL_AT").ok()?.parse().ok()?;
+        Some(Self {
+            at,
+            seen: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        })
+    }
+
+    /// Counts one point; kills the process at the chosen one.
+    pub fn tick(&self) {
+        if self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.at {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Counters of the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -127,10 +158,15 @@ impl Agent {
                 lock_path.display()
             ),
         };
+        let failpoint = Failpoint::from_env();
         let csi = match &settings.csi_plugin_config_dir {
             Some(dir) => {
                 let mut cfg = PluginsConfig::new(work, dir);
                 cfg.socket_dir.clone_from(&settings.csi_socket_dir);
+                if let Some(fp) = &failpoint {
+                    let fp = fp.clone();
+                    cfg.hook = Some(Arc::new(move |_| fp.tick()));
+                }
                 let plugins = CsiPlugins::start(cfg)
                     .await
                     .with_context(|| format!("CSI plugin config dir {}", dir.display()))?;
@@ -141,19 +177,23 @@ impl Agent {
             }
             None => None,
         };
-        let docker = Arc::new(docker_manager(
-            &settings,
-            &work.join("dvdi"),
-            MountMode::PerConsumer,
-        )?);
-        let isolator = Isolator::new(
+        let mut docker = docker_manager(&settings, &work.join("dvdi"), MountMode::PerConsumer)?;
+        if let Some(fp) = &failpoint {
+            let fp = fp.clone();
+            docker.set_hook(Arc::new(move |_| fp.tick()));
+        }
+        let mut isolator = Isolator::new(
             work,
             Arc::new(Layout {
                 work_dir: work.clone(),
             }),
             csi.clone(),
         )
-        .with_docker(docker);
+        .with_docker(Arc::new(docker));
+        if let Some(fp) = &failpoint {
+            let fp = fp.clone();
+            isolator.set_hook(Arc::new(move |_| fp.tick()));
+        }
         let configured = match &settings.resources {
             Some(flag) => berth_agent::resources::parse_configured(flag)?,
             None => berth_resources::Resources::default(),
@@ -165,6 +205,10 @@ impl Agent {
                 retain_destroyed_data: settings.retain_destroyed_data,
             },
         )?;
+        if let Some(fp) = &failpoint {
+            let fp = fp.clone();
+            resources.set_hook(Arc::new(move |_| fp.tick()));
+        }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
             let report = resources.recover(&users)?;

@@ -736,3 +736,189 @@ fn the_readme_config_example_parses() {
     assert_eq!(cfg.volumes.len(), 4);
     assert_eq!(cfg.environment["DVDI_VOLUME_NAME"], "logs");
 }
+
+impl World {
+    /// Runs the binary with the failpoint at `n`; `true` when it was killed there.
+    fn run_killed_at(&self, n: usize, args: &[&str]) -> bool {
+        let mut all = self.global.clone();
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let out = self.ns.run(move || {
+            Command::new(BIN)
+                .args(&all)
+                .env("BERTH_ISOLATOR_KILL_AT", n.to_string())
+                .output()
+                .unwrap()
+        });
+        match out.status.code() {
+            Some(0) => false,
+            None => true,
+            Some(c) => panic!(
+                "exit {c} at point {n} of {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// After a crash and `recover`: nothing mounted, no container, no CSI or Docker consumer.
+    fn assert_recovered(&self, what: &str) {
+        self.assert_nothing_mounted();
+        assert_eq!(ok(&self.run(&["status", "--json"])), json!([]), "{what}");
+        let csi = self.root.join("work/csi/io.cfgd.csi/default/volumes");
+        let left: Vec<_> = std::fs::read_dir(&csi)
+            .map(|d| d.collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{what}: CSI records left: {left:?}");
+        let dvdi = self.root.join("work/dvdi");
+        let records: Vec<_> = walk_files(&dvdi)
+            .into_iter()
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(
+            records.is_empty(),
+            "{what}: Docker volume records left: {records:?}"
+        );
+    }
+
+    fn checkpointed(&self) -> usize {
+        ok(&self.run(&["resources"]))["checkpointed"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sigkill_at_every_write_ahead_point_then_recover() {
+    if !privileged("sigkill_at_every_write_ahead_point") {
+        return;
+    }
+    let Some((cfgd, easyfuse)) = peers("sigkill_at_every_write_ahead_point") else {
+        return;
+    };
+    let w = World::start(&cfgd, &easyfuse);
+    let vol = w.root.join("work/volumes/roles/db/pv-e2e");
+    let create = w.write(
+        "create.json",
+        &json!({"type": "CREATE", "create": {"volumes": [volume()]}}),
+    );
+    let destroy = w.write(
+        "destroy.json",
+        &json!({"type": "DESTROY", "destroy": {"volumes": [volume()]}}),
+    );
+
+    // CREATE killed at each point: afterwards (the next open finishes an interrupted change)
+    // the directory exists exactly when the volume is checkpointed.
+    let mut points = 0;
+    for n in 1.. {
+        let killed = w.run_killed_at(n, &["apply-operation", "--operation", &create]);
+        let checkpointed = w.checkpointed();
+        assert_eq!(vol.is_dir(), checkpointed == 1, "CREATE killed at {n}");
+        if checkpointed == 1 {
+            let _ = ok(&w.run(&["apply-operation", "--operation", &destroy]));
+        }
+        if !killed {
+            points = n - 1;
+            break;
+        }
+    }
+    assert!(points >= 2, "CREATE passes {points} points");
+
+    // DESTROY killed at each point: the data is there exactly while the volume is checkpointed.
+    for n in 1.. {
+        let _ = ok(&w.run(&["apply-operation", "--operation", &create]));
+        std::fs::write(vol.join("keep"), b"kept").unwrap();
+        let killed = w.run_killed_at(n, &["apply-operation", "--operation", &destroy]);
+        let checkpointed = w.checkpointed();
+        assert_eq!(vol.is_dir(), checkpointed == 1, "DESTROY killed at {n}");
+        if checkpointed == 1 {
+            assert_eq!(
+                std::fs::read(vol.join("keep")).unwrap(),
+                b"kept",
+                "DESTROY killed at {n}"
+            );
+            let _ = ok(&w.run(&["apply-operation", "--operation", &destroy]));
+        }
+        if !killed {
+            break;
+        }
+    }
+
+    // Prepare and cleanup of the three kinds killed at each point, then recover; odd points
+    // say the container still runs (a complete prepare is kept, anything else rolled back).
+    let _ = ok(&w.run(&["apply-operation", "--operation", &create]));
+    std::fs::write(vol.join("keep"), b"kept").unwrap();
+    let mut prepare_points = 0;
+    for n in 1.. {
+        let id = format!("p{n}");
+        let (_sandbox, cfg) = w.container(&id);
+        let killed = w.run_killed_at(n, &["prepare", "--container-id", &id, "--config", &cfg]);
+        if !killed {
+            prepare_points = n - 1;
+            let _ = ok(&w.run(&["cleanup", "--container-id", &id]));
+            w.assert_recovered("after the last prepare");
+            break;
+        }
+        let live = n % 2 == 1;
+        let report = if live {
+            ok(&w.run(&["recover", "--live", &id]))
+        } else {
+            ok(&w.run(&["recover"]))
+        };
+        if report["kept"] == json!([id.clone()]) {
+            let status = ok(&w.run(&["status", "--json"]));
+            assert!(
+                status[0]["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|v| v["mounted"] == true),
+                "prepare killed at {n}: kept but incomplete: {status}"
+            );
+            let _ = ok(&w.run(&["cleanup", "--container-id", &id]));
+        }
+        w.assert_recovered(&format!("prepare killed at {n} (live {live})"));
+        assert_eq!(std::fs::read(vol.join("keep")).unwrap(), b"kept");
+    }
+    assert!(
+        prepare_points >= 8,
+        "prepare passes {prepare_points} points"
+    );
+
+    let mut cleanup_points = 0;
+    for n in 1.. {
+        let id = format!("c{n}");
+        let (_sandbox, cfg) = w.container(&id);
+        let _ = ok(&w.run(&["prepare", "--container-id", &id, "--config", &cfg]));
+        let killed = w.run_killed_at(n, &["cleanup", "--container-id", &id]);
+        if !killed {
+            cleanup_points = n - 1;
+            w.assert_recovered("after the last cleanup");
+            break;
+        }
+        let _ = ok(&w.run(&["recover"]));
+        w.assert_recovered(&format!("cleanup killed at {n}"));
+        assert_eq!(std::fs::read(vol.join("keep")).unwrap(), b"kept");
+    }
+    assert!(
+        cleanup_points >= 8,
+        "cleanup passes {cleanup_points} points"
+    );
+    eprintln!(
+        "killed at every point: CREATE {points}, prepare {prepare_points}, cleanup {cleanup_points} (and DESTROY)"
+    );
+}

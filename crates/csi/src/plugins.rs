@@ -32,7 +32,7 @@ use crate::secrets::SecretResolver;
 use crate::supervisor::{PluginStatus, PluginSupervisor, SupervisorOptions};
 
 /// Settings of [`CsiPlugins`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginsConfig {
     /// The agent work dir (state under `<work_dir>/csi`).
     pub work_dir: PathBuf,
@@ -51,6 +51,18 @@ pub struct PluginsConfig {
     pub secrets_dir: Option<PathBuf>,
     /// The boot id; `None` reads `/proc/sys/kernel/random/boot_id`.
     pub boot_id: Option<String>,
+    /// A hook installed on every plugin's volume manager (tests: crash injection).
+    pub hook: Option<crate::manager::Hook>,
+}
+
+impl std::fmt::Debug for PluginsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginsConfig")
+            .field("work_dir", &self.work_dir)
+            .field("config_dir", &self.config_dir)
+            .field("socket_dir", &self.socket_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PluginsConfig {
@@ -66,6 +78,7 @@ impl PluginsConfig {
             ready_timeout: Duration::from_secs(60),
             secrets_dir: None,
             boot_id: None,
+            hook: None,
         }
     }
 
@@ -231,7 +244,7 @@ impl CsiPlugins {
         client.wait_ready(self.cfg.ready_timeout).await?;
         let info = client.plugin_info().await?;
         tracing::info!(plugin = %plugin.plugin_type, name = %info.name, version = %info.vendor_version, managed = supervisor.is_some(), "CSI plugin ready");
-        let manager = VolumeManager::new(
+        let mut manager = VolumeManager::new(
             client,
             &plugin,
             ManagerConfig {
@@ -240,6 +253,9 @@ impl CsiPlugins {
                 secrets: SecretResolver::new(self.cfg.secrets_dir.clone()),
             },
         )?;
+        if let Some(h) = &self.cfg.hook {
+            manager.set_hook(Arc::clone(h));
+        }
         Ok(Plugin {
             config: plugin,
             manager,
