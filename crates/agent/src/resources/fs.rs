@@ -12,7 +12,6 @@
 //! the mount root itself: its contents are removed entry by entry, the root stays.
 
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
@@ -32,23 +31,14 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 /// Fsyncs directory `dir`.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    let f = std::fs::File::open(dir).map_err(|e| io(Step::SyncDir, dir, e))?;
-    f.sync_all().map_err(|e| io(Step::SyncDir, dir, e))
+    berth_mount::durable::fsync_dir(dir).map_err(|e| io(Step::SyncDir, dir, e))
 }
 
-/// Writes `bytes` to `path` atomically and durably: temp file in the same directory, fsync,
-/// rename, fsync of the directory. On error `path` keeps its previous content.
+/// Writes `bytes` to `path` atomically and durably ([`berth_mount::durable::write_atomic`]:
+/// temp file, fsync, rename, fsync of the directory). On error `path` keeps its previous
+/// content.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = |e| io(Step::WriteCheckpoint, path, e);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".resources.tmp.")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    fsync_dir(dir)
+    berth_mount::durable::write_atomic(path, bytes).map_err(|e| io(Step::WriteCheckpoint, path, e))
 }
 
 /// Creates `dir` (a trusted path: the work dir, a disk root) and its missing parents, fsyncing
