@@ -351,3 +351,63 @@ fn hostile_ids_and_a_plugin_restart_between_publish_and_unpublish_with_real_moun
         assert_eq!(std::fs::read_dir(&mounts).unwrap().count(), 0);
     });
 }
+
+#[test]
+fn reboot_with_real_mounts_restages_only_for_live_consumers() {
+    if !privileged("reboot_with_real_mounts") {
+        return;
+    }
+    in_ns(|| async {
+        let e = env(false).await;
+        {
+            let m = manager(&e.sock, &e.work, "boot-1");
+            m.publish(&spec("dead"), "gone", Mode::Rw).await.unwrap();
+            let t = m.publish(&spec("live"), "alive", Mode::Rw).await.unwrap();
+            std::fs::write(t.join("before-reboot"), b"data").unwrap();
+        }
+        // The reboot: every mount is gone, the plugin forgets its in-memory state.
+        let left = mounts_below(&e.root);
+        assert_eq!(left.len(), 4, "staging + target for both: {left:?}");
+        for mp in left.iter().rev() {
+            nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
+        {
+            let mut st = e.p.st();
+            st.published.clear();
+            st.staged.clear();
+            st.calls.clear();
+        }
+        let m = manager(&e.sock, &e.work, "boot-2");
+        let live = |c: &str| c == "alive";
+        let report = m.recover(Some(&live)).await.unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!((report.records, report.rebooted, report.removed), (2, 2, 1));
+        // Only the live volume was staged and published again, for real.
+        let calls: Vec<(&str, String)> =
+            e.p.st()
+                .calls
+                .iter()
+                .filter(|c| !c.volume_id.is_empty())
+                .map(|c| (c.method, c.volume_id.clone()))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect();
+        assert_eq!(
+            calls,
+            [
+                ("NodeStageVolume", "live".to_owned()),
+                ("NodePublishVolume", "live".to_owned())
+            ]
+        );
+        let target = m.mount_dir("live").unwrap().join("target");
+        assert_eq!(mounts_below(&e.root).len(), 2, "staging + target of live");
+        assert_eq!(
+            std::fs::read(target.join("before-reboot")).unwrap(),
+            b"data"
+        );
+        assert!(m.load("dead").unwrap().is_none());
+        assert!(!m.mount_dir("dead").unwrap().exists());
+        m.unpublish("live", "alive").await.unwrap();
+        assert_clean(&e, &m, "live");
+    });
+}
