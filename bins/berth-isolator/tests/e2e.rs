@@ -16,29 +16,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use berth_testkit::{Ns, peers_dir, privileged};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth-isolator");
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-        "{test}: needs root and CI=true: refusing to skip"
-    );
-    eprintln!("SKIPPED {test}: needs root");
-    false
-}
-
-fn peers_dir() -> PathBuf {
-    std::env::var_os("BERTH_PEERS_DIR")
-        .map_or_else(|| PathBuf::from("/opt/berth-peers"), PathBuf::from)
-}
 
 /// The peers, or a skip (a failure under `BERTH_REQUIRE_PEERS=1`).
 fn peers(test: &str) -> Option<(PathBuf, PathBuf)> {
@@ -61,86 +44,11 @@ fn peers(test: &str) -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A thread in a private mount namespace that runs jobs; processes spawned from it share the
-/// namespace. Dropping it kills the processes it started, and the namespace goes with them.
-struct Ns {
-    tx: Option<mpsc::Sender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    children: Vec<std::process::Child>,
-}
-
-impl Ns {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (ok_tx, ok_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            ok_tx
-                .send(berth_mount::ns::enter_private_mount_namespace().map_err(|e| e.to_string()))
-                .unwrap();
-            for job in rx {
-                job();
-            }
-        });
-        ok_rx.recv().unwrap().unwrap();
-        Self {
-            tx: Some(tx),
-            thread: Some(thread),
-            children: Vec::new(),
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || {
-                let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-            }))
-            .unwrap();
-        match rx.recv().unwrap() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
-
-    fn spawn(&mut self, mut cmd: Command) -> u32 {
-        let child = self.run(move || cmd.spawn().unwrap());
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-
-    /// Runs the binary in the namespace.
-    fn isolator(&self, args: Vec<String>) -> Output {
-        self.run(move || Command::new(BIN).args(&args).output().unwrap())
-    }
-
-    fn mounts_below(&self, path: &Path) -> Vec<String> {
-        let path = path.to_owned();
-        self.run(move || {
-            berth_mount::MountTable::read_current()
-                .unwrap()
-                .mounts_at_or_below(&path)
-                .map(|e| e.mount_point().display().to_string())
-                .collect()
-        })
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Runs the binary in the namespace.
+fn isolator(ns: &Ns, args: Vec<String>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(&args);
+    ns.output(cmd)
 }
 
 fn ok(out: &Output) -> Value {
@@ -256,7 +164,7 @@ impl World {
     fn run(&self, args: &[&str]) -> Output {
         let mut all = self.global.clone();
         all.extend(args.iter().map(|s| (*s).to_owned()));
-        self.ns.isolator(all)
+        isolator(&self.ns, all)
     }
 
     fn write(&self, name: &str, value: &Value) -> String {
@@ -303,7 +211,7 @@ impl World {
         for sub in ["work", "fuse-mnt"] {
             assert_eq!(
                 self.ns.mounts_below(&self.root.join(sub)),
-                Vec::<String>::new(),
+                Vec::<PathBuf>::new(),
                 "{sub}"
             );
         }
@@ -316,7 +224,7 @@ impl World {
             {
                 assert_eq!(
                     self.ns.mounts_below(&p),
-                    Vec::<String>::new(),
+                    Vec::<PathBuf>::new(),
                     "{}",
                     p.display()
                 );
@@ -574,13 +482,16 @@ fn grpc_service_prepares_reports_and_serves_metrics() {
         json!({"type": "CREATE", "create": {"volumes": [volume()]}}).to_string(),
     )
     .unwrap();
-    let _ = ok(&ns.isolator(vec![
-        work.clone(),
-        resources.clone(),
-        "apply-operation".into(),
-        "--operation".into(),
-        op.display().to_string(),
-    ]));
+    let _ = ok(&isolator(
+        &ns,
+        vec![
+            work.clone(),
+            resources.clone(),
+            "apply-operation".into(),
+            "--operation".into(),
+            op.display().to_string(),
+        ],
+    ));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -601,7 +512,7 @@ fn grpc_service_prepares_reports_and_serves_metrics() {
     let pid = ns.spawn(cmd);
     wait_for(&sock);
     // The server holds the work dir: one-shot commands are refused, not interleaved.
-    let busy = ns.isolator(vec![work.clone(), "status".into()]);
+    let busy = isolator(&ns, vec![work.clone(), "status".into()]);
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("in use by another berth-isolator"),
         "{busy:?}"

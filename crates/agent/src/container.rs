@@ -136,6 +136,8 @@ pub trait DockerVolumes: Send + Sync {
         name: &'a str,
         consumer: &'a str,
     ) -> BoxFuture<'a, Result<(), berth_dvdi::DvdiError>>;
+    /// The host mount point `consumer` got for `driver`/`name`, while it is mounted.
+    fn mountpoint(&self, driver: &str, name: &str, consumer: &str) -> Option<PathBuf>;
     /// After a restart: unmounts every consumer not in `keep`; the number of records read.
     fn recover<'a>(
         &'a self,
@@ -167,6 +169,12 @@ impl<D: berth_dvdi::Drivers + 'static> DockerVolumes for berth_dvdi::VolumeManag
             let consumer = berth_dvdi::ConsumerId::new(consumer)?;
             berth_dvdi::VolumeManager::unmount(self, &driver, &name, &consumer).await
         })
+    }
+
+    fn mountpoint(&self, driver: &str, name: &str, consumer: &str) -> Option<PathBuf> {
+        let rec = self.load(driver, name).ok()??;
+        let c = rec.consumers.get(consumer)?;
+        rec.mounts.get(&c.mount_id)?.mountpoint.clone()
     }
 
     fn recover<'a>(
@@ -1165,34 +1173,86 @@ impl Isolator {
     async fn teardown(&self, rec: &ContainerRecord) -> Result<()> {
         let id = rec.container_id.as_str();
         let mut first: Option<ContainerError> = None;
-        let table = MountTable::read_current().map_err(|source| ContainerError::Mount {
+        let mount_err = |volume: &str, source: berth_mount::MountError| ContainerError::Mount {
             container: id.to_owned(),
-            volume: "mount table".to_owned(),
+            volume: volume.to_owned(),
             source: Box::new(source),
-        })?;
+        };
+        let read_table = || MountTable::read_current().map_err(|e| mount_err("mount table", e));
+        // What each bind looks like in mountinfo (device and root of its source), computed
+        // while the sources are still there: how a mount is found even where the task moved
+        // or replaced its mount point.
+        let table = read_table()?;
+        let mut signatures = BTreeSet::new();
+        for v in rec.volumes.iter().filter(|v| v.bind) {
+            if let Some(src) = self.source_path(id, v).await
+                && let Some(sig) = signature(&table, &src)
+            {
+                signatures.insert(sig);
+            }
+        }
+        let opts = UnmountOptions {
+            detach_fallback: true,
+            ..UnmountOptions::default()
+        };
+        // 1. Each volume at its container path (nested first).
+        let mut failed = BTreeSet::new();
         for (index, v) in rec.volumes.iter().enumerate().rev() {
             if v.bind
                 && let Some(target) = Self::resolve_target(v)
                 && table.is_mount_point(&target)
+                && let Err(source) = self.mounter.unmount(&target, &opts)
             {
-                let opts = UnmountOptions {
-                    detach_fallback: true,
-                    ..UnmountOptions::default()
-                };
-                if let Err(source) = self.mounter.unmount(&target, &opts) {
-                    first.get_or_insert(ContainerError::Mount {
-                        container: id.to_owned(),
-                        volume: v.name.clone(),
-                        source: Box::new(source),
-                    });
-                    continue;
-                }
+                failed.insert(index);
+                first.get_or_insert(mount_err(&v.name, source));
+                continue;
             }
             self.hook(HookPoint::Volume {
                 container: id,
                 step: "unmounted",
                 index,
             });
+        }
+        // 2. Whatever of ours is still mounted in the container's sandbox or rootfs (a mount
+        //    point the task renamed, or one reached through a replaced symlink), found by its
+        //    source's signature. Nothing else there is touched.
+        let roots: BTreeSet<&Path> = std::iter::once(rec.sandbox.as_path())
+            .chain(rec.rootfs.as_deref())
+            .collect();
+        let ours = |table: &MountTable| -> Vec<PathBuf> {
+            roots
+                .iter()
+                .flat_map(|root| table.unmount_order(root))
+                .filter(|e| {
+                    e.mount_point() != rec.sandbox && Some(e.mount_point()) != rec.rootfs.as_deref()
+                })
+                .filter(|e| signatures.contains(&(e.major(), e.minor(), e.root().to_path_buf())))
+                .map(|e| e.mount_point().to_path_buf())
+                .collect()
+        };
+        for mp in ours(&read_table()?) {
+            tracing::warn!(container = id, mount_point = %mp.display(), "a mount of the container's moved from its container path; unmounting it");
+            if let Err(source) = self.mounter.unmount(&mp, &opts) {
+                first.get_or_insert(mount_err("moved mount", source));
+            }
+        }
+        if let Some(mp) = ours(&read_table()?).first() {
+            // Never report success, nor drop the record, while one of ours is mounted.
+            return Err(first.unwrap_or_else(|| {
+                mount_err(
+                    "moved mount",
+                    berth_mount::MountError::StillMounted {
+                        target: mp.clone(),
+                        mount_id: 0,
+                    },
+                )
+            }));
+        }
+        // 3. Release the sources of the volumes that are unmounted.
+        for (index, v) in rec.volumes.iter().enumerate().rev() {
+            if failed.contains(&index) {
+                continue;
+            }
             if let Err(e) = self.release(id, v).await {
                 first.get_or_insert(e);
                 continue;
@@ -1204,6 +1264,23 @@ impl Isolator {
             });
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// The host path a volume's bind came from (for its mountinfo signature).
+    async fn source_path(&self, id: &str, v: &VolumeEntry) -> Option<PathBuf> {
+        let raw = match &v.source {
+            Source::Persistent { path, .. } | Source::HostPath { path } => path.clone(),
+            Source::SandboxPath { sandbox, path } => sandbox.join(path),
+            Source::Csi { plugin, volume_id } => {
+                let p = self.csi.as_ref()?.plugin(plugin).await.ok()?;
+                let dir = p.manager().mount_dir(volume_id).ok()?;
+                dir.join(if v.read_only { "target-ro" } else { "target" })
+            }
+            Source::Docker { driver, name } => {
+                self.docker.as_ref()?.mountpoint(driver, name, id)?
+            }
+        };
+        Some(std::fs::canonicalize(&raw).unwrap_or(raw))
     }
 
     /// Gives back a volume's source: the container leaves the CSI volume's or the Docker
@@ -1489,4 +1566,25 @@ fn bind_opts(read_only: bool) -> BindOptions {
     } else {
         BindOptions::default()
     }
+}
+
+/// How a bind mount of `source` appears in mountinfo: the device of the mount holding
+/// `source` and the path of `source` inside that file system.
+fn signature(table: &MountTable, source: &Path) -> Option<(u32, u32, PathBuf)> {
+    let holder = table
+        .iter()
+        .filter(|e| source.starts_with(e.mount_point()))
+        .max_by_key(|e| e.mount_point().components().count())?;
+    // The top of a stack at the same mount point is the last one listed.
+    let depth = holder.mount_point().components().count();
+    let holder = table.iter().rev().find(|e| {
+        source.starts_with(e.mount_point()) && e.mount_point().components().count() == depth
+    })?;
+    let rel = source.strip_prefix(holder.mount_point()).ok()?;
+    let root = if rel.as_os_str().is_empty() {
+        holder.root().to_path_buf()
+    } else {
+        holder.root().join(rel)
+    };
+    Some((holder.major(), holder.minor(), root))
 }

@@ -12,48 +12,14 @@
     missing_docs
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_agent::container::{
     ContainerConfig, ContainerError, HookPoint, Isolator, PersistentVolumes,
 };
 use berth_resources::proto;
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-        "{test}: needs root and CI=true: refusing to skip"
-    );
-    eprintln!("SKIPPED {test}: needs root (real mounts in a private mount namespace)");
-    false
-}
-
-fn in_ns<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send,
-    Fut: std::future::Future<Output = ()>,
-{
-    berth_mount::ns::in_private_mount_namespace(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f());
-    })
-    .unwrap();
-}
-
-fn mounts_below(path: &Path) -> Vec<PathBuf> {
-    berth_mount::MountTable::read_current()
-        .unwrap()
-        .mounts_at_or_below(path)
-        .map(|e| e.mount_point().to_path_buf())
-        .collect()
-}
+use berth_testkit::{in_ns, mounts_below, privileged};
 
 /// Persistent volumes at `<root>/volumes/<persistence id>`.
 struct Dirs(PathBuf);

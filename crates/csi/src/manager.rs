@@ -637,7 +637,22 @@ impl<N: NodeService> VolumeManager<N> {
         for path in paths {
             let rec = match self.load_path(&path) {
                 Ok(Some(r)) => r,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // A record directory without a record: a removal interrupted between
+                    // the unlink and the rmdir. Removed under the volume's lock (a publish
+                    // may be about to write its first record there).
+                    if let Some(dir) = path.parent()
+                        && let Some(enc) = dir.file_name().and_then(|n| n.to_str())
+                        && let Ok(volume_id) = berth_mount::names::decode_component(enc)
+                    {
+                        let lock = self.lock_for(&volume_id);
+                        let _guard = lock.lock().await;
+                        if !path.exists() {
+                            let _ = berth_mount::durable::remove_dir_and_stale_temps(dir);
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     report.errors.push(e);
                     continue;

@@ -27,8 +27,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_dvdi::client::{ClientConfig, RetryPolicy, Timeouts};
@@ -36,11 +35,7 @@ use berth_dvdi::discovery::Discovery;
 use berth_dvdi::manager::{ManagerConfig, MountMode, VolumeManager};
 use berth_dvdi::{ConsumerId, DockerVolume, DriverName, PluginRegistry, VolumeName};
 use berth_mount::MountTable;
-
-fn peers_dir() -> PathBuf {
-    std::env::var_os("BERTH_PEERS_DIR")
-        .map_or_else(|| PathBuf::from("/opt/berth-peers"), PathBuf::from)
-}
+use berth_testkit::{Ns, peer_or_skip, peers_dir};
 
 fn which(exe: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -50,92 +45,14 @@ fn which(exe: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `None` when everything is there; else why not. With `BERTH_REQUIRE_PEERS=1` a missing
-/// prerequisite fails the test.
+/// `true` when a prerequisite is missing (a printed skip, or a failure with
+/// `BERTH_REQUIRE_PEERS=1`).
 fn missing(what: &[(&str, bool)]) -> bool {
-    let lacking: Vec<&str> = what.iter().filter(|(_, ok)| !ok).map(|(w, _)| *w).collect();
-    if lacking.is_empty() {
-        return false;
-    }
-    let msg = format!(
-        "peer tier skipped: missing {} (run scripts/install-dvdi-peers.sh as root)",
-        lacking.join(", ")
-    );
-    if std::env::var("BERTH_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("BERTH_REQUIRE_PEERS=1 but {msg}");
-    }
-    eprintln!("{msg}");
-    true
+    !peer_or_skip("dvdi peer tier", what)
 }
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A thread living in its own private mount namespace, running jobs sent to it.
-struct Namespace {
-    tx: Option<mpsc::Sender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    children: Vec<Child>,
-}
-
-impl Namespace {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            ready_tx
-                .send(berth_mount::ns::enter_private_mount_namespace().map_err(|e| e.to_string()))
-                .unwrap();
-            for job in rx {
-                job();
-            }
-        });
-        ready_rx.recv().unwrap().expect("private mount namespace");
-        Self {
-            tx: Some(tx),
-            thread: Some(thread),
-            children: Vec::new(),
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || {
-                let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-            }))
-            .unwrap();
-        match rx.recv().unwrap() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
-
-    /// Starts a process inside the namespace; it is killed when the namespace is dropped.
-    fn spawn(&mut self, mut cmd: Command) -> u32 {
-        let child = self.run(move || cmd.spawn().expect("spawn peer"));
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn client_config() -> ClientConfig {
@@ -179,7 +96,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// Mount for two consumers, write through one, read through the other.
-fn write_then_read(ns: &Namespace, a: &Path, b: &Path, file: &str, text: &str) {
+fn write_then_read(ns: &Ns, a: &Path, b: &Path, file: &str, text: &str) {
     let (a, b, file, text) = (a.to_owned(), b.to_owned(), file.to_owned(), text.to_owned());
     ns.run(move || {
         std::fs::write(a.join(&file), &text).unwrap();
@@ -217,7 +134,7 @@ async fn buttervolume_on_btrfs() {
         .unwrap();
     assert!(st.success(), "mkfs.btrfs: {st:?}");
 
-    let mut ns = Namespace::new();
+    let mut ns = Ns::new();
     let (img2, mnt) = (img.clone(), d.join("btrfs"));
     ns.run(move || {
         let dev = berth_mount::loopdev::LoopDevice::attach(&img2, false).unwrap();
@@ -325,7 +242,7 @@ async fn easyfuse_with_bindfs() {
         std::fs::create_dir_all(d.join(s)).unwrap();
     }
     std::fs::write(d.join("src/hello.txt"), "hello-from-src").unwrap();
-    let mut ns = Namespace::new();
+    let mut ns = Ns::new();
     let log = d.join("easyfuse.log");
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "easyfuse", "-s"])

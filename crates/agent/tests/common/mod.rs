@@ -13,18 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Whether a privileged test may run. Not root: skip with a message, except in CI
-/// (`CI=true`), where the privileged tier must run, so the test fails loudly.
-pub fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{test}: the privileged tier needs root and CI=true: refusing to skip");
-    }
-    eprintln!("SKIPPED {test}: needs root (real mounts in a private mount namespace)");
-    false
-}
+pub use berth_testkit::privileged;
 
 /// Runs `f` on a dedicated thread in a new private mount namespace; a panic in `f` fails the
 /// test with its message.

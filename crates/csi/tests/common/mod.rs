@@ -401,45 +401,8 @@ fn volume_dir(root: &Path, volume_id: &str) -> Result<PathBuf, Status> {
     Ok(dir)
 }
 
-/// Whether a privileged test may run: root, or skip with a message — except in CI
-/// (`CI=true`), where the privileged tier must run and a non-root run fails loudly.
-pub fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-        "{test}: needs root and CI=true: refusing to skip"
-    );
-    eprintln!("SKIPPED {test}: needs root (real mounts in a private mount namespace)");
-    false
-}
-
-/// Runs `f` on a current-thread runtime on a dedicated thread inside a new private mount
-/// namespace: the fake plugin's mounts, the manager's mountinfo reads and any child process
-/// spawned from it all share that namespace, and every mount vanishes with it.
-pub fn in_ns<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send,
-    Fut: std::future::Future<Output = ()>,
-{
-    berth_mount::ns::in_private_mount_namespace(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f());
-    })
-    .unwrap();
-}
-
-/// Mount points at or below `path` in this thread's namespace.
-pub fn mounts_below(path: &Path) -> Vec<PathBuf> {
-    let t = berth_mount::MountTable::read_current().unwrap();
-    t.mounts_at_or_below(path)
-        .map(|e| e.mount_point().to_path_buf())
-        .collect()
-}
+#[allow(unused_imports)]
+pub use berth_testkit::{in_ns, mounts_below, privileged};
 
 /// An unmanaged plugin configuration of type `org.berth.fake` at `socket`.
 pub fn unmanaged(socket: &Path) -> berth_csi::config::PluginConfig {
