@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context as _, Result, bail};
@@ -69,8 +68,6 @@ impl Failpoint {
 #[derive(Debug, Default)]
 pub struct Counters {
     ops: Mutex<BTreeMap<(&'static str, bool), u64>>,
-    /// Calls to CSI plugins made on behalf of containers.
-    pub plugin_calls: AtomicU64,
 }
 
 impl Counters {
@@ -113,6 +110,7 @@ pub struct Agent {
     _lock: nix::fcntl::Flock<std::fs::File>,
     isolator: Isolator,
     csi: Option<Arc<CsiPlugins>>,
+    docker: Arc<DockerManager>,
     resources: tokio::sync::Mutex<AgentResources>,
     /// Counters for `/metrics`.
     pub counters: Counters,
@@ -182,6 +180,7 @@ impl Agent {
             let fp = fp.clone();
             docker.set_hook(Arc::new(move |_| fp.tick()));
         }
+        let docker = Arc::new(docker);
         let mut isolator = Isolator::new(
             work,
             Arc::new(Layout {
@@ -189,7 +188,7 @@ impl Agent {
             }),
             csi.clone(),
         )
-        .with_docker(Arc::new(docker));
+        .with_docker(Arc::clone(&docker) as Arc<dyn berth_agent::container::DockerVolumes>);
         if let Some(fp) = &failpoint {
             let fp = fp.clone();
             isolator.set_hook(Arc::new(move |_| fp.tick()));
@@ -219,6 +218,7 @@ impl Agent {
             _lock: lock,
             isolator,
             csi,
+            docker,
             resources: tokio::sync::Mutex::new(resources),
             counters: Counters::default(),
         })
@@ -296,6 +296,12 @@ impl Agent {
     #[must_use]
     pub fn isolator(&self) -> &Isolator {
         &self.isolator
+    }
+
+    /// Docker volume plugin calls made so far, per plugin.
+    #[must_use]
+    pub fn docker_calls(&self) -> BTreeMap<String, u64> {
+        self.docker.drivers().calls()
     }
 
     /// The CSI plugins, when configured.

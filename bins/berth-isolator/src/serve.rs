@@ -260,6 +260,13 @@ pub mod metrics {
 
     use crate::agent::Agent;
 
+    /// A label value as the exposition format wants it (`\\`, `\"` and `\n` escaped).
+    fn label(v: &str) -> String {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    }
+
     /// The metrics text of `agent` (Prometheus exposition format 0.0.4).
     pub async fn render(agent: &Agent) -> String {
         let mut out = String::new();
@@ -282,45 +289,71 @@ pub mod metrics {
         );
         let _ = writeln!(out, "# TYPE berth_isolator_containers gauge");
         let _ = writeln!(out, "berth_isolator_containers {containers}");
-        if let Some(csi) = agent.csi() {
+        let _ = writeln!(
+            out,
+            "# HELP berth_plugin_calls_total Calls made to volume plugins (CSI RPC attempts, Docker volume plugin endpoint calls)."
+        );
+        let _ = writeln!(out, "# TYPE berth_plugin_calls_total counter");
+        for (plugin, n) in agent.docker_calls() {
             let _ = writeln!(
                 out,
-                "# HELP berth_csi_plugin_up Whether a configured CSI plugin is started."
+                "berth_plugin_calls_total{{kind=\"docker\",plugin=\"{}\"}} {n}",
+                label(&plugin)
             );
-            let _ = writeln!(out, "# TYPE berth_csi_plugin_up gauge");
+        }
+        let Some(csi) = agent.csi() else {
+            return out;
+        };
+        let started = csi.started().await;
+        for p in &started {
             let _ = writeln!(
                 out,
-                "# HELP berth_csi_plugin_restarts_total Restarts of a managed CSI plugin."
+                "berth_plugin_calls_total{{kind=\"csi\",plugin=\"{}\"}} {}",
+                label(&p.config().plugin_type),
+                p.manager().node().calls()
             );
-            let _ = writeln!(out, "# TYPE berth_csi_plugin_restarts_total counter");
+        }
+        let status = csi.status().await;
+        let _ = writeln!(
+            out,
+            "# HELP berth_csi_plugin_up Whether a configured CSI plugin is started."
+        );
+        let _ = writeln!(out, "# TYPE berth_csi_plugin_up gauge");
+        for p in &status {
             let _ = writeln!(
                 out,
-                "# HELP berth_csi_retry_queue_depth CSI volumes with a pending intent (the retry queue)."
+                "berth_csi_plugin_up{{plugin=\"{}\"}} {}",
+                label(&p.plugin_type),
+                u8::from(p.started)
             );
-            let _ = writeln!(out, "# TYPE berth_csi_retry_queue_depth gauge");
-            for p in csi.status().await {
-                let t = &p.plugin_type;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP berth_csi_plugin_restarts_total Restarts of a managed CSI plugin."
+        );
+        let _ = writeln!(out, "# TYPE berth_csi_plugin_restarts_total counter");
+        for p in &status {
+            if let Some(s) = &p.supervisor {
                 let _ = writeln!(
                     out,
-                    "berth_csi_plugin_up{{plugin=\"{t}\"}} {}",
-                    u8::from(p.started)
-                );
-                if let Some(s) = &p.supervisor {
-                    let _ = writeln!(
-                        out,
-                        "berth_csi_plugin_restarts_total{{plugin=\"{t}\"}} {}",
-                        s.restarts
-                    );
-                }
-            }
-            for p in csi.started().await {
-                let depth = p.manager().pending_count();
-                let _ = writeln!(
-                    out,
-                    "berth_csi_retry_queue_depth{{plugin=\"{}\"}} {depth}",
-                    p.config().plugin_type
+                    "berth_csi_plugin_restarts_total{{plugin=\"{}\"}} {}",
+                    label(&p.plugin_type),
+                    s.restarts
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP berth_csi_retry_queue_depth CSI volumes with a pending intent (the retry queue)."
+        );
+        let _ = writeln!(out, "# TYPE berth_csi_retry_queue_depth gauge");
+        for p in &started {
+            let _ = writeln!(
+                out,
+                "berth_csi_retry_queue_depth{{plugin=\"{}\"}} {}",
+                label(&p.config().plugin_type),
+                p.manager().pending_count()
+            );
         }
         out
     }

@@ -138,6 +138,8 @@ pub trait DockerVolumes: Send + Sync {
     ) -> BoxFuture<'a, Result<(), berth_dvdi::DvdiError>>;
     /// The host mount point `consumer` got for `driver`/`name`, while it is mounted.
     fn mountpoint(&self, driver: &str, name: &str, consumer: &str) -> Option<PathBuf>;
+    /// The consumers of `driver`/`name`.
+    fn consumers(&self, driver: &str, name: &str) -> Vec<String>;
     /// After a restart: unmounts every consumer not in `keep`; the number of records read.
     fn recover<'a>(
         &'a self,
@@ -169,6 +171,14 @@ impl<D: berth_dvdi::Drivers + 'static> DockerVolumes for berth_dvdi::VolumeManag
             let consumer = berth_dvdi::ConsumerId::new(consumer)?;
             berth_dvdi::VolumeManager::unmount(self, &driver, &name, &consumer).await
         })
+    }
+
+    fn consumers(&self, driver: &str, name: &str) -> Vec<String> {
+        self.load(driver, name)
+            .ok()
+            .flatten()
+            .map(|r| r.consumers.into_keys().collect())
+            .unwrap_or_default()
     }
 
     fn mountpoint(&self, driver: &str, name: &str, consumer: &str) -> Option<PathBuf> {
@@ -215,6 +225,22 @@ pub struct ContainerConfig {
     pub volumes: Vec<proto::Volume>,
     /// The environment (`DVDI_VOLUME_*`).
     pub environment: BTreeMap<String, String>,
+}
+
+/// The longest container id: its record is `<id>.json`, one file name (255 bytes at most).
+pub const MAX_ID_LEN: usize = 250;
+
+/// A container id must be one path component of at most [`MAX_ID_LEN`] bytes.
+fn check_id(id: &str) -> Result<()> {
+    berth_mount::names::validate_component(id)
+        .map_err(|e| cfg_err(format!("container_id: {e}")))?;
+    if id.len() > MAX_ID_LEN {
+        return Err(cfg_err(format!(
+            "container_id: {} bytes, at most {MAX_ID_LEN}",
+            id.len()
+        )));
+    }
+    Ok(())
 }
 
 fn cfg_err(reason: impl Into<String>) -> ContainerError {
@@ -308,8 +334,7 @@ impl ContainerConfig {
     /// # Errors
     /// [`ContainerError::Config`].
     pub fn check(&self) -> Result<()> {
-        berth_mount::names::validate_component(&self.container_id)
-            .map_err(|e| cfg_err(format!("container_id: {e}")))?;
+        check_id(&self.container_id)?;
         for (key, dir) in std::iter::once(("sandbox", &self.sandbox))
             .chain(self.rootfs.iter().map(|r| ("rootfs", r)))
         {
@@ -436,6 +461,9 @@ pub struct ContainerRecord {
     pub rootfs: Option<PathBuf>,
     /// The plan, parents before nested paths.
     pub volumes: Vec<VolumeEntry>,
+    /// Why the last teardown attempt failed (the record then stays for recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Where a test hook is called.
@@ -501,6 +529,8 @@ pub struct ContainerStatus {
     pub state: &'static str,
     /// Its volumes.
     pub volumes: Vec<VolumeStatus>,
+    /// Why the last teardown attempt failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// One volume in [`ContainerStatus`].
@@ -514,6 +544,9 @@ pub struct VolumeStatus {
     pub mounted: bool,
     /// Read-only.
     pub read_only: bool,
+    /// Every container using the volume now (persistent: containers with it in their
+    /// record; CSI and Docker: the consumer sets of those managers).
+    pub consumers: Vec<String>,
 }
 
 /// The per-agent container volume isolator.
@@ -596,8 +629,28 @@ impl Isolator {
         self.work_dir.join("containers")
     }
 
+    /// `<work_dir>/containers/<id>.json`: flat, so a record's first write needs no new
+    /// directory (and no fsync of one) beyond `containers/` itself.
     fn record_path(&self, id: &str) -> PathBuf {
-        self.records_dir().join(id).join("container.json")
+        self.records_dir().join(format!("{id}.json"))
+    }
+
+    /// The ids of every record (file names `<id>.json`; berth's own temp files and anything
+    /// else are skipped), sorted.
+    fn record_ids(&self) -> Result<Vec<String>> {
+        let dir = self.records_dir();
+        let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with(berth_mount::durable::TEMP_PREFIX))
+                .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Self::io("", "list records", &dir)(e)),
+        };
+        ids.sort();
+        Ok(ids)
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -625,8 +678,7 @@ impl Isolator {
     /// # Errors
     /// [`ContainerError::Record`] for an unreadable or corrupt record.
     pub fn load(&self, id: &str) -> Result<Option<ContainerRecord>> {
-        berth_mount::names::validate_component(id)
-            .map_err(|e| cfg_err(format!("container_id: {e}")))?;
+        check_id(id)?;
         let path = self.record_path(id);
         let bad = |reason: String| ContainerError::Record {
             container: id.to_owned(),
@@ -651,13 +703,15 @@ impl Isolator {
 
     fn persist(&self, rec: &ContainerRecord) -> Result<()> {
         let id = &rec.container_id;
-        let dir = self.records_dir().join(id);
-        berth_mount::durable::create_dir_durable(&dir).map_err(Self::io(
-            id,
-            "create record dir",
-            &dir,
-        ))?;
-        let path = dir.join("container.json");
+        let dir = self.records_dir();
+        if !dir.is_dir() {
+            berth_mount::durable::create_dir_durable(&dir).map_err(Self::io(
+                id,
+                "create records dir",
+                &dir,
+            ))?;
+        }
+        let path = self.record_path(id);
         let bytes = serde_json::to_vec_pretty(rec).map_err(|e| ContainerError::Record {
             container: id.clone(),
             path: path.clone(),
@@ -673,17 +727,16 @@ impl Isolator {
         Ok(())
     }
 
+    /// Removes a record once everything it describes is undone. The unlink is not fsync'd:
+    /// if a crash loses it, the `cleaning` record comes back and recovery replays a teardown
+    /// that finds nothing left to do.
     fn remove_record(&self, id: &str) -> Result<()> {
-        let dir = self.records_dir().join(id);
-        let path = dir.join("container.json");
+        let path = self.record_path(id);
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Self::io(id, "remove record", &path)(e)),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(id, "remove record", &path)(e)),
         }
-        berth_mount::durable::fsync_dir(&dir).map_err(Self::io(id, "fsync record dir", &dir))?;
-        let _ = berth_mount::durable::remove_dir_and_stale_temps(&dir);
-        Ok(())
     }
 
     /// Validates the config and resolves every volume into a plan, without side effects:
@@ -1025,6 +1078,7 @@ impl Isolator {
             sandbox: cfg.sandbox.clone(),
             rootfs: cfg.rootfs.clone(),
             volumes: plan.iter().map(|p| p.entry.clone()).collect(),
+            last_error: None,
         };
         self.busy
             .lock()
@@ -1058,6 +1112,9 @@ impl Isolator {
                     tracing::warn!(container = id, volume = %v.name, error = %e, "prepare failed; undoing the container's volumes");
                     if let Err(undo) = self.teardown(rec).await {
                         tracing::warn!(container = id, error = %undo, "undo incomplete; the record stays for recovery");
+                        let mut kept = rec.clone();
+                        kept.last_error = Some(undo.to_string());
+                        let _ = self.persist(&kept);
                         return Err(e);
                     }
                     self.remove_record(id)?;
@@ -1179,33 +1236,25 @@ impl Isolator {
             source: Box::new(source),
         };
         let read_table = || MountTable::read_current().map_err(|e| mount_err("mount table", e));
-        // What each bind looks like in mountinfo (device and root of its source), computed
-        // while the sources are still there: how a mount is found even where the task moved
-        // or replaced its mount point.
         let table = read_table()?;
-        let mut signatures = BTreeSet::new();
-        for v in rec.volumes.iter().filter(|v| v.bind) {
-            if let Some(src) = self.source_path(id, v).await
-                && let Some(sig) = signature(&table, &src)
-            {
-                signatures.insert(sig);
-            }
-        }
         let opts = UnmountOptions {
             detach_fallback: true,
             ..UnmountOptions::default()
         };
         // 1. Each volume at its container path (nested first).
         let mut failed = BTreeSet::new();
+        let mut unmounted_here: Vec<PathBuf> = Vec::new();
         for (index, v) in rec.volumes.iter().enumerate().rev() {
             if v.bind
                 && let Some(target) = Self::resolve_target(v)
                 && table.is_mount_point(&target)
-                && let Err(source) = self.mounter.unmount(&target, &opts)
             {
-                failed.insert(index);
-                first.get_or_insert(mount_err(&v.name, source));
-                continue;
+                if let Err(source) = self.mounter.unmount(&target, &opts) {
+                    failed.insert(index);
+                    first.get_or_insert(mount_err(&v.name, source));
+                    continue;
+                }
+                unmounted_here.push(target);
             }
             self.hook(HookPoint::Volume {
                 container: id,
@@ -1219,24 +1268,54 @@ impl Isolator {
         let roots: BTreeSet<&Path> = std::iter::once(rec.sandbox.as_path())
             .chain(rec.rootfs.as_deref())
             .collect();
-        let ours = |table: &MountTable| -> Vec<PathBuf> {
+        let below_roots = |table: &MountTable,
+                           signatures: Option<&BTreeSet<(u32, u32, PathBuf)>>|
+         -> Vec<PathBuf> {
             roots
                 .iter()
                 .flat_map(|root| table.unmount_order(root))
                 .filter(|e| {
                     e.mount_point() != rec.sandbox && Some(e.mount_point()) != rec.rootfs.as_deref()
                 })
-                .filter(|e| signatures.contains(&(e.major(), e.minor(), e.root().to_path_buf())))
+                .filter(|e| {
+                    signatures
+                        .is_none_or(|s| s.contains(&(e.major(), e.minor(), e.root().to_path_buf())))
+                })
                 .map(|e| e.mount_point().to_path_buf())
                 .collect()
         };
-        for mp in ours(&read_table()?) {
+        // Mounts in the roots that step 1 did not take (each unmount there took one). In the
+        // common case there are none, and neither signatures nor another table read are needed.
+        let mut others = below_roots(&table, None);
+        for t in &unmounted_here {
+            if let Some(i) = others.iter().position(|m| m == t) {
+                others.remove(i);
+            }
+        }
+        let mut signatures = BTreeSet::new();
+        let mut swept = Vec::new();
+        if !others.is_empty() {
+            // What each bind looks like in mountinfo (device and root of its source; the
+            // sources are not released yet): how a mount of ours is told from anyone else's,
+            // even where the task moved or replaced its mount point.
+            for v in rec.volumes.iter().filter(|v| v.bind) {
+                if let Some(src) = self.source_path(id, v).await
+                    && let Some(sig) = signature(&table, &src)
+                {
+                    signatures.insert(sig);
+                }
+            }
+            swept = below_roots(&read_table()?, Some(&signatures));
+        }
+        for mp in &swept {
             tracing::warn!(container = id, mount_point = %mp.display(), "a mount of the container's moved from its container path; unmounting it");
-            if let Err(source) = self.mounter.unmount(&mp, &opts) {
+            if let Err(source) = self.mounter.unmount(mp, &opts) {
                 first.get_or_insert(mount_err("moved mount", source));
             }
         }
-        if let Some(mp) = ours(&read_table()?).first() {
+        if !swept.is_empty()
+            && let Some(mp) = below_roots(&read_table()?, Some(&signatures)).first()
+        {
             // Never report success, nor drop the record, while one of ours is mounted.
             return Err(first.unwrap_or_else(|| {
                 mount_err(
@@ -1347,7 +1426,13 @@ impl Isolator {
             container: &rec.container_id,
             step: "cleaning",
         });
-        self.teardown(rec).await?;
+        if let Err(e) = self.teardown(rec).await {
+            rec.last_error = Some(e.to_string());
+            if let Err(w) = self.persist(rec) {
+                tracing::warn!(container = %rec.container_id, error = %w, "cannot record the cleanup error");
+            }
+            return Err(e);
+        }
         self.remove_record(&rec.container_id)
     }
 
@@ -1362,16 +1447,10 @@ impl Isolator {
     /// failures are in the report.
     pub async fn recover(&self, live: &[String], orphans: &[String]) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
-        let dir = self.records_dir();
-        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Self::io("", "list records", &dir)(e)),
-        };
-        names.sort();
+        let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+        let orphans: std::collections::HashSet<&str> = orphans.iter().map(String::as_str).collect();
+        self.remove_stale_temps();
+        let names = self.record_ids()?;
         let table = MountTable::read_current().map_err(|source| ContainerError::Mount {
             container: String::new(),
             volume: "mount table".to_owned(),
@@ -1381,11 +1460,7 @@ impl Isolator {
         for name in names {
             let rec = match self.load(&name) {
                 Ok(Some(r)) => r,
-                Ok(None) => {
-                    // A directory without a record: an interrupted removal.
-                    let _ = std::fs::remove_dir(dir.join(&name));
-                    continue;
-                }
+                Ok(None) => continue,
                 Err(e) => {
                     self.quarantine(&name);
                     report.quarantined.push(name);
@@ -1395,7 +1470,7 @@ impl Isolator {
             };
             let lock = self.lock_for(&name);
             let _g = lock.lock().await;
-            if orphans.contains(&name) {
+            if orphans.contains(name.as_str()) {
                 report.orphans_kept.push(name.clone());
                 remaining.insert(name);
                 continue;
@@ -1404,7 +1479,7 @@ impl Isolator {
                 && rec.volumes.iter().all(|v| {
                     !v.bind || Self::resolve_target(v).is_some_and(|t| table.is_mount_point(&t))
                 });
-            if live.contains(&name) && complete {
+            if live.contains(name.as_str()) && complete {
                 report.kept.push(name.clone());
                 remaining.insert(name);
                 continue;
@@ -1461,8 +1536,23 @@ impl Isolator {
         Ok(report)
     }
 
+    /// Temp files of record writes a crash interrupted.
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = std::fs::read_dir(self.records_dir()) else {
+            return;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(berth_mount::durable::TEMP_PREFIX))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     fn quarantine(&self, name: &str) {
-        let from = self.records_dir().join(name);
+        let from = self.record_path(name);
         let to_dir = self.work_dir.join("containers-quarantine");
         if std::fs::create_dir_all(&to_dir).is_ok() {
             let stamp = std::time::SystemTime::now()
@@ -1482,29 +1572,33 @@ impl Isolator {
     /// # Errors
     /// [`ContainerError::Io`] when the records directory cannot be listed.
     pub fn status(&self) -> Result<Vec<ContainerStatus>> {
-        let dir = self.records_dir();
-        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Self::io("", "list records", &dir)(e)),
-        };
-        names.sort();
+        let names = self.record_ids()?;
         let table = MountTable::read_current().ok();
         let busy = self
             .busy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let records: Vec<ContainerRecord> = names
+            .iter()
+            .filter_map(|n| self.load(n).ok().flatten())
+            .collect();
+        // Users of each persistent volume directory, from one pass over the records.
+        let mut users: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
+        for rec in &records {
+            for v in &rec.volumes {
+                if let Source::Persistent { path, .. } = &v.source {
+                    users
+                        .entry(path)
+                        .or_default()
+                        .push(rec.container_id.clone());
+                }
+            }
+        }
         let mut out = Vec::new();
-        for name in names {
-            let Ok(Some(rec)) = self.load(&name) else {
-                continue;
-            };
+        for rec in &records {
             let state = match rec.state {
-                RecordState::Preparing if busy.contains(&name) => "preparing",
+                RecordState::Preparing if busy.contains(&rec.container_id) => "preparing",
                 RecordState::Preparing => "prepared",
                 RecordState::Cleaning => "cleaning",
             };
@@ -1521,18 +1615,40 @@ impl Isolator {
                         (Some(t), Some(p)) => t.is_mount_point(p),
                         _ => false,
                     };
+                    let consumers = match &v.source {
+                        Source::Persistent { path, .. } => {
+                            users.get(path.as_path()).cloned().unwrap_or_default()
+                        }
+                        Source::Docker { driver, name } => self
+                            .docker
+                            .as_ref()
+                            .map(|d| d.consumers(driver, name))
+                            .unwrap_or_default(),
+                        Source::Csi { plugin, volume_id } => self
+                            .csi
+                            .as_ref()
+                            .and_then(|c| c.plugin_now(plugin))
+                            .and_then(|p| p.manager().load(volume_id).ok().flatten())
+                            .map(|r| r.consumers.into_keys().collect())
+                            .unwrap_or_default(),
+                        Source::SandboxPath { .. } | Source::HostPath { .. } => {
+                            vec![rec.container_id.clone()]
+                        }
+                    };
                     VolumeStatus {
                         name: v.name.clone(),
                         target,
                         mounted,
                         read_only: v.read_only,
+                        consumers,
                     }
                 })
                 .collect();
             out.push(ContainerStatus {
-                container_id: name,
+                container_id: rec.container_id.clone(),
                 state,
                 volumes,
+                last_error: rec.last_error.clone(),
             });
         }
         Ok(out)
@@ -1541,12 +1657,11 @@ impl Isolator {
     /// Containers whose prepared volumes include the persistent volume directory `path`.
     #[must_use]
     pub fn users_of(&self, path: &Path) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.records_dir()) else {
+        let Ok(ids) = self.record_ids() else {
             return Vec::new();
         };
-        let mut out: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
+        let mut out: Vec<String> = ids
+            .into_iter()
             .filter(|name| {
                 self.load(name).ok().flatten().is_some_and(|rec| {
                     rec.volumes.iter().any(

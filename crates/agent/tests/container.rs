@@ -301,9 +301,8 @@ fn recover_keeps_live_and_orphans_cleans_the_rest_and_quarantines_corrupt_record
             iso.prepare(&cfg).await.unwrap();
             sandboxes.push(sb);
         }
-        let corrupt = e.work.join("containers/bad");
-        std::fs::create_dir_all(&corrupt).unwrap();
-        std::fs::write(corrupt.join("container.json"), b"{ nope").unwrap();
+        let corrupt = e.work.join("containers/bad.json");
+        std::fs::write(&corrupt, b"{ nope").unwrap();
 
         let iso = isolator(&e); // a restarted process
         let report = iso
@@ -413,4 +412,95 @@ fn crash_at_every_step_then_recover_leaves_no_mount_and_keeps_data() {
             });
         }
     }
+}
+
+#[test]
+fn status_shows_consumers_and_a_failed_cleanup_keeps_its_record_and_error() {
+    if !privileged("status_shows_consumers_and_a_failed_cleanup") {
+        return;
+    }
+    in_ns(|| async {
+        use berth_dvdi::fake::{MemoryDriver, MemoryDrivers};
+        let e = env();
+        let fuse = e.root.join("driver");
+        std::fs::create_dir_all(fuse.join("shared")).unwrap();
+        let driver = MemoryDriver::new("memory", &fuse);
+        let mut cfg = berth_dvdi::ManagerConfig::new(e.root.join("dvdi"));
+        cfg.create_missing = true;
+        cfg.mountinfo = Some(PathBuf::from("/proc/thread-self/mountinfo"));
+        let docker =
+            berth_dvdi::VolumeManager::new(MemoryDrivers::default().with(driver.clone()), cfg)
+                .unwrap();
+        let iso = isolator(&e).with_docker(Arc::new(docker));
+        let with_docker = |id: &str| {
+            let mut c = config(&e, id);
+            let sb = e.root.join(format!("sb-{id}"));
+            std::fs::create_dir_all(&sb).unwrap();
+            c.sandbox = sb;
+            c.volumes = vec![berth_resources::json::from_json_value(&serde_json::json!({
+                "mode": "RW", "container_path": "shared",
+                "source": {"type": "DOCKER_VOLUME", "docker_volume": {"driver": "memory", "name": "shared"}}
+            }))
+            .unwrap()];
+            c
+        };
+        iso.prepare(&with_docker("a")).await.unwrap();
+        iso.prepare(&with_docker("b")).await.unwrap();
+        let status = iso.status().unwrap();
+        assert_eq!(status.len(), 2);
+        for c in &status {
+            assert_eq!(c.last_error, None);
+            let pv = c
+                .volumes
+                .iter()
+                .find(|v| v.name == "persistent volume pv-1")
+                .unwrap();
+            assert_eq!(pv.consumers, ["a", "b"]);
+            let dv = c
+                .volumes
+                .iter()
+                .find(|v| v.name == "Docker volume memory/shared")
+                .unwrap();
+            assert_eq!(dv.consumers, ["a", "b"]);
+            assert!(dv.mounted);
+        }
+
+        // The driver refuses Unmount: cleanup of `a` fails, its record stays with the error.
+        driver.fail(berth_dvdi::Endpoint::Unmount, Some("device busy"));
+        let err = iso.cleanup("a").await.unwrap_err();
+        assert!(
+            err.to_string().contains("Docker volume memory/shared"),
+            "{err}"
+        );
+        let a = iso
+            .status()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.container_id == "a")
+            .unwrap();
+        assert_eq!(a.state, "cleaning");
+        assert!(
+            a.last_error.as_deref().unwrap().contains("device busy"),
+            "{:?}",
+            a.last_error
+        );
+        // Its bind mounts are gone already; only the driver's consumer remains, for the retry.
+        assert!(a.volumes.iter().all(|v| !v.mounted), "{a:?}");
+
+        driver.fail(berth_dvdi::Endpoint::Unmount, None);
+        let report = iso.recover(&["b".to_owned()], &[]).await.unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.cleaned, ["a"]);
+        assert_eq!(report.kept, ["b"]);
+        let b = &iso.status().unwrap()[0];
+        let dv = b
+            .volumes
+            .iter()
+            .find(|v| v.name == "Docker volume memory/shared")
+            .unwrap();
+        assert_eq!(dv.consumers, ["b"]);
+        iso.cleanup("b").await.unwrap();
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        assert!(driver.mounted_ids("shared").is_empty());
+    });
 }

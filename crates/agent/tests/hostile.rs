@@ -1374,6 +1374,8 @@ fn hostile_container_ids_are_refused_before_any_side_effect() {
             "del\u{7f}".into(),
             "x".repeat(256),
             "😀".repeat(64),
+            // One file name holds the record `<id>.json`: ids are limited to 250 bytes.
+            "x".repeat(251),
         ];
         for (n, id) in refused.iter().enumerate() {
             let e = env(&base.join(format!("r{n}"))).await;
@@ -1435,8 +1437,8 @@ fn odd_but_valid_container_ids_are_prepared_and_cleaned_under_their_own_name() {
             "a:b".into(),
             "back\\slash".into(),
             "parent.child".into(),
-            "x".repeat(255),
-            format!("{}abc", "😀".repeat(63)),
+            "x".repeat(250),
+            format!("{}ab", "😀".repeat(62)),
         ];
         for (n, id) in ids.iter().enumerate() {
             let e = env(&base.join(format!("i{n}"))).await;
@@ -1452,12 +1454,11 @@ fn odd_but_valid_container_ids_are_prepared_and_cleaned_under_their_own_name() {
             for p in &prepared {
                 assert!(p.target.starts_with(&e.sandbox), "{what}: {p:?}");
             }
-            // The record is the container's own directory, directly under `containers`.
+            // The record is the container's own file, directly under `containers`.
             assert!(
                 e.work
                     .join("containers")
-                    .join(id)
-                    .join("container.json")
+                    .join(format!("{id}.json"))
                     .is_file(),
                 "{what}"
             );

@@ -242,6 +242,7 @@ pub struct CsiClient {
     socket: Arc<Path>,
     config: ClientConfig,
     inner: Arc<Mutex<Inner>>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for CsiClient {
@@ -302,7 +303,14 @@ impl CsiClient {
                 info: None,
                 caps: None,
             })),
+            calls: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
+    }
+
+    /// How many RPC attempts this client made (retries included), for metrics.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The socket path.
@@ -359,6 +367,8 @@ impl CsiClient {
             let remaining = overall.saturating_duration_since(now);
             let per_call = self.config.call_timeout.min(remaining);
             attempt += 1;
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let outcome =
                 tokio::time::timeout(per_call, attempt_fn(self.channel(), per_call)).await;
             let status = match outcome {

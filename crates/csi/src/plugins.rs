@@ -282,6 +282,13 @@ impl CsiPlugins {
         self.start_one(cfg).await
     }
 
+    /// The plugin of `plugin_type` if it is started, without waiting (`None` while the
+    /// registry is being changed).
+    #[must_use]
+    pub fn plugin_now(&self, plugin_type: &str) -> Option<Arc<Plugin>> {
+        self.started.try_read().ok()?.get(plugin_type).cloned()
+    }
+
     /// The started plugins.
     pub async fn started(&self) -> Vec<Arc<Plugin>> {
         self.started.read().await.values().cloned().collect()

@@ -199,6 +199,7 @@ pub struct PluginClient {
     idle: Mutex<Vec<Sender>>,
     active: AtomicBool,
     activation: tokio::sync::Mutex<()>,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl PluginClient {
@@ -212,7 +213,14 @@ impl PluginClient {
             idle: Mutex::new(Vec::new()),
             active: AtomicBool::new(false),
             activation: tokio::sync::Mutex::new(()),
+            calls: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many endpoint calls this client made (activation not counted), for metrics.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The plugin name.
@@ -443,6 +451,8 @@ impl PluginClient {
     async fn call(&self, endpoint: Endpoint, body: Vec<u8>) -> Result<(u16, Bytes)> {
         let t = self.config.timeouts.of(endpoint);
         let body = Bytes::from(body);
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::timeout(t, async {
             self.activate_inner().await?;
             self.send_retrying(endpoint, &body).await

@@ -113,6 +113,17 @@ impl PluginRegistry {
         &self.discovery
     }
 
+    /// Endpoint calls made per plugin so far (for metrics).
+    #[must_use]
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, c)| (name.clone(), c.calls()))
+            .collect()
+    }
+
     /// The client of plugin `name`, discovering it on first use (with lookup retries). A
     /// client whose socket file has since disappeared or changed is looked up again.
     ///
