@@ -31,6 +31,8 @@ pub struct Settings {
     pub resources: Option<String>,
     /// `--retain-destroyed-data`: DESTROY keeps the volume's data.
     pub retain_destroyed_data: bool,
+    /// How long to wait for the work dir's lock (another one-shot command, or a server).
+    pub lock_wait: std::time::Duration,
 }
 
 /// The test failpoint: with `BERTH_ISOLATOR_KILL_AT=<n>` in the environment, the process kills
@@ -147,14 +149,24 @@ impl Agent {
             .mode(0o600)
             .open(&lock_path)
             .with_context(|| format!("open {}", lock_path.display()))?;
-        let lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
-            Ok(l) => l,
-            Err((_, errno)) => bail!(
-                "work dir {} is in use by another berth-isolator (lock {}: {errno})",
-                work.display(),
-                lock_path.display()
-            ),
+        let deadline = tokio::time::Instant::now() + settings.lock_wait;
+        let mut file = file;
+        let lock = loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((f, nix::errno::Errno::EWOULDBLOCK))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    file = f;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err((_, errno)) => bail!(
+                    "work dir {} is in use by another berth-isolator (lock {}: {errno}; waited {:?})",
+                    work.display(),
+                    lock_path.display(),
+                    settings.lock_wait
+                ),
+            }
         };
         let failpoint = Failpoint::from_env();
         let csi = match &settings.csi_plugin_config_dir {
@@ -296,6 +308,18 @@ impl Agent {
     #[must_use]
     pub fn isolator(&self) -> &Isolator {
         &self.isolator
+    }
+
+    /// Drives the Docker volume manager's pending intents once (failed unmounts).
+    ///
+    /// # Errors
+    /// The manager's error.
+    pub async fn retry_docker(&self) -> Result<()> {
+        let report = self.docker.retry_pending().await?;
+        for e in &report.errors {
+            tracing::warn!(error = %e, "Docker volume retry still failing");
+        }
+        Ok(())
     }
 
     /// Docker volume plugin calls made so far, per plugin.

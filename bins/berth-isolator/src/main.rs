@@ -59,7 +59,8 @@ struct Cli {
     )]
     docker_plugin_dirs: Vec<PathBuf>,
     /// The agent's configured resources (Mesos agent syntax, e.g. `cpus:4;mem:4096;disk(db):10000`, or a JSON array).
-    #[arg(long, global = true)]
+    /// (Before the subcommand: `checkpoint-resources` has a `--resources FILE` of its own.)
+    #[arg(long)]
     resources: Option<String>,
     /// DESTROY keeps the volume's data instead of deleting it.
     #[arg(
@@ -68,6 +69,9 @@ struct Cli {
         global = true
     )]
     retain_destroyed_data: bool,
+    /// Seconds to wait for the work dir's lock held by another berth-isolator.
+    #[arg(long = "lock-wait", global = true, default_value_t = 10)]
+    lock_wait: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,6 +195,7 @@ async fn run(cli: Cli) -> Result<()> {
         docker_plugin_dirs: cli.docker_plugin_dirs,
         resources: cli.resources,
         retain_destroyed_data: cli.retain_destroyed_data,
+        lock_wait: std::time::Duration::from_secs(cli.lock_wait),
     };
     match cli.command {
         Command::Serve { listen, metrics } => {
@@ -220,7 +225,15 @@ async fn run(cli: Cli) -> Result<()> {
             let manager = berth_isolator::agent::docker_manager(
                 &settings,
                 &state,
-                berth_dvdi::MountMode::PerConsumer,
+                // dvdcli calls carry no consumer: one Mount per volume for this agent, with
+                // the agent's `ID` (its host name), as the compatibility mode of the bridge.
+                berth_dvdi::MountMode::PerAgent {
+                    agent_id: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_owned())
+                        .ok()
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| "berth".to_owned()),
+                },
             )?;
             let code = berth_dvdi::cli::dvdcli(
                 &args,
@@ -275,6 +288,7 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
             let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
             print_json(&serde_json::json!({
                 "kept": r.kept,
+                "incomplete": r.incomplete,
                 "orphans_kept": r.orphans_kept,
                 "cleaned": r.cleaned,
                 "quarantined": r.quarantined,
@@ -297,14 +311,18 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 }
                 for c in containers {
                     println!("{} {}", c.container_id, c.state);
+                    if let Some(e) = &c.last_error {
+                        println!("  last error: {e}");
+                    }
                     for v in c.volumes {
                         println!(
-                            "  {} -> {} ({}{})",
+                            "  {} -> {} ({}{}; consumers: {})",
                             v.name,
                             v.target
                                 .map_or_else(|| "-".to_owned(), |t| t.display().to_string()),
                             if v.mounted { "mounted" } else { "not mounted" },
-                            if v.read_only { ", ro" } else { "" }
+                            if v.read_only { ", ro" } else { "" },
+                            v.consumers.join(", ")
                         );
                     }
                 }

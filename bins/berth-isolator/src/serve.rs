@@ -31,12 +31,59 @@ impl Service {
     }
 }
 
+/// The gRPC status of an operation's error: the caller's mistakes are `INVALID_ARGUMENT`,
+/// states that forbid the operation `FAILED_PRECONDITION` or `ALREADY_EXISTS`, a plugin
+/// nobody configured `NOT_FOUND`, the rest `INTERNAL`.
 fn status(e: &anyhow::Error) -> Status {
-    use berth_agent::container::ContainerError as E;
-    match e.downcast_ref::<E>() {
-        Some(E::Config { .. } | E::Volume { .. }) => Status::invalid_argument(format!("{e:#}")),
-        Some(E::AlreadyPrepared { .. }) => Status::already_exists(format!("{e:#}")),
-        _ => Status::internal(format!("{e:#}")),
+    use berth_agent::container::ContainerError as C;
+    use berth_agent::resources::ResourcesError as R;
+    let text = format!("{e:#}");
+    if let Some(c) = e.downcast_ref::<C>() {
+        return match c {
+            C::Config { .. } | C::Volume { .. } => Status::invalid_argument(text),
+            C::AlreadyPrepared { .. } => Status::already_exists(text),
+            C::Csi { source, .. }
+                if matches!(**source, berth_csi::CsiError::UnknownPlugin { .. }) =>
+            {
+                Status::not_found(text)
+            }
+            _ => Status::internal(text),
+        };
+    }
+    if let Some(r) = e.downcast_ref::<R>() {
+        return match r {
+            R::InvalidConfigured { .. }
+            | R::InvalidResources { .. }
+            | R::NotCheckpointable { .. }
+            | R::Incompatible { .. }
+            | R::InvalidOperation { .. }
+            | R::UnsupportedOperation { .. }
+            | R::OperationRefused { .. }
+            | R::OperationNotApplicable { .. }
+            | R::NotPersistentVolume { .. }
+            | R::UnsupportedVolume { .. }
+            | R::InvalidRoot { .. }
+            | R::InvalidComponent { .. }
+            | R::DuplicateVolume { .. } => Status::invalid_argument(text),
+            R::VolumeInUse { .. }
+            | R::MountedInside { .. }
+            | R::RecoveryRequired { .. }
+            | R::Locked { .. } => Status::failed_precondition(text),
+            _ => Status::internal(text),
+        };
+    }
+    Status::internal(text)
+}
+
+/// Runs an operation on its own task, so a client that gives up (deadline, disconnect) does
+/// not cancel it half-way: a prepare always finishes or undoes itself.
+async fn detached<T: Send + 'static>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(status(&e)),
+        Err(join) => Err(Status::internal(format!("operation task failed: {join}"))),
     }
 }
 
@@ -57,7 +104,8 @@ impl IsolatorRpc for Service {
         };
         cfg.check()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mounts = self.agent.prepare(&cfg).await.map_err(|e| status(&e))?;
+        let agent = Arc::clone(&self.agent);
+        let mounts = detached(async move { agent.prepare(&cfg).await }).await?;
         Ok(Response::new(pb::PrepareResponse {
             mounts: mounts
                 .into_iter()
@@ -78,7 +126,8 @@ impl IsolatorRpc for Service {
         let id = request.into_inner().container_id;
         berth_mount::names::validate_component(&id)
             .map_err(|e| Status::invalid_argument(format!("container_id: {e}")))?;
-        self.agent.cleanup(&id).await.map_err(|e| status(&e))?;
+        let agent = Arc::clone(&self.agent);
+        detached(async move { agent.cleanup(&id).await }).await?;
         Ok(Response::new(pb::CleanupResponse {}))
     }
 
@@ -87,17 +136,15 @@ impl IsolatorRpc for Service {
         request: Request<pb::RecoverRequest>,
     ) -> Result<Response<pb::RecoverResponse>, Status> {
         let r = request.into_inner();
-        let report = self
-            .agent
-            .recover(&r.live, &r.orphans)
-            .await
-            .map_err(|e| status(&e))?;
+        let agent = Arc::clone(&self.agent);
+        let report = detached(async move { agent.recover(&r.live, &r.orphans).await }).await?;
         Ok(Response::new(pb::RecoverResponse {
             kept: report.kept,
             orphans_kept: report.orphans_kept,
             cleaned: report.cleaned,
             quarantined: report.quarantined,
             errors: report.errors.iter().map(ToString::to_string).collect(),
+            incomplete: report.incomplete,
         }))
     }
 
@@ -116,6 +163,7 @@ impl IsolatorRpc for Service {
                 .map(|c| pb::ContainerStatus {
                     container_id: c.container_id,
                     state: c.state.to_owned(),
+                    last_error: c.last_error.unwrap_or_default(),
                     volumes: c
                         .volumes
                         .into_iter()
@@ -127,6 +175,7 @@ impl IsolatorRpc for Service {
                                 .unwrap_or_default(),
                             mounted: v.mounted,
                             read_only: v.read_only,
+                            consumers: v.consumers,
                         })
                         .collect(),
                 })
@@ -139,11 +188,8 @@ impl IsolatorRpc for Service {
         request: Request<pb::CheckpointResourcesRequest>,
     ) -> Result<Response<pb::ResourcesResponse>, Status> {
         let r = request.into_inner();
-        let out = self
-            .agent
-            .checkpoint_resources(r.resources)
-            .await
-            .map_err(|e| status(&e))?;
+        let agent = Arc::clone(&self.agent);
+        let out = detached(async move { agent.checkpoint_resources(r.resources).await }).await?;
         Ok(Response::new(out))
     }
 
@@ -154,11 +200,8 @@ impl IsolatorRpc for Service {
         let Some(op) = request.into_inner().operation else {
             return Err(Status::invalid_argument("operation is required"));
         };
-        let out = self
-            .agent
-            .apply_operation(op)
-            .await
-            .map_err(|e| status(&e))?;
+        let agent = Arc::clone(&self.agent);
+        let out = detached(async move { agent.apply_operation(op).await }).await?;
         Ok(Response::new(out))
     }
 
@@ -196,10 +239,12 @@ pub async fn run(
     metrics: Option<std::net::SocketAddr>,
     ready: impl FnOnce(),
 ) -> Result<()> {
+    // Every prepared container may be running: kept. Interrupted cleanups are finished.
     let live: Vec<String> = agent
         .isolator()
         .status()?
         .into_iter()
+        .filter(|c| c.state != "cleaning")
         .map(|c| c.container_id)
         .collect();
     let report = agent.recover(&live, &[]).await?;
@@ -222,6 +267,21 @@ pub async fn run(
     }
     let uds = tokio::net::UnixListener::bind(socket)
         .with_context(|| format!("bind {}", socket.display()))?;
+    // The persisted retry queues (failed unpublish/unstage/unmount) drain in the background.
+    let csi_retry = agent
+        .csi()
+        .map(|c| c.spawn_retry_loop(std::time::Duration::from_secs(30)));
+    let docker_retry = {
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                if let Err(e) = agent.retry_docker().await {
+                    tracing::warn!(error = %e, "Docker volume retry pass failed");
+                }
+            }
+        })
+    };
     let metrics_task = match metrics {
         Some(addr) => Some(crate::serve::metrics::spawn(Arc::clone(&agent), addr).await?),
         None => None,
@@ -246,6 +306,10 @@ pub async fn run(
     if let Some(t) = metrics_task {
         t.abort();
     }
+    if let Some(t) = csi_retry {
+        t.abort();
+    }
+    docker_retry.abort();
     let _ = std::fs::remove_file(socket);
     agent.shutdown().await;
     Ok(())

@@ -512,7 +512,10 @@ fn grpc_service_prepares_reports_and_serves_metrics() {
     let pid = ns.spawn(cmd);
     wait_for(&sock);
     // The server holds the work dir: one-shot commands are refused, not interleaved.
-    let busy = isolator(&ns, vec![work.clone(), "status".into()]);
+    let busy = isolator(
+        &ns,
+        vec![work.clone(), "--lock-wait=0".into(), "status".into()],
+    );
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("in use by another berth-isolator"),
         "{busy:?}"
@@ -790,17 +793,24 @@ fn sigkill_at_every_write_ahead_point_then_recover() {
         } else {
             ok(&w.run(&["recover"]))
         };
-        if report["kept"] == json!([id.clone()]) {
+        if live {
+            // A live container is never torn down by recovery; a cut-short prepare is
+            // reported incomplete and its own cleanup (the containerizer's) finishes it.
+            assert_eq!(report["kept"], json!([id.clone()]), "prepare killed at {n}");
+            let complete = report["incomplete"] == json!([]);
             let status = ok(&w.run(&["status", "--json"]));
-            assert!(
-                status[0]["volumes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|v| v["mounted"] == true),
-                "prepare killed at {n}: kept but incomplete: {status}"
+            let all_mounted = status[0]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["mounted"] == true);
+            assert_eq!(
+                complete, all_mounted,
+                "prepare killed at {n}: {report} {status}"
             );
             let _ = ok(&w.run(&["cleanup", "--container-id", &id]));
+        } else {
+            assert_eq!(report["kept"], json!([]), "prepare killed at {n}");
         }
         w.assert_recovered(&format!("prepare killed at {n} (live {live})"));
         assert_eq!(std::fs::read(vol.join("keep")).unwrap(), b"kept");
@@ -832,4 +842,50 @@ fn sigkill_at_every_write_ahead_point_then_recover() {
     eprintln!(
         "killed at every point: CREATE {points}, prepare {prepare_points}, cleanup {cleanup_points} (and DESTROY)"
     );
+}
+
+#[test]
+fn checkpoint_resources_through_the_binary_creates_and_destroys_volume_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let work = format!("--work-dir={}", root.join("work").display());
+    let run = |args: &[&str]| {
+        let mut all = vec![work.clone(), "--resources=disk(db):256".to_owned()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        Command::new(BIN).args(&all).output().unwrap()
+    };
+    let with_volume = root.join("with.json");
+    std::fs::write(&with_volume, json!([volume()]).to_string()).unwrap();
+    let out = ok(&run(&[
+        "checkpoint-resources",
+        "--resources",
+        with_volume.to_str().unwrap(),
+    ]));
+    assert_eq!(out["checkpointed"].as_array().unwrap().len(), 1, "{out}");
+    let vol = root.join("work/volumes/roles/db/pv-e2e");
+    assert!(vol.is_dir());
+    let shown = ok(&run(&["resources"]));
+    assert_eq!(shown["checkpointed"], out["checkpointed"]);
+    // A set that does not fit the agent's resources is refused; nothing changes.
+    let too_big = root.join("big.json");
+    let mut big = volume();
+    big["scalar"]["value"] = json!(100_000);
+    std::fs::write(&too_big, json!([big]).to_string()).unwrap();
+    let refused = run(&[
+        "checkpoint-resources",
+        "--resources",
+        too_big.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(vol.is_dir());
+    // The master's new set without the volume: its directory goes.
+    let empty = root.join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    let out = ok(&run(&[
+        "checkpoint-resources",
+        "--resources",
+        empty.to_str().unwrap(),
+    ]));
+    assert_eq!(out["checkpointed"], json!([]));
+    assert!(!vol.exists());
 }

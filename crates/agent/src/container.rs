@@ -506,8 +506,11 @@ pub struct Prepared {
 /// What [`Isolator::recover`] did.
 #[derive(Debug, Default)]
 pub struct RecoveryReport {
-    /// Live containers whose volumes are all in place.
+    /// Live containers, kept as they are (a live container is never torn down by recovery).
     pub kept: Vec<String>,
+    /// Of `kept`, those with a volume not mounted at its container path now (an interrupted
+    /// prepare, or a task that moved a mount point): reported, left to their cleanup.
+    pub incomplete: Vec<String>,
     /// Known orphans left untouched.
     pub orphans_kept: Vec<String>,
     /// Containers whose volumes were torn down (dead, interrupted prepare, interrupted cleanup).
@@ -557,6 +560,9 @@ pub struct Isolator {
     csi: Option<Arc<CsiPlugins>>,
     docker: Option<Arc<dyn DockerVolumes>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Prepares and cleanups hold it shared, `recover` exclusively: recovery judges every
+    /// record against one consistent mount table and set of records.
+    ops: tokio::sync::RwLock<()>,
     busy: Mutex<BTreeSet<String>>,
     hook: Option<Hook>,
     writes: std::sync::atomic::AtomicU64,
@@ -589,6 +595,7 @@ impl Isolator {
             csi,
             docker: None,
             locks: Mutex::new(HashMap::new()),
+            ops: tokio::sync::RwLock::new(()),
             busy: Mutex::new(BTreeSet::new()),
             hook: None,
             writes: std::sync::atomic::AtomicU64::new(0),
@@ -688,7 +695,7 @@ impl Isolator {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(bad(format!("read: {e}"))),
+            Err(e) => return Err(Self::io(id, "read record", &path)(e)),
         };
         let rec: ContainerRecord =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("parse: {e}")))?;
@@ -1066,6 +1073,7 @@ impl Isolator {
     pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
         let plan = self.plan(cfg)?;
         let id = cfg.container_id.clone();
+        let _ops = self.ops.read().await;
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         if self.load(&id)?.is_some() {
@@ -1113,8 +1121,11 @@ impl Isolator {
                     if let Err(undo) = self.teardown(rec).await {
                         tracing::warn!(container = id, error = %undo, "undo incomplete; the record stays for recovery");
                         let mut kept = rec.clone();
+                        kept.state = RecordState::Cleaning;
                         kept.last_error = Some(undo.to_string());
-                        let _ = self.persist(&kept);
+                        if let Err(w) = self.persist(&kept) {
+                            tracing::warn!(container = id, error = %w, "cannot record the failed undo");
+                        }
                         return Err(e);
                     }
                     self.remove_record(id)?;
@@ -1409,6 +1420,7 @@ impl Isolator {
     /// # Errors
     /// The first failing volume's error.
     pub async fn cleanup(&self, id: &str) -> Result<()> {
+        let _ops = self.ops.read().await;
         let lock = self.lock_for(id);
         let _g = lock.lock().await;
         let Some(mut rec) = self.load(id)? else {
@@ -1446,6 +1458,7 @@ impl Isolator {
     /// [`ContainerError::Io`] when the records directory cannot be listed; per-container
     /// failures are in the report.
     pub async fn recover(&self, live: &[String], orphans: &[String]) -> Result<RecoveryReport> {
+        let _ops = self.ops.write().await;
         let mut report = RecoveryReport::default();
         let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
         let orphans: std::collections::HashSet<&str> = orphans.iter().map(String::as_str).collect();
@@ -1462,8 +1475,14 @@ impl Isolator {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(e) => {
-                    self.quarantine(&name);
-                    report.quarantined.push(name);
+                    // Its volumes are unknown: its CSI and Docker consumers stay, and nothing
+                    // of it is torn down. A record that cannot be parsed is moved aside; one
+                    // that cannot be read (I/O) stays for the next attempt.
+                    if matches!(e, ContainerError::Record { .. }) {
+                        self.quarantine(&name);
+                        report.quarantined.push(name.clone());
+                    }
+                    remaining.insert(name);
                     report.errors.push(e);
                     continue;
                 }
@@ -1479,7 +1498,11 @@ impl Isolator {
                 && rec.volumes.iter().all(|v| {
                     !v.bind || Self::resolve_target(v).is_some_and(|t| table.is_mount_point(&t))
                 });
-            if live.contains(name.as_str()) && complete {
+            if live.contains(name.as_str()) {
+                if !complete {
+                    tracing::warn!(container = %name, state = ?rec.state, "live container with a volume not at its container path; kept for its cleanup");
+                    report.incomplete.push(name.clone());
+                }
                 report.kept.push(name.clone());
                 remaining.insert(name);
                 continue;
@@ -1654,33 +1677,67 @@ impl Isolator {
         Ok(out)
     }
 
-    /// Containers whose prepared volumes include the persistent volume directory `path`.
+    /// Who uses the persistent volume directory `path`: containers whose record has it, any
+    /// record that cannot be read (it may: fail closed), and any mount of the volume or of
+    /// something inside it that the mount table shows (a container whose record was lost or
+    /// quarantined, or a mount made by someone else), named `mount at <path>`.
     #[must_use]
     pub fn users_of(&self, path: &Path) -> Vec<String> {
-        let Ok(ids) = self.record_ids() else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = ids
-            .into_iter()
-            .filter(|name| {
-                self.load(name).ok().flatten().is_some_and(|rec| {
-                    rec.volumes.iter().any(
-                        |v| matches!(&v.source, Source::Persistent { path: p, .. } if p == path),
-                    )
-                })
-            })
-            .collect();
+        let mut out: Vec<String> = Vec::new();
+        // The sandboxes and rootfs of the users found in records: their mounts are accounted for.
+        let mut roots: Vec<PathBuf> = Vec::new();
+        match self.record_ids() {
+            Ok(ids) => {
+                for name in ids {
+                    match self.load(&name) {
+                        Ok(Some(rec)) => {
+                            if rec.volumes.iter().any(|v| {
+                                matches!(&v.source, Source::Persistent { path: p, .. } if p == path)
+                            }) {
+                                roots.push(rec.sandbox.clone());
+                                roots.extend(rec.rootfs.clone());
+                                out.push(name);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(_) => out.push(format!("{name} (unreadable record)")),
+                    }
+                }
+            }
+            Err(e) => out.push(format!("unknown ({e})")),
+        }
+        if let Ok(table) = MountTable::read_current()
+            && let Some((major, minor, root)) = signature(&table, path)
+        {
+            for e in table.iter() {
+                if e.major() == major
+                    && e.minor() == minor
+                    && e.root().starts_with(&root)
+                    && e.mount_point() != path
+                    && !roots.iter().any(|r| e.mount_point().starts_with(r))
+                {
+                    out.push(format!("mount at {}", e.mount_point().display()));
+                }
+            }
+        }
         out.sort();
+        out.dedup();
         out
     }
 }
 
+/// Binds of persistent volumes, sandbox paths and host paths: recursive, read-only when
+/// asked, and `rslave` — a mount made later inside one container's view (a nested volume) must
+/// not propagate back into the volume's own directory or into other containers sharing it
+/// (research `isolators.md` §7.5), while host-side unmounts still reach the container.
 fn bind_opts(read_only: bool) -> BindOptions {
-    if read_only {
+    let mut opts = if read_only {
         BindOptions::read_only()
     } else {
         BindOptions::default()
-    }
+    };
+    opts.propagation = Some(berth_mount::Propagation::Slave);
+    opts
 }
 
 /// How a bind mount of `source` appears in mountinfo: the device of the mount holding

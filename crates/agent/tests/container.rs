@@ -392,10 +392,14 @@ fn crash_at_every_step_then_recover_leaves_no_mount_and_keeps_data() {
                 let live: Vec<String> = if alive { vec!["ctr".into()] } else { vec![] };
                 let report = iso.recover(&live, &[]).await.unwrap();
                 assert!(report.errors.is_empty(), "at {at}: {:?}", report.errors);
-                if alive && at == 9 {
-                    // Crashed after the last mount of prepare: complete, so kept.
+                if alive && at < 19 {
+                    // A live container is never torn down by recovery; one whose prepare was
+                    // cut short is reported incomplete, and its own cleanup finishes it.
                     assert_eq!(report.kept, ["ctr"], "at {at}");
-                    assert_eq!(mounts_below(&e.sandbox).len(), 4);
+                    assert_eq!(report.incomplete.is_empty(), at == 9, "at {at}: {report:?}");
+                    if at == 9 {
+                        assert_eq!(mounts_below(&e.sandbox).len(), 4);
+                    }
                     iso.cleanup("ctr").await.unwrap();
                 } else {
                     assert!(report.kept.is_empty(), "at {at}");
@@ -502,5 +506,118 @@ fn status_shows_consumers_and_a_failed_cleanup_keeps_its_record_and_error() {
         iso.cleanup("b").await.unwrap();
         assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
         assert!(driver.mounted_ids("shared").is_empty());
+    });
+}
+
+#[test]
+fn a_nested_volume_does_not_propagate_into_the_parent_volume_or_other_containers() {
+    if !privileged("a_nested_volume_does_not_propagate") {
+        return;
+    }
+    in_ns(|| async {
+        // A shared mount under everything, as `/` is on a systemd host.
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &root,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        nix::mount::mount(
+            None::<&str>,
+            &root,
+            None::<&str>,
+            nix::mount::MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        for d in [
+            "work",
+            "volumes/pv-1",
+            "volumes/pv-2",
+            "sb-a",
+            "sb-b",
+            "host",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let iso = Isolator::new(
+            root.join("work"),
+            Arc::new(Dirs(root.join("volumes"))),
+            None,
+        );
+        let disk = |id: &str, path: &str| {
+            serde_json::json!({"name": "disk", "type": "SCALAR", "scalar": {"value": 1},
+                "disk": {"persistence": {"id": id}, "volume": {"mode": "RW", "container_path": path}}})
+        };
+        let cfg = |id: &str, resources: Vec<serde_json::Value>| {
+            ContainerConfig::from_json(
+                &serde_json::json!({"container_id": id, "sandbox": root.join(format!("sb-{id}")), "resources": resources})
+                    .to_string(),
+            )
+            .unwrap()
+        };
+        iso.prepare(&cfg("a", vec![disk("pv-1", "y")]))
+            .await
+            .unwrap();
+        iso.prepare(&cfg("b", vec![disk("pv-1", "x"), disk("pv-2", "x/sub")]))
+            .await
+            .unwrap();
+        let table = berth_mount::MountTable::read_current().unwrap();
+        assert!(table.is_mount_point(&root.join("sb-b/x/sub")));
+        assert!(
+            !table.is_mount_point(&root.join("volumes/pv-1/sub")),
+            "propagated into the volume's own directory"
+        );
+        assert!(
+            !table.is_mount_point(&root.join("sb-a/y/sub")),
+            "propagated into another container"
+        );
+        drop(table);
+        iso.cleanup("b").await.unwrap();
+        iso.cleanup("a").await.unwrap();
+        assert_eq!(
+            mounts_below(&root),
+            vec![root.clone()],
+            "only the test's own tmpfs is left"
+        );
+        nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    });
+}
+
+#[test]
+fn a_quarantined_container_keeps_its_mounts_and_its_volume_counts_as_used() {
+    if !privileged("a_quarantined_container_keeps_its_mounts") {
+        return;
+    }
+    in_ns(|| async {
+        let e = env();
+        let iso = isolator(&e);
+        let mut cfg = config(&e, "q");
+        cfg.volumes.clear();
+        iso.prepare(&cfg).await.unwrap();
+        std::fs::write(e.work.join("containers/q.json"), b"{ truncated").unwrap();
+        let iso = isolator(&e); // restarted
+        let report = iso.recover(&[], &[]).await.unwrap();
+        assert_eq!(report.quarantined, ["q"]);
+        // Its volumes are unknown now: nothing of it is torn down ...
+        assert_eq!(mounts_below(&e.sandbox).len(), 2);
+        // ... and its persistent volume still counts as used (DESTROY must refuse).
+        let users = iso.users_of(&e.volumes.join("pv-1"));
+        assert_eq!(users.len(), 1, "{users:?}");
+        assert!(users[0].starts_with("mount at "), "{users:?}");
+        // An unreadable record counts as a user too (fail closed).
+        std::fs::write(e.work.join("containers/r.json"), b"{}").unwrap();
+        assert!(
+            iso.users_of(&e.volumes.join("pv-2"))
+                .iter()
+                .any(|u| u.starts_with("r "))
+        );
+        for mp in mounts_below(&e.sandbox).iter().rev() {
+            nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
     });
 }
