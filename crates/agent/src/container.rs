@@ -423,6 +423,8 @@ pub struct Planned {
     pub entry: VolumeEntry,
     csi: Option<proto::volume::source::CsiVolume>,
     docker: Option<berth_dvdi::DockerVolume>,
+    /// The sandbox's owner (uid, gid): the task's user.
+    sandbox_owner: Option<(u32, u32)>,
 }
 
 impl Planned {
@@ -431,6 +433,7 @@ impl Planned {
             entry,
             csi: None,
             docker: None,
+            sandbox_owner: None,
         }
     }
 }
@@ -968,6 +971,7 @@ impl Isolator {
                 },
                 csi,
                 docker,
+                sandbox_owner: None,
             });
         }
 
@@ -1013,6 +1017,7 @@ impl Isolator {
                 },
                 csi: None,
                 docker: Some(dv),
+                sandbox_owner: None,
             });
         }
         if self.docker.is_none()
@@ -1053,6 +1058,14 @@ impl Isolator {
             }
         }
         // Parents first, so nested paths are mounted on top of (inside) their parents.
+        // Who the task runs as: the sandbox's owner (Mesos gives fresh volumes to that user).
+        let owner = std::fs::metadata(&cfg.sandbox).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            (m.uid(), m.gid())
+        });
+        for p in &mut plan {
+            p.sandbox_owner = owner;
+        }
         plan.sort_by(|a, b| {
             let (a, b) = (&a.entry, &b.entry);
             (depth(&a.path_in_root), &a.root, &a.path_in_root).cmp(&(
@@ -1144,17 +1157,19 @@ impl Isolator {
             source: Box::new(source),
         };
         let (source, opts) = match &v.source {
-            Source::Persistent { path, .. } => (path.clone(), bind_opts(v.read_only)),
+            Source::Persistent { path, .. } => {
+                self.give_to_task(id, v, path, p.sandbox_owner)?;
+                (path.clone(), bind_opts(v.read_only))
+            }
             Source::HostPath { path } => (path.clone(), bind_opts(v.read_only)),
             Source::SandboxPath { sandbox, path } => {
                 // Created inside the sandbox, confined (a symlink in the sandbox cannot lead out).
                 let fd = Resolver::default()
                     .prepare_mount_point(sandbox, path, Kind::Dir)
                     .map_err(mount_err)?;
-                (
-                    berth_mount::path::fd_path(&fd).map_err(mount_err)?,
-                    bind_opts(v.read_only),
-                )
+                let host = berth_mount::path::fd_path(&fd).map_err(mount_err)?;
+                self.give_to_task(id, v, &host, p.sandbox_owner)?;
+                (host, bind_opts(v.read_only))
             }
             Source::Csi { .. } => {
                 let (Some(csi_plugins), Some(csi)) = (&self.csi, &p.csi) else {
@@ -1371,6 +1386,36 @@ impl Isolator {
             }
         };
         Some(std::fs::canonicalize(&raw).unwrap_or(raw))
+    }
+
+    /// Mesos's ownership rule: a volume directory the task could not write — still owned by
+    /// root, as berth created it — is given (not recursively) to the sandbox's owner when that
+    /// is not root. A volume already owned by some user is left as it is.
+    fn give_to_task(
+        &self,
+        id: &str,
+        v: &VolumeEntry,
+        path: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some((uid, gid)) = owner.filter(|(uid, _)| *uid != 0) else {
+            return Ok(());
+        };
+        let meta = std::fs::symlink_metadata(path).map_err(Self::io(id, "stat volume", path))?;
+        if meta.uid() != 0 || !meta.is_dir() {
+            return Ok(());
+        }
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|errno| ContainerError::Volume {
+            container: id.to_owned(),
+            volume: v.name.clone(),
+            reason: format!("chown {} to {uid}:{gid}: {errno}", path.display()),
+        })
     }
 
     /// Gives back a volume's source: the container leaves the CSI volume's or the Docker

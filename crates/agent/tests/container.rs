@@ -621,3 +621,43 @@ fn a_quarantined_container_keeps_its_mounts_and_its_volume_counts_as_used() {
         }
     });
 }
+
+#[test]
+fn a_fresh_volume_is_given_to_the_task_user_an_owned_one_is_left_alone() {
+    if !privileged("a_fresh_volume_is_given_to_the_task_user") {
+        return;
+    }
+    in_ns(|| async {
+        use std::os::unix::fs::MetadataExt as _;
+        let e = env();
+        let iso = isolator(&e);
+        // The task runs as 1234:1234 (its sandbox's owner). pv-1 is fresh (root's), pv-2
+        // already belongs to another user.
+        nix::unistd::chown(
+            &e.sandbox,
+            Some(nix::unistd::Uid::from_raw(1234)),
+            Some(nix::unistd::Gid::from_raw(1234)),
+        )
+        .unwrap();
+        nix::unistd::chown(
+            &e.volumes.join("pv-2"),
+            Some(nix::unistd::Uid::from_raw(999)),
+            Some(nix::unistd::Gid::from_raw(999)),
+        )
+        .unwrap();
+        iso.prepare(&config(&e, "c")).await.unwrap();
+        let owner = |p: &std::path::Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(owner(&e.volumes.join("pv-1")), (1234, 1234));
+        assert_eq!(owner(&e.volumes.join("pv-2")), (999, 999));
+        assert_eq!(
+            owner(&e.sandbox.join("tmp/scratch")),
+            (1234, 1234),
+            "sandbox path made for the task"
+        );
+        iso.cleanup("c").await.unwrap();
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+    });
+}
