@@ -242,10 +242,10 @@ pub async fn run(
     // Every prepared container may be running: kept. Interrupted cleanups are finished.
     let live: Vec<String> = agent
         .isolator()
-        .status()?
+        .record_states()?
         .into_iter()
-        .filter(|c| c.state != "cleaning")
-        .map(|c| c.container_id)
+        .filter(|(_, state)| *state != berth_agent::container::RecordState::Cleaning)
+        .map(|(id, _)| id)
         .collect();
     let report = agent.recover(&live, &[]).await?;
     tracing::info!(
@@ -346,7 +346,11 @@ pub mod metrics {
                 "berth_isolator_operations_total{{operation=\"{op}\",result=\"{result}\"}} {n}"
             );
         }
-        let containers = agent.isolator().status().map(|s| s.len()).unwrap_or(0);
+        let containers = agent
+            .isolator()
+            .record_states()
+            .map(|s| s.len())
+            .unwrap_or(0);
         let _ = writeln!(
             out,
             "# HELP berth_isolator_containers Containers with a record."

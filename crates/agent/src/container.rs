@@ -1635,6 +1635,22 @@ impl Isolator {
         }
     }
 
+    /// Every container with a readable record and its record state, without looking at
+    /// mounts or plugins (cheap: for start-up and metrics).
+    ///
+    /// # Errors
+    /// [`ContainerError::Io`] when the records directory cannot be listed.
+    pub fn record_states(&self) -> Result<Vec<(String, RecordState)>> {
+        Ok(self
+            .record_ids()?
+            .into_iter()
+            .filter_map(|id| {
+                let state = self.load(&id).ok().flatten()?.state;
+                Some((id, state))
+            })
+            .collect())
+    }
+
     /// Every container with a record: its state and its volumes, mounted or not.
     ///
     /// # Errors
@@ -1788,15 +1804,12 @@ fn bind_opts(read_only: bool) -> BindOptions {
 /// How a bind mount of `source` appears in mountinfo: the device of the mount holding
 /// `source` and the path of `source` inside that file system.
 fn signature(table: &MountTable, source: &Path) -> Option<(u32, u32, PathBuf)> {
+    // The deepest mount point holding `source`; of a stack on it, the top (listed last:
+    // `max_by_key` returns the last of equal maxima).
     let holder = table
         .iter()
         .filter(|e| source.starts_with(e.mount_point()))
         .max_by_key(|e| e.mount_point().components().count())?;
-    // The top of a stack at the same mount point is the last one listed.
-    let depth = holder.mount_point().components().count();
-    let holder = table.iter().rev().find(|e| {
-        source.starts_with(e.mount_point()) && e.mount_point().components().count() == depth
-    })?;
     let rel = source.strip_prefix(holder.mount_point()).ok()?;
     let root = if rel.as_os_str().is_empty() {
         holder.root().to_path_buf()
