@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use berth_csi::CsiPlugins;
 use berth_csi::record::Mode;
-use berth_mount::path::{Kind, ResolveMode, Resolver};
+use berth_mount::path::{Kind, ResolveMode, Resolver, RootDir};
 use berth_mount::{BindOptions, LinuxMounter, MountTable, Mounter, UnmountOptions};
 use berth_resources::proto;
 use serde::{Deserialize, Serialize};
@@ -1125,9 +1125,10 @@ impl Isolator {
             step: "preparing",
         });
         let mut done = Vec::with_capacity(plan.len());
+        let mut roots = Roots::default();
         for (index, p) in plan.iter().enumerate() {
             let v = &p.entry;
-            match self.prepare_one(id, index, p).await {
+            match self.prepare_one(id, index, p, &mut roots).await {
                 Ok(p) => done.push(p),
                 Err(e) => {
                     tracing::warn!(container = id, volume = %v.name, error = %e, "prepare failed; undoing the container's volumes");
@@ -1149,7 +1150,13 @@ impl Isolator {
         Ok(done)
     }
 
-    async fn prepare_one(&self, id: &str, index: usize, p: &Planned) -> Result<Prepared> {
+    async fn prepare_one(
+        &self,
+        id: &str,
+        index: usize,
+        p: &Planned,
+        roots: &mut Roots,
+    ) -> Result<Prepared> {
         let v = &p.entry;
         let mount_err = |source: berth_mount::MountError| ContainerError::Mount {
             container: id.to_owned(),
@@ -1165,7 +1172,11 @@ impl Isolator {
             Source::SandboxPath { sandbox, path } => {
                 // Created inside the sandbox, confined (a symlink in the sandbox cannot lead out).
                 let fd = Resolver::default()
-                    .prepare_mount_point(sandbox, path, Kind::Dir)
+                    .prepare_mount_point_in(
+                        &*roots.get(sandbox).map_err(mount_err)?,
+                        path,
+                        Kind::Dir,
+                    )
                     .map_err(mount_err)?;
                 let host = berth_mount::path::fd_path(&fd).map_err(mount_err)?;
                 self.give_to_task(id, v, &host, p.sandbox_owner)?;
@@ -1224,7 +1235,12 @@ impl Isolator {
         }
         let target = self
             .mounter
-            .bind_into(&source, &v.root, &v.path_in_root, &opts)
+            .bind_into_dir(
+                &source,
+                &*roots.get(&v.root).map_err(mount_err)?,
+                &v.path_in_root,
+                &opts,
+            )
             .map_err(mount_err)?;
         self.hook(HookPoint::Volume {
             container: id,
@@ -1241,14 +1257,14 @@ impl Isolator {
 
     /// The host path a volume's container path resolves to now (confined to its root), if
     /// it exists.
-    fn resolve_target(v: &VolumeEntry) -> Option<PathBuf> {
-        let fd = Resolver {
+    fn resolve_target(roots: &mut Roots, v: &VolumeEntry) -> Option<PathBuf> {
+        let (_fd, path) = Resolver {
             mode: ResolveMode::InRoot,
             force_walk: false,
         }
-        .open(&v.root, &v.path_in_root)
+        .open_in_with_path(&*roots.get(&v.root).ok()?, &v.path_in_root)
         .ok()?;
-        berth_mount::path::fd_path(&fd).ok()
+        Some(path)
     }
 
     /// Unmounts every volume of the record (nested first) and releases its sources. Keeps
@@ -1270,9 +1286,10 @@ impl Isolator {
         // 1. Each volume at its container path (nested first).
         let mut failed = BTreeSet::new();
         let mut unmounted_here: Vec<PathBuf> = Vec::new();
+        let mut roots = Roots::default();
         for (index, v) in rec.volumes.iter().enumerate().rev() {
             if v.bind
-                && let Some(target) = Self::resolve_target(v)
+                && let Some(target) = Self::resolve_target(&mut roots, v)
                 && table.is_mount_point(&target)
             {
                 if let Err(source) = self.mounter.unmount(&target, &opts) {
@@ -1539,9 +1556,12 @@ impl Isolator {
                 remaining.insert(name);
                 continue;
             }
+            let mut roots = Roots::default();
             let complete = rec.state == RecordState::Preparing
                 && rec.volumes.iter().all(|v| {
-                    !v.bind || Self::resolve_target(v).is_some_and(|t| table.is_mount_point(&t))
+                    !v.bind
+                        || Self::resolve_target(&mut roots, v)
+                            .is_some_and(|t| table.is_mount_point(&t))
                 });
             if live.contains(name.as_str()) {
                 if !complete {
@@ -1686,12 +1706,13 @@ impl Isolator {
                 RecordState::Preparing => "prepared",
                 RecordState::Cleaning => "cleaning",
             };
+            let mut roots = Roots::default();
             let volumes = rec
                 .volumes
                 .iter()
                 .map(|v| {
                     let target = if v.bind {
-                        Self::resolve_target(v)
+                        Self::resolve_target(&mut roots, v)
                     } else {
                         None
                     };
@@ -1791,6 +1812,22 @@ impl Isolator {
 /// asked, and `rslave` — a mount made later inside one container's view (a nested volume) must
 /// not propagate back into the volume's own directory or into other containers sharing it
 /// (research `isolators.md` §7.5), while host-side unmounts still reach the container.
+/// The roots (sandbox, rootfs) of one operation, each opened once: one `open` per root for a
+/// container's volumes instead of one per volume. Held for one prepare, cleanup or pass only.
+#[derive(Default)]
+struct Roots(Vec<Arc<RootDir>>);
+
+impl Roots {
+    fn get(&mut self, root: &Path) -> berth_mount::Result<Arc<RootDir>> {
+        if let Some(r) = self.0.iter().find(|r| r.path() == root) {
+            return Ok(Arc::clone(r));
+        }
+        let r = Arc::new(RootDir::open(root)?);
+        self.0.push(Arc::clone(&r));
+        Ok(r)
+    }
+}
+
 fn bind_opts(read_only: bool) -> BindOptions {
     let mut opts = if read_only {
         BindOptions::read_only()

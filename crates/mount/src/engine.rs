@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::error::{FsStep, MountError, Op, Result};
 use crate::mountinfo::MountTable;
-use crate::path::{Kind, ResolveMode, Resolver};
+use crate::path::{Kind, ResolveMode, Resolver, RootDir};
 use crate::sys::{LinuxSys, SetAttr, Sys};
 use crate::{BindOptions, MountAttrs, Propagation, UnmountOptions, Unmounted, Verify};
 
@@ -48,6 +48,21 @@ pub trait Mounter: Send + Sync {
         path_in_root: &Path,
         opts: &BindOptions,
     ) -> Result<PathBuf>;
+
+    /// [`Mounter::bind_into`] inside a root opened already (one open of the root for all the
+    /// volumes of a container). The default goes by the root's path.
+    ///
+    /// # Errors
+    /// As [`Mounter::bind_into`].
+    fn bind_into_dir(
+        &self,
+        source: &Path,
+        root: &RootDir,
+        path_in_root: &Path,
+        opts: &BindOptions,
+    ) -> Result<PathBuf> {
+        self.bind_into(source, root.path(), path_in_root, opts)
+    }
 
     /// Mounts a filesystem (`tmpfs`, or `ext4`/`xfs` on a block device) with the given flags.
     /// `data` (filesystem options) never appears in errors or logs.
@@ -338,7 +353,7 @@ impl<S: Sys> Engine<S> {
     fn bind_into_legacy(
         &self,
         source: &Path,
-        root: &Path,
+        root: &RootDir,
         path_in_root: &Path,
         target: &std::os::fd::OwnedFd,
         host: &Path,
@@ -357,7 +372,7 @@ impl<S: Sys> Engine<S> {
             .stat_mount(Some(target.as_fd()), Path::new(""))
             .map_err(|errno| syscall(Op::MountId, None, host, errno))?;
         let now_host = crate::path::fd_path(target).unwrap_or_else(|_| host.to_path_buf());
-        let reopened = match self.resolver.open(root, path_in_root) {
+        let reopened = match self.resolver.open_in(root, path_in_root) {
             Ok(fd) => fd,
             Err(e) => {
                 self.rollback(&now_host);
@@ -372,7 +387,7 @@ impl<S: Sys> Engine<S> {
         if !top.is_mount_root || top.mount_id == lower.mount_id || here != now_host {
             self.rollback(&now_host);
             return Err(MountError::Escape {
-                root: root.to_path_buf(),
+                root: root.path().to_path_buf(),
                 path: path_in_root.to_path_buf(),
                 reason: "the mount point was replaced while mounting",
             });
@@ -406,21 +421,42 @@ impl<S: Sys> Mounter for Engine<S> {
         path_in_root: &Path,
         opts: &BindOptions,
     ) -> Result<PathBuf> {
-        let meta = std::fs::metadata(source).map_err(|e| MountError::Fs {
+        self.bind_into_dir(source, &RootDir::open(root)?, path_in_root, opts)
+    }
+
+    fn bind_into_dir(
+        &self,
+        source: &Path,
+        root: &RootDir,
+        path_in_root: &Path,
+        opts: &BindOptions,
+    ) -> Result<PathBuf> {
+        let kind_of = |st: &nix::sys::stat::FileStat| {
+            if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+                == nix::sys::stat::SFlag::S_IFDIR
+            {
+                Kind::Dir
+            } else {
+                Kind::File
+            }
+        };
+        let stat_err = |errno| MountError::Fs {
             step: FsStep::Stat,
             root: PathBuf::from("/"),
             path: source.to_path_buf(),
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
-        let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
-        let target = self
-            .resolver
-            .prepare_mount_point(root, path_in_root, kind)?;
-        let host = crate::path::fd_path(&target)?;
+            errno,
+        };
         if self.new_api.load(Ordering::Relaxed) != NO {
+            // The detached copy of the source first: its descriptor tells the source's kind
+            // (no separate stat of the source by path), and dropping it on any error below
+            // dissolves it.
             match self.sys.open_tree_clone(source, opts.recursive) {
                 Ok(tree) => {
                     self.new_api.store(YES, Ordering::Relaxed);
+                    let kind = kind_of(&nix::sys::stat::fstat(&tree).map_err(stat_err)?);
+                    let (target, host) =
+                        self.resolver
+                            .prepare_mount_point_in_with_path(root, path_in_root, kind)?;
                     let attr = SetAttr {
                         set: opts.attrs.mount_attr_bits(),
                         clear: 0,
@@ -441,9 +477,26 @@ impl<S: Sys> Mounter for Engine<S> {
                     return Ok(host);
                 }
                 Err(Errno::ENOSYS) => self.new_api.store(NO, Ordering::Relaxed),
-                Err(errno) => return Err(syscall(Op::Bind, Some(source), &host, errno)),
+                // The source is missing or unreadable: the same error the stat gives below.
+                Err(errno @ (Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES | Errno::ELOOP)) => {
+                    return Err(stat_err(errno));
+                }
+                Err(errno) => {
+                    return Err(syscall(
+                        Op::Bind,
+                        Some(source),
+                        &root.path().join(path_in_root),
+                        errno,
+                    ));
+                }
             }
         }
+        let meta = std::fs::metadata(source)
+            .map_err(|e| stat_err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+        let (target, host) =
+            self.resolver
+                .prepare_mount_point_in_with_path(root, path_in_root, kind)?;
         self.bind_into_legacy(source, root, path_in_root, &target, &host, opts)
     }
 

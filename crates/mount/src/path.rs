@@ -158,6 +158,64 @@ fn open_root(root: &Path) -> Result<OwnedFd> {
     .map_err(|errno| fs_err(FsStep::OpenRoot, root, Path::new(""), errno))
 }
 
+/// A root opened once (`O_PATH`), for resolving several paths inside it: one open of the
+/// root per operation instead of one per path. Resolution through it is confined to the
+/// directory opened, even if `path` is renamed or replaced afterwards; hold it for one
+/// operation only (a prepare, a cleanup), so a root recreated at the same path is seen.
+#[derive(Debug)]
+pub struct RootDir {
+    path: PathBuf,
+    fd: OwnedFd,
+    /// (st_dev, st_ino) of the root, read on first need.
+    id: std::sync::OnceLock<(u64, u64)>,
+    /// Where the root's descriptor leads (symlinks in `path` resolved), read on first need.
+    host: std::sync::OnceLock<PathBuf>,
+}
+
+impl RootDir {
+    /// Opens `path` as a root.
+    ///
+    /// # Errors
+    /// [`MountError::Fs`] (`OpenRoot`).
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            fd: open_root(path)?,
+            id: std::sync::OnceLock::new(),
+            host: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The path the root was opened at.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The host path the root's descriptor leads to (its path with symlinks resolved).
+    ///
+    /// # Errors
+    /// As [`fd_path`].
+    pub fn host_path(&self) -> Result<&Path> {
+        if let Some(p) = self.host.get() {
+            return Ok(p);
+        }
+        let p = fd_path(&self.fd)?;
+        Ok(self.host.get_or_init(|| p))
+    }
+
+    fn id(&self) -> Result<(u64, u64)> {
+        if let Some(id) = self.id.get() {
+            return Ok(*id);
+        }
+        let st = fstat(&self.fd)
+            .map_err(|errno| fs_err(FsStep::Stat, &self.path, Path::new(""), errno))?;
+        #[allow(clippy::useless_conversion)] // st_dev and st_ino are u64 on x86_64, not everywhere
+        let id = (u64::from(st.st_dev), u64::from(st.st_ino));
+        Ok(*self.id.get_or_init(|| id))
+    }
+}
+
 fn dup_dir(fd: &OwnedFd) -> nix::Result<OwnedFd> {
     openat(
         fd,
@@ -188,6 +246,16 @@ impl Resolver {
             .map_err(|errno| self.map_errno(root, path, errno))
     }
 
+    /// [`Resolver::open`] inside a root opened already.
+    ///
+    /// # Errors
+    /// As [`Resolver::open`].
+    pub fn open_in(&self, root: &RootDir, path: &Path) -> Result<OwnedFd> {
+        let comps = components_in_root(&root.path, path)?;
+        self.open_components(&root.fd, &comps)
+            .map_err(|errno| self.map_errno(&root.path, path, errno))
+    }
+
     fn map_errno(&self, root: &Path, path: &Path, errno: Errno) -> MountError {
         match (self.mode, errno) {
             (ResolveMode::NoSymlinks, Errno::ELOOP) => {
@@ -199,6 +267,15 @@ impl Resolver {
     }
 
     fn open_components(&self, root_fd: &OwnedFd, comps: &[&OsStr]) -> nix::Result<OwnedFd> {
+        self.open_components_as(root_fd, comps, self.mode)
+    }
+
+    fn open_components_as(
+        &self,
+        root_fd: &OwnedFd,
+        comps: &[&OsStr],
+        mode: ResolveMode,
+    ) -> nix::Result<OwnedFd> {
         if !self.force_walk && OPENAT2.load(Ordering::Relaxed) != NO {
             let mut rel = Vec::new();
             for (i, c) in comps.iter().enumerate() {
@@ -209,7 +286,7 @@ impl Resolver {
             }
             let rel = Path::new(OsStr::from_bytes(&rel));
             let mut resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
-            if self.mode == ResolveMode::NoSymlinks {
+            if mode == ResolveMode::NoSymlinks {
                 resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
             }
             let how = || {
@@ -233,7 +310,69 @@ impl Resolver {
                 }
             }
         }
-        walk(root_fd, comps, self.mode)
+        walk(root_fd, comps, mode)
+    }
+
+    /// Opens `comps` with no symlink allowed on the way; on success the host path is the
+    /// root's plus the components, known without asking the kernel. `None` when a symlink
+    /// (or a missing component, if `missing_ok`) is in the way.
+    fn open_plain(
+        &self,
+        root: &RootDir,
+        path: &Path,
+        comps: &[&OsStr],
+        missing_ok: bool,
+    ) -> Result<Option<(OwnedFd, PathBuf)>> {
+        match self.open_components_as(&root.fd, comps, ResolveMode::NoSymlinks) {
+            Ok(fd) => {
+                let mut host = root.host_path()?.to_path_buf();
+                host.extend(comps);
+                Ok(Some((fd, host)))
+            }
+            Err(Errno::ELOOP) if self.mode == ResolveMode::InRoot => Ok(None),
+            Err(Errno::ENOENT) if missing_ok => Ok(None),
+            Err(errno) => Err(self.map_errno(&root.path, path, errno)),
+        }
+    }
+
+    /// [`Resolver::open_in`], also giving the host path the descriptor leads to (as
+    /// [`fd_path`] would). Without a symlink on the way (the common case) that path costs no
+    /// system call: it is the root's host path plus the components.
+    ///
+    /// # Errors
+    /// As [`Resolver::open`], plus [`fd_path`]'s.
+    pub fn open_in_with_path(&self, root: &RootDir, path: &Path) -> Result<(OwnedFd, PathBuf)> {
+        let comps = components_in_root(&root.path, path)?;
+        if let Some(found) = self.open_plain(root, path, &comps, false)? {
+            return Ok(found);
+        }
+        let fd = self
+            .open_components(&root.fd, &comps)
+            .map_err(|errno| self.map_errno(&root.path, path, errno))?;
+        let host = fd_path(&fd)?;
+        Ok((fd, host))
+    }
+
+    /// [`Resolver::prepare_mount_point_in`], also giving the mount point's host path (as
+    /// [`Resolver::open_in_with_path`]).
+    ///
+    /// # Errors
+    /// As [`Resolver::prepare_mount_point`], plus [`fd_path`]'s.
+    pub fn prepare_mount_point_in_with_path(
+        &self,
+        root: &RootDir,
+        path: &Path,
+        kind: Kind,
+    ) -> Result<(OwnedFd, PathBuf)> {
+        let comps = components_in_root(&root.path, path)?;
+        if let Some((fd, host)) = self.open_plain(root, path, &comps, true)? {
+            let shown = comps.iter().collect::<PathBuf>();
+            let st = fstat(&fd).map_err(|errno| fs_err(FsStep::Stat, &root.path, &shown, errno))?;
+            return Ok((check_mount_point(root, path, &shown, fd, &st, kind)?, host));
+        }
+        let fd = self.prepare_mount_point_in(root, path, kind)?;
+        let host = fd_path(&fd)?;
+        Ok((fd, host))
     }
 
     /// Resolves `path` inside `root` and makes sure it exists as a mount point of `kind`:
@@ -244,28 +383,43 @@ impl Resolver {
     /// # Errors
     /// As [`Resolver::open`], plus [`MountError::KindMismatch`] and creation errors.
     pub fn prepare_mount_point(&self, root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
+        self.prepare_mount_point_in(&RootDir::open(root)?, path, kind)
+    }
+
+    /// [`Resolver::prepare_mount_point`] inside a root opened already.
+    ///
+    /// # Errors
+    /// As [`Resolver::prepare_mount_point`].
+    pub fn prepare_mount_point_in(
+        &self,
+        root_dir: &RootDir,
+        path: &Path,
+        kind: Kind,
+    ) -> Result<OwnedFd> {
+        let root = root_dir.path();
+        let root_fd = &root_dir.fd;
         let comps = components_in_root(root, path)?;
-        let root_fd = open_root(root)?;
         let n = comps.len();
         for i in 1..=n {
             let prefix = comps.get(..i).unwrap_or(&[]);
             let shown = || prefix.iter().collect::<PathBuf>();
             let last = i == n;
-            let fd = match self.open_components(&root_fd, prefix) {
+            let fd = match self.open_components(root_fd, prefix) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    let parent = match prefix.get(..i - 1) {
-                        Some(p) if !p.is_empty() => self
-                            .open_components(&root_fd, p)
-                            .map_err(|errno| self.map_errno(root, &shown(), errno))?,
-                        _ => dup_dir(&root_fd).map_err(|errno| {
-                            fs_err(FsStep::OpenRoot, root, Path::new(""), errno)
-                        })?,
+                    // The parent, opened confined; the root itself needs no new descriptor.
+                    let opened = match prefix.get(..i - 1) {
+                        Some(p) if !p.is_empty() => Some(
+                            self.open_components(root_fd, p)
+                                .map_err(|errno| self.map_errno(root, &shown(), errno))?,
+                        ),
+                        _ => None,
                     };
+                    let parent = opened.as_ref().map_or(root_fd.as_fd(), AsFd::as_fd);
                     let name = prefix.last().copied().unwrap_or_default();
                     let created = if last && kind == Kind::File {
                         openat(
-                            &parent,
+                            parent,
                             name,
                             OFlag::O_CREAT
                                 | OFlag::O_EXCL
@@ -277,7 +431,7 @@ impl Resolver {
                         .map(drop)
                         .map_err(|e| (FsStep::CreateFile, e))
                     } else {
-                        mkdirat(&parent, name, Mode::from_bits_truncate(0o755))
+                        mkdirat(parent, name, Mode::from_bits_truncate(0o755))
                             .map_err(|e| (FsStep::Mkdir, e))
                     };
                     match created {
@@ -286,7 +440,7 @@ impl Resolver {
                         Ok(()) | Err((_, Errno::EEXIST)) => {}
                         Err((step, errno)) => return Err(fs_err(step, root, &shown(), errno)),
                     }
-                    self.open_components(&root_fd, prefix).map_err(|errno| {
+                    self.open_components(root_fd, prefix).map_err(|errno| {
                         if errno == Errno::ENOENT {
                             escape(root, &shown(), "a dangling symlink is in the way")
                         } else {
@@ -303,30 +457,40 @@ impl Resolver {
                 }
                 continue;
             }
-            let root_st = fstat(&root_fd)
-                .map_err(|errno| fs_err(FsStep::Stat, root, Path::new(""), errno))?;
-            if st.st_dev == root_st.st_dev && st.st_ino == root_st.st_ino {
-                return Err(escape(root, path, "resolves to the root itself"));
-            }
-            let found_dir = is_dir(&st);
-            return match (kind, found_dir) {
-                (Kind::Dir, true) | (Kind::File, false) => Ok(fd),
-                (Kind::Dir, false) => Err(MountError::KindMismatch {
-                    path: shown(),
-                    expected: "directory",
-                    found: "file",
-                }),
-                (Kind::File, true) => Err(MountError::KindMismatch {
-                    path: shown(),
-                    expected: "file",
-                    found: "directory",
-                }),
-            };
+            return check_mount_point(root_dir, path, &shown(), fd, &st, kind);
         }
         Err(MountError::InvalidPath {
             path: path.to_path_buf(),
             reason: "names the root itself",
         })
+    }
+}
+
+/// The last step of preparing a mount point: it is not the root itself, and it is of `kind`.
+fn check_mount_point(
+    root: &RootDir,
+    path: &Path,
+    shown: &Path,
+    fd: OwnedFd,
+    st: &FileStat,
+    kind: Kind,
+) -> Result<OwnedFd> {
+    #[allow(clippy::useless_conversion)] // as in RootDir::id
+    if (u64::from(st.st_dev), u64::from(st.st_ino)) == root.id()? {
+        return Err(escape(&root.path, path, "resolves to the root itself"));
+    }
+    match (kind, is_dir(st)) {
+        (Kind::Dir, true) | (Kind::File, false) => Ok(fd),
+        (Kind::Dir, false) => Err(MountError::KindMismatch {
+            path: shown.to_path_buf(),
+            expected: "directory",
+            found: "file",
+        }),
+        (Kind::File, true) => Err(MountError::KindMismatch {
+            path: shown.to_path_buf(),
+            expected: "file",
+            found: "directory",
+        }),
     }
 }
 

@@ -538,3 +538,109 @@ fn racing_symlink_swaps_never_escape() {
         );
     }
 }
+
+/// The host path given with a descriptor (`open_in_with_path`,
+/// `prepare_mount_point_in_with_path`) is where the descriptor leads, as `fd_path` says:
+/// without a symlink on the way (computed, no system call), through symlinks inside the root
+/// (asked of the kernel), and with the root itself named through a symlink. The fast path
+/// keeps every refusal of the slow one. Needs no mount, so it runs unprivileged too.
+#[test]
+fn host_paths_are_where_the_descriptors_lead() {
+    use berth_mount::path::{RootDir, fd_path};
+    let (_g, d) = tempdir();
+    let real = mkdirs(&d.join("real-root"));
+    mkdirs(&real.join("a/b"));
+    std::fs::write(real.join("c"), b"").unwrap();
+    symlink("/a", real.join("abs")).unwrap();
+    symlink("a/b", real.join("rel")).unwrap();
+    symlink("/", real.join("up")).unwrap();
+    symlink("../../..", real.join("climb")).unwrap();
+    let link = d.join("root-link");
+    symlink(&real, &link).unwrap();
+    let inroot = Resolver::default();
+    let plain = Resolver {
+        mode: ResolveMode::NoSymlinks,
+        force_walk: false,
+    };
+    for force_walk in [false, true] {
+        let inroot = Resolver {
+            force_walk,
+            ..inroot
+        };
+        for root in [&real, &link] {
+            let rd = RootDir::open(root).unwrap();
+            assert_eq!(rd.host_path().unwrap(), real.as_path());
+            let what = |p: &str| format!("root {} path {p} walk {force_walk}", root.display());
+            for (p, want) in [
+                ("a", "a"),
+                ("a/b", "a/b"),
+                ("/a/b", "a/b"),
+                ("./a//b/", "a/b"),
+                ("abs/b", "a/b"),
+                ("rel", "a/b"),
+                ("c", "c"),
+                ("climb/a", "a"),
+            ] {
+                let (fd, host) = inroot.open_in_with_path(&rd, Path::new(p)).unwrap();
+                assert_eq!(host, fd_path(&fd).unwrap(), "{}", what(p));
+                assert_eq!(host, real.join(want), "{}", what(p));
+            }
+            for (p, want) in [
+                ("x/y", "x/y"),
+                ("a/b", "a/b"),
+                ("abs/new", "a/new"),
+                ("rel", "a/b"),
+            ] {
+                let (fd, host) = inroot
+                    .prepare_mount_point_in_with_path(&rd, Path::new(p), Kind::Dir)
+                    .unwrap();
+                assert_eq!(host, fd_path(&fd).unwrap(), "{}", what(p));
+                assert_eq!(host, real.join(want), "{}", what(p));
+                assert!(real.join(want).is_dir(), "{}", what(p));
+            }
+            let (fd, host) = inroot
+                .prepare_mount_point_in_with_path(&rd, Path::new("f"), Kind::File)
+                .unwrap();
+            assert_eq!(host, fd_path(&fd).unwrap());
+            assert!(real.join("f").is_file());
+            let err = inroot
+                .prepare_mount_point_in_with_path(&rd, Path::new("c"), Kind::Dir)
+                .unwrap_err();
+            assert!(matches!(err, MountError::KindMismatch { .. }), "{err}");
+            let err = inroot
+                .prepare_mount_point_in_with_path(&rd, Path::new("a"), Kind::File)
+                .unwrap_err();
+            assert!(matches!(err, MountError::KindMismatch { .. }), "{err}");
+            let err = inroot
+                .prepare_mount_point_in_with_path(&rd, Path::new("up"), Kind::Dir)
+                .unwrap_err();
+            assert!(matches!(err, MountError::Escape { .. }), "{err}");
+            let err = inroot
+                .open_in_with_path(&rd, Path::new("a/../a"))
+                .unwrap_err();
+            assert!(matches!(err, MountError::Escape { .. }), "{err}");
+            let err = inroot
+                .open_in_with_path(&rd, Path::new("missing"))
+                .unwrap_err();
+            assert!(matches!(err, MountError::Fs { .. }), "{err}");
+            // NoSymlinks: every symlink is refused, on both paths.
+            let plain = Resolver {
+                force_walk,
+                ..plain
+            };
+            for p in ["abs/b", "rel", "up"] {
+                let err = plain.open_in_with_path(&rd, Path::new(p)).unwrap_err();
+                assert!(matches!(err, MountError::Escape { .. }), "{}: {err}", what(p));
+                let err = plain
+                    .prepare_mount_point_in_with_path(&rd, Path::new(p), Kind::Dir)
+                    .unwrap_err();
+                assert!(matches!(err, MountError::Escape { .. }), "{}: {err}", what(p));
+            }
+            let (_fd, host) = plain.open_in_with_path(&rd, Path::new("a/b")).unwrap();
+            assert_eq!(host, real.join("a/b"));
+            std::fs::remove_dir_all(real.join("x")).unwrap();
+            std::fs::remove_dir(real.join("a/new")).unwrap();
+            std::fs::remove_file(real.join("f")).unwrap();
+        }
+    }
+}
