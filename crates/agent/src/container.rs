@@ -663,9 +663,27 @@ impl Isolator {
         Ok(ids)
     }
 
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(l.entry(id.to_owned()).or_default())
+    /// Takes a container's operation lock. Its map entry is removed when the last holder (or
+    /// waiter) lets go, so the map holds only containers with an operation under way.
+    async fn lock_id(&self, id: &str) -> IdLock<'_> {
+        let lock = {
+            let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(l.entry(id.to_owned()).or_default())
+        };
+        IdLock {
+            locks: &self.locks,
+            id: id.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// How many containers' operation locks are held or awaited now (0 when idle).
+    #[must_use]
+    pub fn locks_in_use(&self) -> usize {
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     fn io(
@@ -1087,8 +1105,7 @@ impl Isolator {
         let plan = self.plan(cfg)?;
         let id = cfg.container_id.clone();
         let _ops = self.ops.read().await;
-        let lock = self.lock_for(&id);
-        let _g = lock.lock().await;
+        let _g = self.lock_id(&id).await;
         if self.load(&id)?.is_some() {
             return Err(ContainerError::AlreadyPrepared { container: id });
         }
@@ -1483,8 +1500,7 @@ impl Isolator {
     /// The first failing volume's error.
     pub async fn cleanup(&self, id: &str) -> Result<()> {
         let _ops = self.ops.read().await;
-        let lock = self.lock_for(id);
-        let _g = lock.lock().await;
+        let _g = self.lock_id(id).await;
         let Some(mut rec) = self.load(id)? else {
             return Ok(());
         };
@@ -1549,8 +1565,7 @@ impl Isolator {
                     continue;
                 }
             };
-            let lock = self.lock_for(&name);
-            let _g = lock.lock().await;
+            let _g = self.lock_id(&name).await;
             if orphans.contains(name.as_str()) {
                 report.orphans_kept.push(name.clone());
                 remaining.insert(name);
@@ -1812,6 +1827,25 @@ impl Isolator {
 /// asked, and `rslave` — a mount made later inside one container's view (a nested volume) must
 /// not propagate back into the volume's own directory or into other containers sharing it
 /// (research `isolators.md` §7.5), while host-side unmounts still reach the container.
+/// A held container lock (see `Isolator::lock_id`).
+struct IdLock<'a> {
+    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for IdLock<'_> {
+    fn drop(&mut self) {
+        // Unlock and let go of this holder's reference first; under the map's lock, a count of
+        // one is the map's own (every other holder or waiter cloned it under that lock).
+        drop(self.guard.take());
+        let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if l.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            l.remove(&self.id);
+        }
+    }
+}
+
 /// The roots (sandbox, rootfs) of one operation, each opened once: one `open` per root for a
 /// container's volumes instead of one per volume. Held for one prepare, cleanup or pass only.
 #[derive(Default)]

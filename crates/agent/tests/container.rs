@@ -212,6 +212,29 @@ fn prepare_and_cleanup_persistent_sandbox_and_host_volumes() {
         iso.cleanup("ctr-2").await.unwrap();
         iso.cleanup("ctr-2").await.unwrap(); // idempotent
         assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        // Operations on one container contending for its lock, beside another's: each runs
+        // whole, and no lock entry outlives its operation (the map does not grow with every
+        // container the agent ever ran).
+        let mut cfg3 = config(&e, "ctr-3");
+        cfg3.volumes.clear();
+        let mut cfg4 = config(&e, "ctr-4");
+        cfg4.volumes.clear();
+        cfg4.resources.clear();
+        let live = ["ctr-4".to_owned()];
+        let (a, b, c, d) = tokio::join!(
+            iso.prepare(&cfg3),
+            iso.cleanup("ctr-3"),
+            iso.prepare(&cfg4),
+            iso.recover(&live, &[]),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        d.unwrap();
+        iso.cleanup("ctr-3").await.unwrap();
+        iso.cleanup("ctr-4").await.unwrap();
+        assert_eq!(mounts_below(&e.root), Vec::<PathBuf>::new());
+        assert_eq!(iso.locks_in_use(), 0, "a lock entry outlived its operation");
     });
 }
 

@@ -630,11 +630,19 @@ fn host_paths_are_where_the_descriptors_lead() {
             };
             for p in ["abs/b", "rel", "up"] {
                 let err = plain.open_in_with_path(&rd, Path::new(p)).unwrap_err();
-                assert!(matches!(err, MountError::Escape { .. }), "{}: {err}", what(p));
+                assert!(
+                    matches!(err, MountError::Escape { .. }),
+                    "{}: {err}",
+                    what(p)
+                );
                 let err = plain
                     .prepare_mount_point_in_with_path(&rd, Path::new(p), Kind::Dir)
                     .unwrap_err();
-                assert!(matches!(err, MountError::Escape { .. }), "{}: {err}", what(p));
+                assert!(
+                    matches!(err, MountError::Escape { .. }),
+                    "{}: {err}",
+                    what(p)
+                );
             }
             let (_fd, host) = plain.open_in_with_path(&rd, Path::new("a/b")).unwrap();
             assert_eq!(host, real.join("a/b"));
