@@ -1823,10 +1823,6 @@ impl Isolator {
     }
 }
 
-/// Binds of persistent volumes, sandbox paths and host paths: recursive, read-only when
-/// asked, and `rslave` — a mount made later inside one container's view (a nested volume) must
-/// not propagate back into the volume's own directory or into other containers sharing it
-/// (research `isolators.md` §7.5), while host-side unmounts still reach the container.
 /// A held container lock (see `Isolator::lock_id`).
 struct IdLock<'a> {
     locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -1862,6 +1858,10 @@ impl Roots {
     }
 }
 
+/// Binds of persistent volumes, sandbox paths and host paths: recursive, read-only when
+/// asked, and `rslave` — a mount made later inside one container's view (a nested volume) must
+/// not propagate back into the volume's own directory or into other containers sharing it
+/// (research `isolators.md` §7.5), while host-side unmounts still reach the container.
 fn bind_opts(read_only: bool) -> BindOptions {
     let mut opts = if read_only {
         BindOptions::read_only()
