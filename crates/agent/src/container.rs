@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use berth_csi::CsiPlugins;
 use berth_csi::record::Mode;
 use berth_mount::path::{Kind, ResolveMode, Resolver, RootDir};
-use berth_mount::{BindOptions, LinuxMounter, MountTable, Mounter, UnmountOptions};
+use berth_mount::{BindOptions, LinuxMounter, MountTable, Mounter, UnmountOptions, Unmounted};
 use berth_resources::proto;
 use serde::{Deserialize, Serialize};
 
@@ -1274,14 +1274,17 @@ impl Isolator {
 
     /// The host path a volume's container path resolves to now (confined to its root), if
     /// it exists.
+    /// A container path that leads to the root itself (a symlink to `/`) has no target:
+    /// nothing is ever mounted over a whole root.
     fn resolve_target(roots: &mut Roots, v: &VolumeEntry) -> Option<PathBuf> {
+        let root = roots.get(&v.root).ok()?;
         let (_fd, path) = Resolver {
             mode: ResolveMode::InRoot,
             force_walk: false,
         }
-        .open_in_with_path(&*roots.get(&v.root).ok()?, &v.path_in_root)
+        .open_in_with_path(&root, &v.path_in_root)
         .ok()?;
-        Some(path)
+        (root.host_path().ok()? != path).then_some(path)
     }
 
     /// Unmounts every volume of the record (nested first) and releases its sources. Keeps
@@ -1295,26 +1298,33 @@ impl Isolator {
             source: Box::new(source),
         };
         let read_table = || MountTable::read_current().map_err(|e| mount_err("mount table", e));
-        let table = read_table()?;
         let opts = UnmountOptions {
             detach_fallback: true,
             ..UnmountOptions::default()
         };
-        // 1. Each volume at its container path (nested first).
+        // 1. Each volume at its container path (nested first), through the root's descriptor:
+        //    a task swapping a directory on the path for a symlink cannot redirect the unmount
+        //    outside its sandbox or rootfs. A bind not found mounted at its container path
+        //    (moved by the task, or an interrupted prepare) sends step 2 to the mount table.
         let mut failed = BTreeSet::new();
-        let mut unmounted_here: Vec<PathBuf> = Vec::new();
-        let mut roots = Roots::default();
+        let mut missing = false;
+        let mut opened = Roots::default();
         for (index, v) in rec.volumes.iter().enumerate().rev() {
-            if v.bind
-                && let Some(target) = Self::resolve_target(&mut roots, v)
-                && table.is_mount_point(&target)
-            {
-                if let Err(source) = self.mounter.unmount(&target, &opts) {
-                    failed.insert(index);
-                    first.get_or_insert(mount_err(&v.name, source));
-                    continue;
+            if v.bind {
+                match Self::resolve_target(&mut opened, v) {
+                    None => missing = true,
+                    Some(target) => {
+                        match self.unmount_under(&mut opened, &v.root, &target, &opts) {
+                            Ok(Unmounted::NotMounted) => missing = true,
+                            Ok(_) => {}
+                            Err(source) => {
+                                failed.insert(index);
+                                first.get_or_insert(mount_err(&v.name, source));
+                                continue;
+                            }
+                        }
+                    }
                 }
-                unmounted_here.push(target);
             }
             self.hook(HookPoint::Volume {
                 container: id,
@@ -1344,32 +1354,36 @@ impl Isolator {
                 .map(|e| e.mount_point().to_path_buf())
                 .collect()
         };
-        // Mounts in the roots that step 1 did not take (each unmount there took one). In the
-        // common case there are none, and neither signatures nor another table read are needed.
-        let mut others = below_roots(&table, None);
-        for t in &unmounted_here {
-            if let Some(i) = others.iter().position(|m| m == t) {
-                others.remove(i);
-            }
-        }
+        // Mounts in the roots after step 1. In the common case every bind was unmounted where
+        // it belongs, and neither the mount table nor signatures are needed.
+        let table = if missing || !failed.is_empty() {
+            Some(read_table()?)
+        } else {
+            None
+        };
         let mut signatures = BTreeSet::new();
         let mut swept = Vec::new();
-        if !others.is_empty() {
+        if let Some(table) = table.as_ref().filter(|t| !below_roots(t, None).is_empty()) {
             // What each bind looks like in mountinfo (device and root of its source; the
             // sources are not released yet): how a mount of ours is told from anyone else's,
             // even where the task moved or replaced its mount point.
             for v in rec.volumes.iter().filter(|v| v.bind) {
                 if let Some(src) = self.source_path(id, v).await
-                    && let Some(sig) = signature(&table, &src)
+                    && let Some(sig) = signature(table, &src)
                 {
                     signatures.insert(sig);
                 }
             }
-            swept = below_roots(&read_table()?, Some(&signatures));
+            swept = below_roots(table, Some(&signatures));
         }
         for mp in &swept {
             tracing::warn!(container = id, mount_point = %mp.display(), "a mount of the container's moved from its container path; unmounting it");
-            if let Err(source) = self.mounter.unmount(mp, &opts) {
+            let root = roots
+                .iter()
+                .filter(|r| mp.starts_with(r))
+                .max_by_key(|r| r.as_os_str().len());
+            let Some(root) = root else { continue };
+            if let Err(source) = self.unmount_under(&mut opened, root, mp, &opts) {
                 first.get_or_insert(mount_err("moved mount", source));
             }
         }
@@ -1403,6 +1417,29 @@ impl Isolator {
             });
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Unmounts the mount point at host path `target` under `root` through the root's
+    /// descriptor ([`Mounter::unmount_in_root`]).
+    fn unmount_under(
+        &self,
+        opened: &mut Roots,
+        root: &Path,
+        target: &Path,
+        opts: &UnmountOptions,
+    ) -> berth_mount::Result<Unmounted> {
+        let dir = opened.get(root)?;
+        let rel = dir
+            .host_path()
+            .ok()
+            .and_then(|h| target.strip_prefix(h).ok())
+            .or_else(|| target.strip_prefix(root).ok())
+            .ok_or_else(|| berth_mount::MountError::Escape {
+                root: root.to_path_buf(),
+                path: target.to_path_buf(),
+                reason: "the mount point is not under the root",
+            })?;
+        self.mounter.unmount_in_root(&dir, rel, opts)
     }
 
     /// The host path a volume's bind came from (for its mountinfo signature).

@@ -103,6 +103,27 @@ pub trait Mounter: Send + Sync {
     /// [`MountError::Busy`], [`MountError::StillMounted`], [`MountError::Syscall`].
     fn unmount(&self, target: &Path, opts: &UnmountOptions) -> Result<Unmounted>;
 
+    /// [`Mounter::unmount`] of the mount point at `path_in_root` inside `root` (a sandbox or
+    /// rootfs that untrusted processes can change), with every mount stacked there (top first;
+    /// the outcome is the top one's), never through a path they can redirect:
+    /// the parent directory is opened confined to `root` with every symlink refused, and
+    /// `umount2` goes through `/proc/thread-self/fd/<parent>/<name>` with `UMOUNT_NOFOLLOW`,
+    /// so the kernel reaches the very directory opened, and a parent swapped for a symlink
+    /// afterwards changes nothing. A parent that is a symlink now is refused
+    /// ([`MountError::Escape`]); a missing parent means nothing is mounted. Errors name the
+    /// host path. The default goes by the joined path (for fakes).
+    ///
+    /// # Errors
+    /// As [`Mounter::unmount`], plus [`MountError::Escape`] and resolution errors.
+    fn unmount_in_root(
+        &self,
+        root: &RootDir,
+        path_in_root: &Path,
+        opts: &UnmountOptions,
+    ) -> Result<Unmounted> {
+        self.unmount(&root.path().join(path_in_root), opts)
+    }
+
     /// Unmounts everything at or below `path`, deepest first (the top of a stack first), then
     /// checks mountinfo that nothing is left. Returns the mount points unmounted.
     ///
@@ -133,6 +154,9 @@ pub trait Mounter: Send + Sync {
     fn mount_table(&self) -> Result<MountTable>;
 }
 
+/// Most mounts stacked at one mount point that `unmount_in_root` takes down.
+const MAX_STACK: usize = 16;
+
 const UNKNOWN: u8 = 0;
 const YES: u8 = 1;
 const NO: u8 = 2;
@@ -150,6 +174,15 @@ pub struct Engine<S: Sys = LinuxSys> {
 
 /// The real mount engine.
 pub type LinuxMounter = Engine<LinuxSys>;
+
+/// Where an unmount acts: `target` for `umount2`, `stat_path` (relative to `dirfd` when set)
+/// for mount ids, `shown` (the host path) for errors, logs and mountinfo.
+struct At<'a> {
+    target: &'a Path,
+    dirfd: Option<std::os::fd::BorrowedFd<'a>>,
+    stat_path: &'a Path,
+    shown: &'a Path,
+}
 
 impl Default for Engine<LinuxSys> {
     fn default() -> Self {
@@ -290,6 +323,18 @@ impl<S: Sys> Engine<S> {
 
     /// `umount2` with `EBUSY` retries and the detach fallback; no verification.
     fn umount_retrying(&self, target: &Path, opts: &UnmountOptions) -> Result<Unmounted> {
+        self.umount_retrying_as(target, target, opts)
+    }
+
+    /// [`Engine::umount_retrying`] on `target`, with `shown` (the mount point's host path) in
+    /// errors, logs and mountinfo lookups: `target` may be a `/proc/thread-self/fd/N/name`
+    /// path.
+    fn umount_retrying_as(
+        &self,
+        target: &Path,
+        shown: &Path,
+        opts: &UnmountOptions,
+    ) -> Result<Unmounted> {
         let mut attempts = 0u32;
         let mut pause = opts.initial_backoff;
         loop {
@@ -299,48 +344,48 @@ impl<S: Sys> Engine<S> {
                 Err(errno @ (Errno::EINVAL | Errno::ENOENT)) => {
                     // EINVAL: "not a mount point" (or a bad flag); mountinfo decides.
                     let table = self.sys.mount_table()?;
-                    if table.is_mount_point(target) {
-                        return Err(syscall(Op::Unmount, None, target, errno));
+                    if table.is_mount_point(shown) {
+                        return Err(syscall(Op::Unmount, None, shown, errno));
                     }
                     return Ok(Unmounted::NotMounted);
                 }
                 Err(Errno::EBUSY) if attempts <= opts.busy_retries => {
-                    debug!(target = %target.display(), attempts, ?pause, "unmount: EBUSY, retrying");
+                    debug!(target = %shown.display(), attempts, ?pause, "unmount: EBUSY, retrying");
                     self.sys.sleep(pause);
                     pause = (pause * 2).min(opts.max_backoff);
                 }
                 Err(Errno::EBUSY) if opts.detach_fallback => {
-                    warn!(target = %target.display(), attempts, "unmount: still busy, detaching lazily");
+                    warn!(target = %shown.display(), attempts, "unmount: still busy, detaching lazily");
                     return self
                         .sys
                         .umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
                         .map(|()| Unmounted::Detached { attempts })
-                        .map_err(|errno| syscall(Op::Detach, None, target, errno));
+                        .map_err(|errno| syscall(Op::Detach, None, shown, errno));
                 }
                 Err(Errno::EBUSY) => {
                     return Err(MountError::Busy {
-                        target: target.to_path_buf(),
+                        target: shown.to_path_buf(),
                         attempts,
                     });
                 }
-                Err(errno) => return Err(syscall(Op::Unmount, None, target, errno)),
+                Err(errno) => return Err(syscall(Op::Unmount, None, shown, errno)),
             }
         }
     }
 
-    fn verify_gone(&self, target: &Path, mount_id: u64, verify: Verify) -> Result<()> {
+    fn verify_gone_as(&self, at: &At<'_>, mount_id: u64, verify: Verify) -> Result<()> {
         let still = |mount_id| MountError::StillMounted {
-            target: target.to_path_buf(),
+            target: at.shown.to_path_buf(),
             mount_id,
         };
         if verify == Verify::MountId {
-            match self.sys.stat_mount(None, target) {
+            match self.sys.stat_mount(at.dirfd, at.stat_path) {
                 Ok(st) if st.is_mount_root && st.mount_id == mount_id => {
                     return Err(still(mount_id));
                 }
                 Ok(_) | Err(Errno::ENOENT) => return Ok(()),
                 Err(Errno::ENOSYS) => {}
-                Err(errno) => return Err(syscall(Op::MountId, None, target, errno)),
+                Err(errno) => return Err(syscall(Op::MountId, None, at.shown, errno)),
             }
         }
         let table = self.sys.mount_table()?;
@@ -348,6 +393,25 @@ impl<S: Sys> Engine<S> {
             return Err(still(mount_id));
         }
         Ok(())
+    }
+
+    /// Unmounts the top mount at `at` (verified by mount id), naming `at.shown` in errors.
+    fn unmount_as(&self, at: &At<'_>, opts: &UnmountOptions) -> Result<Unmounted> {
+        let before = match self.sys.stat_mount(at.dirfd, at.stat_path) {
+            Ok(st) if !st.is_mount_root => return Ok(Unmounted::NotMounted),
+            Ok(st) => st.mount_id,
+            Err(Errno::ENOENT) => return Ok(Unmounted::NotMounted),
+            Err(Errno::ENOSYS) => match self.sys.mount_table()?.top_mount_at(at.shown) {
+                Some(e) => e.mount_id(),
+                None => return Ok(Unmounted::NotMounted),
+            },
+            Err(errno) => return Err(syscall(Op::MountId, None, at.shown, errno)),
+        };
+        let outcome = self.umount_retrying_as(at.target, at.shown, opts)?;
+        if outcome != Unmounted::NotMounted {
+            self.verify_gone_as(at, before, opts.verify)?;
+        }
+        Ok(outcome)
     }
 
     fn bind_into_legacy(
@@ -557,21 +621,75 @@ impl<S: Sys> Mounter for Engine<S> {
     }
 
     fn unmount(&self, target: &Path, opts: &UnmountOptions) -> Result<Unmounted> {
-        let before = match self.sys.stat_mount(None, target) {
-            Ok(st) if !st.is_mount_root => return Ok(Unmounted::NotMounted),
-            Ok(st) => st.mount_id,
-            Err(Errno::ENOENT) => return Ok(Unmounted::NotMounted),
-            Err(Errno::ENOSYS) => match self.sys.mount_table()?.top_mount_at(target) {
-                Some(e) => e.mount_id(),
-                None => return Ok(Unmounted::NotMounted),
+        self.unmount_as(
+            &At {
+                target,
+                dirfd: None,
+                stat_path: target,
+                shown: target,
             },
-            Err(errno) => return Err(syscall(Op::MountId, None, target, errno)),
+            opts,
+        )
+    }
+
+    fn unmount_in_root(
+        &self,
+        root: &RootDir,
+        path_in_root: &Path,
+        opts: &UnmountOptions,
+    ) -> Result<Unmounted> {
+        let comps = crate::path::components_in_root(root.path(), path_in_root)?;
+        let Some((name, parents)) = comps.split_last() else {
+            return Ok(Unmounted::NotMounted);
         };
-        let outcome = self.umount_retrying(target, opts)?;
-        if outcome != Unmounted::NotMounted {
-            self.verify_gone(target, before, opts.verify)?;
+        let mut shown = root.host_path()?.to_path_buf();
+        shown.extend(&comps);
+        // The parent, opened confined with every symlink refused; the root is its own parent.
+        let parent = if parents.is_empty() {
+            None
+        } else {
+            let plain = Resolver {
+                mode: ResolveMode::NoSymlinks,
+                force_walk: self.resolver.force_walk,
+            };
+            match plain.open_in(root, &parents.iter().collect::<PathBuf>()) {
+                Ok(fd) => Some(fd),
+                // No parent, no mount point.
+                Err(MountError::Fs {
+                    errno: Errno::ENOENT,
+                    ..
+                }) => return Ok(Unmounted::NotMounted),
+                Err(e) => return Err(e),
+            }
+        };
+        let dir = parent.as_ref().map_or(root.as_fd(), AsFd::as_fd);
+        // The kernel follows the magic link to the very directory opened, then `name` with
+        // UMOUNT_NOFOLLOW: nothing a process in the root does to the path can redirect it.
+        let mut target = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
+        target.push(name);
+        // Mount ids are read relative to the directory's descriptor (no walk through /proc).
+        let at = At {
+            target: &target,
+            dirfd: Some(dir),
+            stat_path: Path::new(name),
+            shown: &shown,
+        };
+        // A stack at the mount point goes whole, top first (bounded).
+        let mut outcome = Unmounted::NotMounted;
+        for _ in 0..MAX_STACK {
+            match self.unmount_as(&at, opts)? {
+                Unmounted::NotMounted => return Ok(outcome),
+                done => {
+                    if outcome == Unmounted::NotMounted {
+                        outcome = done;
+                    }
+                }
+            }
         }
-        Ok(outcome)
+        Err(MountError::StillMounted {
+            target: shown,
+            mount_id: 0,
+        })
     }
 
     fn unmount_all_at_or_below(&self, path: &Path, opts: &UnmountOptions) -> Result<Vec<PathBuf>> {

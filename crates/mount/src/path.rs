@@ -172,6 +172,12 @@ pub struct RootDir {
     host: std::sync::OnceLock<PathBuf>,
 }
 
+impl AsFd for RootDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl RootDir {
     /// Opens `path` as a root.
     ///

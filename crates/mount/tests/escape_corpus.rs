@@ -652,3 +652,121 @@ fn host_paths_are_where_the_descriptors_lead() {
         }
     }
 }
+
+/// `unmount_in_root` cannot be redirected by a process in the root. With a parent directory
+/// swapped for a symlink to the outside after the mount point was resolved, a path-based
+/// `unmount` follows the symlink and unmounts a mount outside the root (the hazard, shown
+/// first); `unmount_in_root` refuses and the outside mount stays. It unmounts our mount where
+/// it really is, takes a stack whole, is idempotent, and a missing parent means nothing is
+/// mounted.
+#[test]
+fn unmount_in_root_cannot_be_redirected() {
+    use berth_mount::Unmounted;
+    use berth_mount::path::RootDir;
+    if !privileged("unmount_in_root_cannot_be_redirected") {
+        return;
+    }
+    let (_g, d) = tempdir();
+    in_ns(|| {
+        for (n, m) in [
+            LinuxMounter::new(),
+            LinuxMounter::new()
+                .legacy_only()
+                .with_resolve_mode(ResolveMode::InRoot),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let base = mkdirs(&d.join(format!("run-{n}")));
+            let root = mkdirs(&base.join("root"));
+            let vol = mkdirs(&base.join("vol"));
+            let outside = mkdirs(&base.join("outside"));
+            let opts = UnmountOptions::default();
+            let mounted = |p: &Path| MountTable::read_current().unwrap().is_mount_point(p);
+            let rd = RootDir::open(&root).unwrap();
+
+            // Ours, nested and at the root's top level.
+            let ab = m
+                .bind_into(&vol, &root, Path::new("a/b"), &BindOptions::default())
+                .unwrap();
+            let c = m
+                .bind_into(&vol, &root, Path::new("c"), &BindOptions::default())
+                .unwrap();
+            assert!(mounted(&ab) && mounted(&c));
+            let got = m.unmount_in_root(&rd, Path::new("a/b"), &opts).unwrap();
+            assert!(matches!(got, Unmounted::Unmounted { .. }), "{got:?}");
+            let got = m.unmount_in_root(&rd, Path::new("c"), &opts).unwrap();
+            assert!(matches!(got, Unmounted::Unmounted { .. }), "{got:?}");
+            assert!(!mounted(&ab) && !mounted(&c));
+            assert_eq!(
+                m.unmount_in_root(&rd, Path::new("a/b"), &opts).unwrap(),
+                Unmounted::NotMounted
+            );
+            assert_eq!(
+                m.unmount_in_root(&rd, Path::new("nothing/here"), &opts)
+                    .unwrap(),
+                Unmounted::NotMounted
+            );
+
+            // A stack at one mount point goes whole (plain `unmount` takes the top only).
+            for _ in 0..3 {
+                m.bind_into(&vol, &root, Path::new("s"), &BindOptions::default())
+                    .unwrap();
+            }
+            let got = m.unmount_in_root(&rd, Path::new("s"), &opts).unwrap();
+            assert!(matches!(got, Unmounted::Unmounted { .. }), "{got:?}");
+            assert!(
+                !mounted(&root.join("s")),
+                "a lower mount of the stack stayed"
+            );
+
+            // Someone else's mount outside the root, named like ours.
+            tmpfs(&outside.join("b"));
+            let swap = || {
+                std::fs::rename(root.join("a"), root.join("a-moved")).unwrap();
+                symlink(&outside, root.join("a")).unwrap();
+            };
+            let unswap = || {
+                std::fs::remove_file(root.join("a")).unwrap();
+                std::fs::rename(root.join("a-moved"), root.join("a")).unwrap();
+            };
+
+            // The hazard: by path, the parent symlink is followed out of the root.
+            m.bind_into(&vol, &root, Path::new("a/b"), &BindOptions::default())
+                .unwrap();
+            swap();
+            m.unmount(&root.join("a/b"), &opts).unwrap();
+            assert!(
+                !mounted(&outside.join("b")),
+                "by path, the unmount was redirected outside"
+            );
+            assert!(mounted(&root.join("a-moved/b")), "and ours stayed");
+            unswap();
+            m.unmount(&root.join("a/b"), &opts).unwrap();
+            tmpfs(&outside.join("b"));
+
+            // unmount_in_root: refused, the outside mount stays, ours is found where it is.
+            m.bind_into(&vol, &root, Path::new("a/b"), &BindOptions::default())
+                .unwrap();
+            swap();
+            let err = m.unmount_in_root(&rd, Path::new("a/b"), &opts).unwrap_err();
+            assert!(matches!(err, MountError::Escape { .. }), "{err}");
+            assert!(mounted(&outside.join("b")), "the outside mount was touched");
+            assert!(mounted(&root.join("a-moved/b")));
+            let got = m
+                .unmount_in_root(&rd, Path::new("a-moved/b"), &opts)
+                .unwrap();
+            assert!(matches!(got, Unmounted::Unmounted { .. }), "{got:?}");
+            assert!(!mounted(&root.join("a-moved/b")));
+            unswap();
+            m.unmount(&outside.join("b"), &opts).unwrap();
+            assert_eq!(
+                MountTable::read_current()
+                    .unwrap()
+                    .mounts_at_or_below(&base)
+                    .count(),
+                0
+            );
+        }
+    });
+}
