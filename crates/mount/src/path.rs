@@ -246,10 +246,7 @@ impl Resolver {
     /// [`MountError::Escape`] for `..` components or a refused symlink, [`MountError::Fs`]
     /// otherwise (`ENOENT` when something is missing, `ELOOP` for symlink loops).
     pub fn open(&self, root: &Path, path: &Path) -> Result<OwnedFd> {
-        let comps = components_in_root(root, path)?;
-        let root_fd = open_root(root)?;
-        self.open_components(&root_fd, &comps)
-            .map_err(|errno| self.map_errno(root, path, errno))
+        self.open_in(&RootDir::open(root)?, path)
     }
 
     /// [`Resolver::open`] inside a root opened already.
