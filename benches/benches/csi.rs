@@ -1,6 +1,6 @@
 //! berth-csi against a no-op CSI node plugin (tonic server on a unix socket, in this process,
 //! on the same current-thread runtime as the client, as the floor in
-//! `shared/research/perf-anchors.md` was measured):
+//! `docs/research/perf-anchors.md` was measured):
 //!
 //! - `csi/rpc/bare_tonic_unpublish`: the generated tonic client on a reused channel — the floor;
 //! - `csi/rpc/berth_client_unpublish`: the same RPC through `CsiClient` (socket identity check,

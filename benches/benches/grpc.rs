@@ -4,7 +4,7 @@
 //!
 //! The server is the binary's own (`berth_validator::serve::Bound`), in this process, on one
 //! current-thread tokio runtime shared with the client, as the binary runs it (and as the
-//! floor in `shared/research/perf-anchors.md` §2.3 was measured). Every id is one round trip
+//! floor in `docs/research/perf-anchors.md` §2.3 was measured). Every id is one round trip
 //! on a reused channel, request clone included; `direct/*` is the same answer without gRPC,
 //! and the request's clone, encode and decode alone.
 //!

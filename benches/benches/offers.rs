@@ -101,7 +101,7 @@ fn create_destroy(c: &mut Criterion) {
 
 fn vector_lines() -> Vec<String> {
     let dir = std::env::var_os("BERTH_CONFORMANCE_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance"),
         PathBuf::from,
     );
     let mut lines = Vec::new();

@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-/// The directory holding the conformance vectors: `$BERTH_CONFORMANCE_DIR`, else
-/// `shared/conformance` beside the repository (where CI puts it).
+/// The directory holding the conformance vectors: `$BERTH_CONFORMANCE_DIR`, else the
+/// repository's own `tests/conformance`.
 #[must_use]
 pub fn conformance_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BERTH_CONFORMANCE_DIR") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance")
 }
 
 /// Reads one vector file, with an error that says where it looked.
@@ -20,7 +20,7 @@ pub fn read_vectors(file: &str) -> Result<String, String> {
     let path = conformance_dir().join(file);
     std::fs::read_to_string(&path).map_err(|e| {
         format!(
-            "cannot read {} ({e}); set BERTH_CONFORMANCE_DIR to the shared/conformance directory",
+            "cannot read {} ({e}); the vectors live in tests/conformance; BERTH_CONFORMANCE_DIR overrides",
             path.display()
         )
     })

@@ -305,7 +305,7 @@ fn batch_answers_every_line_in_order_and_survives_garbage() {
 #[test]
 fn batch_runs_all_vectors_like_the_conformance_engine() {
     let dir = std::env::var_os("BERTH_CONFORMANCE_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance"),
         PathBuf::from,
     );
     let text = std::fs::read_to_string(dir.join("operations.json")).expect("operations.json");
@@ -336,7 +336,7 @@ fn batch_runs_all_vectors_like_the_conformance_engine() {
 #[test]
 fn convert_round_trips_every_vector_byte_for_byte() {
     let dir = std::env::var_os("BERTH_CONFORMANCE_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance"),
         PathBuf::from,
     );
     let text = std::fs::read_to_string(dir.join("operations.json")).expect("operations.json");

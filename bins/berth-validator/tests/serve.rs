@@ -501,7 +501,7 @@ fn bad_listen_addresses_are_usage_errors() {
 fn conformance_dir() -> PathBuf {
     match std::env::var_os("BERTH_CONFORMANCE_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Real peers: Docker volume plugins from PyPI, installed by `scripts/install-dvdi-peers.sh`
 //! into `${BERTH_PEERS_DIR:-/opt/berth-peers}` and started as in the research notes
-//! (`shared/research/peers-and-csi.md` §2):
+//! (`docs/research/peers-and-csi.md` §2):
 //!
 //! - **buttervolume 3.13** on a btrfs file system on a loop file;
 //! - **docker-volume-easyfuse 0.2.1** mounting bindfs over FUSE (fuse3).

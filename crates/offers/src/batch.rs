@@ -1,5 +1,5 @@
 //! The JSON-lines protocol of `berth-validator batch` (and the gRPC `Batch` call): one request
-//! object per line, in the vector format of `shared/conformance`, one answer per line.
+//! object per line, in the vector format of `tests/conformance`, one answer per line.
 //!
 //! * operation request (`resources`, `operation`, `context`, optional `acls`) →
 //!   `{"valid": true, "resources_after": [...]}` or

@@ -1,4 +1,4 @@
-//! The operation vectors of `shared/conformance/operations.json` (categories other than
+//! The operation vectors of `tests/conformance/operations.json` (categories other than
 //! `resource_validation`), evaluated through [`crate::pipeline::evaluate`] — the engine behind
 //! `berth-validator batch`.
 

@@ -1,5 +1,5 @@
 //! The conformance engine: evaluates test vectors taken from Mesos's own test suite
-//! (`shared/conformance/*.json`, format in `research` H) against berth.
+//! (`tests/conformance/*.json`, format in `tests/conformance/README.md`) against berth.
 //!
 //! This module covers `resource_validation` vectors (of `operations.json`) and the
 //! `arithmetic.json` vectors; `berth-offers` extends it with the operation vectors. Each check
