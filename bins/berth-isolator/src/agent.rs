@@ -205,10 +205,12 @@ impl Agent {
             let fp = fp.clone();
             isolator.set_hook(Arc::new(move |_| fp.tick()));
         }
-        let configured = match &settings.resources {
-            Some(flag) => berth_agent::resources::parse_configured(flag)?,
-            None => berth_resources::Resources::default(),
-        };
+        // As the Mesos agent: what --resources does not name is detected (cpus, mem, the work
+        // dir's disk, ports).
+        let configured = berth_agent::resources::detect::agent_resources(
+            settings.resources.as_deref(),
+            &berth_agent::resources::detect::HostTotals::probe(work),
+        )?;
         let mut resources = AgentResources::open(
             work,
             configured,

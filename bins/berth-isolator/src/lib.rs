@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod demo;
+pub mod dvdcli;
 pub mod serve;
 
 pub use agent::{Agent, Settings};

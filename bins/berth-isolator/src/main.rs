@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "berth-isolator",
-    version,
+    version = env!("BERTH_VERSION"),
     about = "berth's agent-side volume isolator"
 )]
 struct Cli {
@@ -146,6 +146,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Multicall: under the name `dvdcli` (a symlink to this binary), behave as dvdcli.
+    let mut argv = std::env::args_os();
+    if argv
+        .next()
+        .is_some_and(|a| berth_isolator::dvdcli::invoked_as_dvdcli(&a))
+    {
+        let args: Vec<String> = argv.map(|a| a.to_string_lossy().into_owned()).collect();
+        return berth_isolator::dvdcli::main(&args);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -210,38 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Dvdcli { args } => {
-            // Not under the agent's lock: Mesos runs dvdcli while the agent's own isolator
-            // works. Invocations are serialized by a lock of their own.
-            std::fs::create_dir_all(&settings.work_dir)?;
-            let state = settings.work_dir.join("dvdcli");
-            std::fs::create_dir_all(&state)?;
-            let lock_file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(state.join(".lock"))?;
-            let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", state.display()))?;
-            let manager = berth_isolator::agent::docker_manager(
-                &settings,
-                &state,
-                // dvdcli calls carry no consumer: one Mount per volume for this agent, with
-                // the agent's `ID` (its host name), as the compatibility mode of the bridge.
-                berth_dvdi::MountMode::PerAgent {
-                    agent_id: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .map(|h| h.trim().to_owned())
-                        .ok()
-                        .filter(|h| !h.is_empty())
-                        .unwrap_or_else(|| "berth".to_owned()),
-                },
-            )?;
-            let code = berth_dvdi::cli::dvdcli(
-                &args,
-                &manager,
-                &mut std::io::stdout(),
-                &mut std::io::stderr(),
-            )
-            .await;
+            let code = berth_isolator::dvdcli::run(&settings, &args).await?;
             if code == 0 {
                 Ok(())
             } else {

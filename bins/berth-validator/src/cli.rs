@@ -19,7 +19,7 @@ const DEFAULT_CONTEXT: &str = include_str!("defaults/context.json");
 
 /// Validate and apply Mesos offer operations exactly as the Mesos master does.
 #[derive(Parser, Debug)]
-#[command(name = "berth-validator", version)]
+#[command(name = "berth-validator", version = env!("BERTH_VERSION"))]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -48,6 +48,7 @@
 //! and commits. Until then, changes are refused with [`ResourcesError::RecoveryRequired`]. A
 //! volume that stays in the set is never touched, so no crash loses its data.
 
+pub mod detect;
 mod error;
 mod fs;
 pub mod layout;

@@ -27,6 +27,17 @@ impl Resources {
     /// [`InputError::Text`] for malformed text (including one name used with two value types),
     /// [`InputError::Json`] / [`InputError::Validation`] for a bad JSON array.
     pub fn parse(input: &str, default_role: &str) -> Result<Resources, InputError> {
+        Resources::from_proto_list(&Resources::parse_list(input, default_role)?)
+    }
+
+    /// Parses the agent's text format or a JSON array into the list of resources it names, in
+    /// order and unmerged (Mesos `Resources::fromString`): `cpus:0` is listed, where
+    /// [`Resources::parse`] drops it as empty. The Mesos agent looks at this list to decide
+    /// which resources it still has to detect.
+    ///
+    /// # Errors
+    /// As [`Resources::parse`].
+    pub fn parse_list(input: &str, default_role: &str) -> Result<Vec<pb::Resource>, InputError> {
         let trimmed = input.trim();
         let list = if trimmed.starts_with('[') && serde_json::from_str::<Json>(trimmed).is_ok() {
             let json: Json =
@@ -54,7 +65,7 @@ impl Resources {
                 None => types.push((&r.name, r.r#type)),
             }
         }
-        Resources::from_proto_list(&list)
+        Ok(list)
     }
 }
 
