@@ -54,6 +54,7 @@ pub mod mountinfo;
 pub mod names;
 pub mod ns;
 pub mod path;
+pub mod quota;
 pub mod sys;
 
 pub use engine::{Engine, LinuxMounter, Mounter};
