@@ -600,7 +600,21 @@ pub fn remove_dir_all_checked(path: &Path) -> Result<()> {
         .map_err(|errno| fs_err(FsStep::Rmdir, root, path, errno))
 }
 
-fn remove_contents(dir: &OwnedFd, shown: &Path, dev: u64, mnt: Option<u64>) -> Result<()> {
+/// A directory on the way down, while its contents are removed.
+struct Level {
+    /// Its inode (the device is the top's), to check that `..` leads back to it.
+    ino: u64,
+    /// Its name in its parent (empty for the top).
+    name: OsString,
+    /// Its shown path, for errors.
+    shown: PathBuf,
+    /// Subdirectories still to descend into.
+    pending: Vec<OsString>,
+}
+
+/// Lists `dir`'s entries, unlinks every non-directory at once and returns the names of its
+/// subdirectories.
+fn clear_files(dir: &OwnedFd, shown: &Path) -> Result<Vec<OsString>> {
     let root = Path::new("/");
     let listing = nix::dir::Dir::from_fd(
         dup_dir_rd(dir).map_err(|errno| fs_err(FsStep::ReadDir, root, shown, errno))?,
@@ -614,45 +628,119 @@ fn remove_contents(dir: &OwnedFd, shown: &Path, dev: u64, mnt: Option<u64>) -> R
             names.push(OsStr::from_bytes(n).to_owned());
         }
     }
+    let mut dirs = Vec::new();
     for name in names {
-        let child = shown.join(&name);
         let st = fstatat(
             dir,
             name.as_os_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|errno| fs_err(FsStep::Stat, root, &child, errno))?;
-        if !is_dir(&st) {
+        .map_err(|errno| fs_err(FsStep::Stat, root, &shown.join(&name), errno))?;
+        if is_dir(&st) {
+            dirs.push(name);
+        } else {
             unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                .map_err(|errno| fs_err(FsStep::Unlink, root, &child, errno))?;
+                .map_err(|errno| fs_err(FsStep::Unlink, root, &shown.join(&name), errno))?;
+        }
+    }
+    // Descend in listing order (the stack pops from the end).
+    dirs.reverse();
+    Ok(dirs)
+}
+
+/// Removes everything inside `top` without recursion and with two descriptors at most (the
+/// top and the current directory), however deep the tree: the walk goes down by `openat` of
+/// a child and back up by `..`, checking that `..` is the directory it came from (same
+/// inode), so a tree moved under the walk stops it with an error instead of leading it
+/// elsewhere. Every directory must be on `dev` and on the top's mount (`mnt`).
+fn remove_contents(top: &OwnedFd, shown: &Path, dev: u64, mnt: Option<u64>) -> Result<()> {
+    let root = Path::new("/");
+    let top_st = fstat(top).map_err(|errno| fs_err(FsStep::Stat, root, shown, errno))?;
+    let mut levels = vec![Level {
+        ino: top_st.st_ino,
+        name: OsString::new(),
+        shown: shown.to_path_buf(),
+        pending: clear_files(top, shown)?,
+    }];
+    // The current directory when below the top; `None` while at the top.
+    let mut cur: Option<OwnedFd> = None;
+    loop {
+        let depth = levels.len();
+        let Some(level) = levels.last_mut() else {
+            return Ok(());
+        };
+        let here: &OwnedFd = cur.as_ref().unwrap_or(top);
+        if let Some(name) = level.pending.pop() {
+            let child = level.shown.join(&name);
+            let crossed = || MountError::MountedBelow {
+                path: shown.to_path_buf(),
+                mount_point: child.clone(),
+            };
+            let sub = match openat(
+                here,
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                // Gone meanwhile: nothing to remove.
+                Err(Errno::ENOENT) => continue,
+                Err(errno) => return Err(fs_err(FsStep::Open, root, &child, errno)),
+            };
+            let sub_st = fstat(&sub).map_err(|errno| fs_err(FsStep::Stat, root, &child, errno))?;
+            let sub_mnt = LinuxSys.stat_mount(Some(sub.as_fd()), Path::new("")).ok();
+            if sub_st.st_dev != dev
+                || sub_mnt.is_some_and(|s| s.is_mount_root || Some(s.mount_id) != mnt)
+            {
+                return Err(crossed());
+            }
+            let pending = clear_files(&sub, &child)?;
+            levels.push(Level {
+                ino: sub_st.st_ino,
+                name,
+                shown: child,
+                pending,
+            });
+            cur = Some(sub);
             continue;
         }
-        let crossed = || MountError::MountedBelow {
-            path: shown.to_path_buf(),
-            mount_point: child.clone(),
+        // This level is empty. At the top: done (the caller removes the top itself).
+        if depth == 1 {
+            return Ok(());
+        }
+        let done = levels
+            .pop()
+            .ok_or_else(|| fs_err(FsStep::Rmdir, root, shown, Errno::EINVAL))?;
+        let parent_ino = levels.last().map_or(top_st.st_ino, |l| l.ino);
+        let parent_shown = levels
+            .last()
+            .map_or_else(|| shown.to_path_buf(), |l| l.shown.clone());
+        let parent = if depth == 2 {
+            None
+        } else {
+            let fd = openat(
+                cur.as_ref().unwrap_or(top),
+                "..",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| fs_err(FsStep::Open, root, &parent_shown, errno))?;
+            let st =
+                fstat(&fd).map_err(|errno| fs_err(FsStep::Stat, root, &parent_shown, errno))?;
+            if st.st_ino != parent_ino || st.st_dev != dev {
+                // The tree was moved while it was being removed.
+                return Err(fs_err(FsStep::Open, root, &parent_shown, Errno::ESTALE));
+            }
+            Some(fd)
         };
-        if st.st_dev != dev {
-            return Err(crossed());
-        }
-        let sub = openat(
-            dir,
-            name.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
+        cur = parent;
+        unlinkat(
+            cur.as_ref().unwrap_or(top),
+            done.name.as_os_str(),
+            UnlinkatFlags::RemoveDir,
         )
-        .map_err(|errno| fs_err(FsStep::Open, root, &child, errno))?;
-        let sub_st = fstat(&sub).map_err(|errno| fs_err(FsStep::Stat, root, &child, errno))?;
-        let sub_mnt = LinuxSys.stat_mount(Some(sub.as_fd()), Path::new("")).ok();
-        if sub_st.st_dev != dev
-            || sub_mnt.is_some_and(|s| s.is_mount_root || Some(s.mount_id) != mnt)
-        {
-            return Err(crossed());
-        }
-        remove_contents(&sub, &child, dev, mnt)?;
-        unlinkat(dir, name.as_os_str(), UnlinkatFlags::RemoveDir)
-            .map_err(|errno| fs_err(FsStep::Rmdir, root, &child, errno))?;
+        .map_err(|errno| fs_err(FsStep::Rmdir, root, &done.shown, errno))?;
     }
-    Ok(())
 }
 
 fn dup_dir_rd(fd: &OwnedFd) -> nix::Result<OwnedFd> {
