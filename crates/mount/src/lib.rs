@@ -56,6 +56,7 @@ pub mod ns;
 pub mod path;
 pub mod quota;
 pub mod sys;
+pub mod usage;
 
 pub use engine::{Engine, LinuxMounter, Mounter};
 pub use error::{FsStep, MountError, Op, Result};
