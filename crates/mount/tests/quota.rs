@@ -20,90 +20,20 @@
 
 mod common;
 
+use berth_testkit::vm::{
+    in_vm, kernel_has_project_quotas, mount_prjquota, quota_fs, quota_required as required,
+    run_in_vm,
+};
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use berth_mount::loopdev::LoopDevice;
 use berth_mount::quota::{Limits, LinuxQuotas, Quotas, Support};
 
 const MIB: u64 = 1 << 20;
 /// The unprivileged writer's uid and gid (nobody).
 const TASK_UID: u32 = 65534;
-
-fn in_vm() -> bool {
-    std::env::var_os("BERTH_IN_VM").is_some()
-}
-
-fn required() -> bool {
-    std::env::var("BERTH_REQUIRE_QUOTA").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A filesystem image with project quotas on, attached to a loop device.
-fn quota_fs(dir: &Path, fstype: &str) -> LoopDevice {
-    let (program, size_mib, args): (&str, u64, &[&str]) = match fstype {
-        // Project quotas need the quota and project features and 256-byte inodes on ext4.
-        "ext4" => (
-            "mkfs.ext4",
-            128,
-            &["-q", "-F", "-I", "256", "-O", "quota,project"],
-        ),
-        "xfs" => ("mkfs.xfs", 300, &["-q", "-f"]),
-        other => panic!("no recipe for {other}"),
-    };
-    let image = dir.join(format!("{fstype}.img"));
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(size_mib * MIB)
-        .unwrap();
-    let out = Command::new(common::tool(program))
-        .args(args)
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    LoopDevice::attach(&image, false).unwrap()
-}
-
-/// Mounts `dev` at `target` with `prjquota`; `Err(errno)` when the kernel refuses the option.
-fn mount_prjquota(dev: &Path, target: &Path, fstype: &str) -> nix::Result<()> {
-    nix::mount::mount(
-        Some(dev),
-        target,
-        Some(fstype),
-        nix::mount::MsFlags::empty(),
-        Some("prjquota"),
-    )
-}
-
-/// Whether this kernel mounts both filesystems with `prjquota` (tried in a private namespace).
-fn kernel_has_project_quotas() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_owned();
-    let mut ok = true;
-    for fstype in ["xfs", "ext4"] {
-        let dev = quota_fs(&d, fstype);
-        let target = d.join(format!("mnt-{fstype}"));
-        std::fs::create_dir_all(&target).unwrap();
-        let devp = dev.path().to_owned();
-        let fs = fstype.to_owned();
-        let mounted = berth_mount::ns::in_private_mount_namespace(move || {
-            mount_prjquota(&devp, &target, &fs).is_ok()
-        })
-        .unwrap();
-        ok &= mounted;
-    }
-    ok
-}
 
 /// Writes `bytes` to `file` in 1 MiB pieces as the unprivileged task user, in a child process
 /// (this test binary re-executed as `writer_child`); returns (bytes written, errno of the
@@ -158,7 +88,7 @@ fn writer_child() {
 fn enforced_on(fstype: &str, over_limit_errno: i32) {
     let dir = tempfile::tempdir().unwrap();
     let d = std::fs::canonicalize(dir.path()).unwrap();
-    let dev = quota_fs(&d, fstype);
+    let dev = quota_fs(&d, fstype, 128);
     let mnt = d.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let devp = dev.path().to_owned();
@@ -315,29 +245,6 @@ fn ext4_without_the_project_feature_has_no_project_quotas() {
     .unwrap();
 }
 
-/// The Debian kernel image the VM boots.
-fn vm_kernel() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-fn vng() -> Option<PathBuf> {
-    let dir = std::env::var_os("BERTH_VM_DIR")
-        .map_or_else(|| PathBuf::from("/opt/berth-vm"), PathBuf::from);
-    let p = dir.join("bin/vng");
-    p.is_file().then_some(p)
-}
-
 /// Runs every other case of this binary inside a VM whose kernel has project quotas, when this
 /// kernel has none.
 #[test]
@@ -345,7 +252,12 @@ fn vm_tier() {
     if in_vm() || !nix::unistd::geteuid().is_root() || kernel_has_project_quotas() {
         return; // the cases run (or skip) natively
     }
-    let (Some(kernel), Some(vng)) = (vm_kernel(), vng()) else {
+    let exe = std::env::current_exe().unwrap();
+    let Some(run) = run_in_vm(
+        &exe,
+        &["--test-threads=1", "--skip", "vm_tier"],
+        &[("BERTH_REQUIRE_QUOTA", "1")],
+    ) else {
         assert!(
             !required(),
             "vm_tier: this kernel has no project quotas and the VM tools are missing \
@@ -354,65 +266,29 @@ fn vm_tier() {
         eprintln!("SKIPPED vm_tier: no VM tools (scripts/install-vm.sh)");
         return;
     };
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = std::fs::canonicalize(out_dir.path()).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    for p in [&exe, &out] {
-        assert!(
-            p.to_str().is_some_and(|s| s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))),
-            "{} cannot be passed to the VM's command line",
-            p.display()
-        );
-    }
-    // The VM's init runs this line with its shell; every word is a fixed string or a path
-    // checked above.
-    let script = format!(
-        "modprobe loop; modprobe xfs; modprobe ext4; modprobe quota_v2; \
-         BERTH_IN_VM=1 BERTH_REQUIRE_QUOTA=1 TMPDIR=/tmp {exe} --test-threads=1 --skip vm_tier \
-         > {out}/output.txt 2>&1; echo $? > {out}/status",
-        exe = exe.display(),
-        out = out.display()
-    );
-    let started = std::time::Instant::now();
-    let vm = Command::new(&vng)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-                vng.parent().unwrap().display()
-            ),
-        )
-        .arg("--run")
-        .arg(&kernel)
-        .args(["--disable-kvm", "--memory", "2G", "--rwdir"])
-        .arg(&out)
-        .arg("--exec")
-        .arg(&script)
-        .output()
-        .unwrap();
-    let output = std::fs::read_to_string(out.join("output.txt")).unwrap_or_default();
-    let status = std::fs::read_to_string(out.join("status")).unwrap_or_default();
     println!(
-        "vm_tier: {} booted in {:.0?}; the cases' output:\n{output}",
-        kernel.display(),
-        started.elapsed()
+        "vm_tier: {} ran for {:.0?}; the cases' output:\n{}",
+        run.kernel.display(),
+        run.elapsed,
+        run.output
     );
     assert_eq!(
-        status.trim(),
-        "0",
-        "the quota cases failed in the VM (vng {:?}):\n{output}\nvng stderr: {}",
-        vm.status,
-        String::from_utf8_lossy(&vm.stderr)
+        run.status, "0",
+        "the quota cases failed in the VM:\n{}\nvng stderr: {}",
+        run.output, run.vng_stderr
     );
     assert!(
-        output.contains("test xfs_project_quota_stops_a_task_at_its_limit ... ok")
-            && output.contains("test ext4_project_quota_stops_a_task_at_its_limit ... ok"),
-        "the cases did not run in the VM:\n{output}"
+        run.output
+            .contains("test xfs_project_quota_stops_a_task_at_its_limit ... ok")
+            && run
+                .output
+                .contains("test ext4_project_quota_stops_a_task_at_its_limit ... ok"),
+        "the cases did not run in the VM:\n{}",
+        run.output
     );
     assert!(
-        !output.contains("SKIPPED"),
-        "a case skipped in the VM:\n{output}"
+        !run.output.contains("SKIPPED"),
+        "a case skipped in the VM:\n{}",
+        run.output
     );
 }

@@ -10,6 +10,8 @@
 //! - [`mounts_below`]: the mount points at or below a path in the calling thread's namespace.
 //! - [`peers_dir`] / [`peer_or_skip`]: where `scripts/install-peers.sh` put the real plugins,
 //!   and the skip rule for them (`BERTH_REQUIRE_PEERS=1` turns a skip into a failure).
+//! - [`vm`]: running a binary in a VM whose kernel has project quotas, and quota-enabled
+//!   test filesystems.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +19,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::mpsc;
+
+pub mod vm;
 
 /// Whether a root-only test may run: root, or a printed skip — except under `CI=true`, where
 /// the test fails loudly instead of skipping.

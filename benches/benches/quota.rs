@@ -1,0 +1,122 @@
+//! Per-volume usage: project quotas against a `du` walk (issue "Volume sizes made real").
+//!
+//! 100 volume directories on one XFS filesystem mounted `prjquota`, 1,000 files each (100,000
+//! files in all), each directory tagged with its own project id:
+//!
+//! * `usage_100_volumes/quotactl`: the usage of all 100 through `Q_GETQUOTA`
+//!   (`berth_mount::quota::LinuxQuotas::usage`);
+//! * `usage_100_volumes/du`: the same 100 through the `du` walk (`berth_mount::usage::tree_usage`).
+//!
+//! Target: quotactl ≥ 100× faster than du. Needs root and a kernel with XFS project quotas;
+//! when this kernel has none, the binary runs itself in the test VM (`scripts/install-vm.sh`,
+//! one boot, criterion's output printed here; figures are then the VM's, under qemu's TCG, for
+//! both sides alike). Without root or VM tools it says so and measures nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use berth_mount::quota::{Limits, LinuxQuotas, Quotas};
+use berth_testkit::vm::{in_vm, kernel_has_project_quotas, mount_prjquota, quota_fs, run_in_vm};
+use criterion::Criterion;
+
+const VOLUMES: u32 = 100;
+const FILES_PER_VOLUME: u32 = 1000;
+
+fn populate(mnt: &Path) -> Vec<(PathBuf, u32)> {
+    let q = LinuxQuotas::new();
+    (1..=VOLUMES)
+        .map(|i| {
+            let dir = mnt.join(format!("volumes/roles/db/pv-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            q.assign(&dir, 1000 + i).unwrap();
+            q.set_limits(
+                &dir,
+                1000 + i,
+                Limits {
+                    hard_bytes: 64 << 20,
+                    soft_bytes: 0,
+                },
+            )
+            .unwrap();
+            for f in 0..FILES_PER_VOLUME {
+                let sub = dir.join(format!("d{}", f / 100));
+                if f % 100 == 0 {
+                    std::fs::create_dir_all(&sub).unwrap();
+                }
+                std::fs::write(sub.join(format!("f{f}")), [7_u8; 100]).unwrap();
+            }
+            (dir, 1000 + i)
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion, volumes: &[(PathBuf, u32)]) {
+    let q = LinuxQuotas::new();
+    // Both sides must see the same files.
+    for (dir, id) in volumes {
+        let by_quota = q.usage(dir, *id).unwrap();
+        let by_walk = berth_mount::usage::tree_usage(dir).unwrap();
+        assert_eq!(by_quota.used_inodes, by_walk.inodes, "{}", dir.display());
+    }
+    let mut g = c.benchmark_group("usage_100_volumes");
+    g.sample_size(20);
+    g.bench_function("quotactl", |b| {
+        b.iter(|| {
+            for (dir, id) in volumes {
+                black_box(q.usage(dir, *id).unwrap());
+            }
+        });
+    });
+    g.bench_function("du", |b| {
+        b.iter(|| {
+            for (dir, _) in volumes {
+                black_box(berth_mount::usage::tree_usage(dir).unwrap());
+            }
+        });
+    });
+    g.finish();
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("quota bench: needs root (loop devices, mounts); nothing measured");
+        return;
+    }
+    if !in_vm() && !kernel_has_project_quotas() {
+        let exe = std::env::current_exe().unwrap();
+        match run_in_vm(&exe, &["--bench"], &[("CRITERION_HOME", "/tmp/criterion")]) {
+            Some(run) => {
+                println!(
+                    "quota bench: ran in the VM ({}, {:.0?}), status {}:\n{}",
+                    run.kernel.display(),
+                    run.elapsed,
+                    run.status,
+                    run.output
+                );
+                assert_eq!(run.status, "0", "{}", run.vng_stderr);
+            }
+            None => eprintln!(
+                "quota bench: this kernel has no project quotas and the VM tools are missing \
+                 (scripts/install-vm.sh); nothing measured"
+            ),
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let dev = quota_fs(&d, "xfs", 1024);
+    let mnt = d.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let devp = dev.path().to_owned();
+    berth_mount::ns::in_private_mount_namespace(move || {
+        mount_prjquota(&devp, &mnt, "xfs").unwrap();
+        let volumes = populate(&mnt);
+        let mut c = Criterion::default().configure_from_args();
+        bench(&mut c, &volumes);
+        c.final_summary();
+        nix::mount::umount(&mnt).unwrap();
+    })
+    .unwrap();
+}
