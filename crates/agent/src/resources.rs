@@ -190,6 +190,17 @@ pub fn parse_operation(json: &Json) -> Result<Operation> {
         .map_err(|e| ResourcesError::InvalidOperation { reason: e.message })
 }
 
+/// Reads a Mesos `Offer.Operation` message as the master's first step does (body present,
+/// common validation, upgrade to the post-refinement format), with no format round trip.
+///
+/// # Errors
+/// [`ResourcesError::InvalidOperation`].
+pub fn read_operation(op: &berth_resources::proto::offer::Operation) -> Result<Operation> {
+    Operation::from_proto(op).map_err(|e| ResourcesError::InvalidOperation {
+        reason: e.to_string(),
+    })
+}
+
 /// The agent's total resources: `configured` with every checkpointed resource substituted for
 /// the configured resource it came from (Mesos `applyCheckpointedResources`: strip the dynamic
 /// reservations and the volume, which must be contained, then replace).
