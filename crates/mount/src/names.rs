@@ -174,6 +174,11 @@ pub struct ContainerPath {
 }
 
 impl ContainerPath {
+    /// The rule refusing the root itself (as [`ContainerPath::rule`] names it).
+    pub const ROOT: &'static str = "is the root";
+    /// The rule refusing a component over 255 bytes (as [`ContainerPath::rule`] names it).
+    pub const LONG_COMPONENT: &'static str = "has a component longer than 255 bytes";
+
     /// Checks `raw`.
     ///
     /// # Errors
@@ -194,7 +199,7 @@ impl ContainerPath {
             match c {
                 Component::RootDir => {}
                 Component::Normal(n) if n.len() > MAX_COMPONENT => {
-                    return Err(bad("has a component longer than 255 bytes"));
+                    return Err(bad(Self::LONG_COMPONENT));
                 }
                 Component::Normal(n) => in_root.push(n),
                 Component::ParentDir => return Err(bad("has a '..' component")),
@@ -203,7 +208,7 @@ impl ContainerPath {
             }
         }
         if in_root.as_os_str().is_empty() {
-            return Err(bad("is the root"));
+            return Err(bad(Self::ROOT));
         }
         Ok(Self {
             raw: PathBuf::from(raw),
