@@ -92,6 +92,6 @@ pub fn read_config(path: &Path, container_id: &str) -> Result<ContainerConfig> {
             Some(_) => {}
         }
     }
-    ContainerConfig::from_json(&value.to_string())
+    ContainerConfig::from_json_value(&value)
         .with_context(|| format!("container config {}", path.display()))
 }

@@ -106,7 +106,7 @@ impl IsolatorRpc for Service {
         request: Request<pb::CleanupRequest>,
     ) -> Result<Response<pb::CleanupResponse>, Status> {
         let id = request.into_inner().container_id;
-        berth_mount::names::validate_component(&id)
+        berth_mount::names::ContainerId::new(&id)
             .map_err(|e| Status::invalid_argument(format!("container_id: {e}")))?;
         let agent = Arc::clone(&self.agent);
         detached(async move { agent.cleanup(&id).await }).await?;

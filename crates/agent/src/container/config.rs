@@ -43,6 +43,14 @@ impl ContainerConfig {
     pub fn from_json(text: &str) -> Result<Self> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| cfg_err(format!("not JSON: {e}")))?;
+        Self::from_json_value(&value)
+    }
+
+    /// [`ContainerConfig::from_json`] of a parsed JSON value (no text round trip).
+    ///
+    /// # Errors
+    /// [`ContainerError::Config`](super::ContainerError::Config) naming the key or element.
+    pub fn from_json_value(value: &serde_json::Value) -> Result<Self> {
         let obj = value
             .as_object()
             .ok_or_else(|| cfg_err("must be a JSON object"))?;
