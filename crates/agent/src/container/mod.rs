@@ -20,7 +20,7 @@
 //! have); nested container paths are mounted parent first instead of being skipped; duplicate
 //! container paths in one container are refused.
 //!
-//! One room per job: [`config`] parses, `plan` resolves each volume by its kind's planner
+//! One room per job: `config` parses, `plan` resolves each volume by its kind's planner
 //! (`sources/`: persistent, host path, sandbox path, CSI, Docker, behind one `SourceKind`),
 //! `prepare` acquires and binds, `teardown` unmounts and releases, `recover` and `status`
 //! read the records (`record`, the only code that stores them) against the mount table. The

@@ -47,7 +47,8 @@ impl Isolator {
     /// mounts or plugins (cheap: for start-up and metrics).
     ///
     /// # Errors
-    /// [`ContainerError::Io`] when the records directory cannot be listed.
+    /// [`ContainerError::Io`](super::ContainerError::Io) when the records directory cannot be
+    /// listed.
     pub fn record_states(&self) -> Result<Vec<(String, RecordState)>> {
         Ok(self
             .records
@@ -63,7 +64,8 @@ impl Isolator {
     /// Every container with a record: its state and its volumes, mounted or not.
     ///
     /// # Errors
-    /// [`ContainerError::Io`] when the records directory cannot be listed.
+    /// [`ContainerError::Io`](super::ContainerError::Io) when the records directory cannot be
+    /// listed.
     pub fn status(&self) -> Result<Vec<ContainerStatus>> {
         let names = self.records.ids()?;
         let table = self.mounter.mount_table().ok();

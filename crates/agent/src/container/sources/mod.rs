@@ -27,7 +27,7 @@ use super::error::{Result, vol_err};
 pub(crate) use docker::plan_env as plan_docker_env;
 pub(crate) use persistent::plan as plan_persistent;
 
-/// A boxed future, for the object-safe [`DockerVolumes`] and [`SourceKind`].
+/// A boxed future, for the object-safe [`DockerVolumes`] and the volume kinds.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The Docker volume-driver side (implemented by [`berth_dvdi::VolumeManager`]): one Mount per
