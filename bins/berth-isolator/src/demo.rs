@@ -12,7 +12,7 @@ use berth_agent::container::ContainerConfig;
 use berth_resources::proto;
 use serde_json::json;
 
-use crate::agent::{Agent, Settings};
+use crate::agent::Settings;
 
 const CONFIGURED: &str = "cpus:1;mem:256;disk(demo-role):128";
 
@@ -65,7 +65,7 @@ async fn steps<W: Write>(out: &mut W) -> Result<()> {
         work.display()
     )?;
 
-    let agent = Agent::open(Settings {
+    let agent = crate::agent::open(Settings {
         work_dir: work.clone(),
         resources: Some(CONFIGURED.to_owned()),
         ..Settings::default()

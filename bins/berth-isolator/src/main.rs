@@ -205,11 +205,12 @@ async fn run(cli: Cli) -> Result<()> {
         resources: cli.resources,
         retain_destroyed_data: cli.retain_destroyed_data,
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
+        step_hook: None,
     };
     match cli.command {
         Command::Serve { listen, metrics } => {
             let socket = berth_isolator::serve::parse_listen(&listen)?;
-            let agent = Arc::new(Agent::open(settings).await?);
+            let agent = Arc::new(berth_isolator::agent::open(settings).await?);
             berth_isolator::serve::run(agent, &socket, metrics, || {
                 eprintln!(
                     "berth-isolator: serving berth.v1.Isolator on unix:{}",
@@ -227,7 +228,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         other => {
-            let agent = Agent::open(settings).await?;
+            let agent = berth_isolator::agent::open(settings).await?;
             let out = command(&agent, other).await;
             agent.shutdown().await;
             out
@@ -324,7 +325,7 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
             print_json(&berth_isolator::agent::resources_json(&out))
         }
         Command::Resources => {
-            let out = agent.resources().await?;
+            let out = agent.resources().await;
             print_json(&berth_isolator::agent::resources_json(&out))
         }
         Command::Serve { .. } | Command::Demo | Command::Dvdcli { .. } => {

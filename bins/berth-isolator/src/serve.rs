@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+use berth_agent::ErrorCode;
 use berth_agent::container::ContainerConfig;
 use berth_proto::berth::v1 as pb;
 use pb::isolator_server::{Isolator as IsolatorRpc, IsolatorServer};
 use tonic::{Request, Response, Status};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, AgentError, ResourcesView};
 
 /// The service over an opened agent.
 #[derive(Debug, Clone)]
@@ -31,59 +32,40 @@ impl Service {
     }
 }
 
-/// The gRPC status of an operation's error: the caller's mistakes are `INVALID_ARGUMENT`,
-/// states that forbid the operation `FAILED_PRECONDITION` or `ALREADY_EXISTS`, a plugin
-/// nobody configured `NOT_FOUND`, the rest `INTERNAL`.
-fn status(e: &anyhow::Error) -> Status {
-    use berth_agent::container::ContainerError as C;
-    use berth_agent::resources::ResourcesError as R;
-    let text = format!("{e:#}");
-    if let Some(c) = e.downcast_ref::<C>() {
-        return match c {
-            C::Config { .. } | C::Volume { .. } => Status::invalid_argument(text),
-            C::AlreadyPrepared { .. } => Status::already_exists(text),
-            C::Csi { source, .. }
-                if matches!(**source, berth_csi::CsiError::UnknownPlugin { .. }) =>
-            {
-                Status::not_found(text)
-            }
-            _ => Status::internal(text),
-        };
+/// The gRPC code of an agent error class: the one place where agent errors meet gRPC.
+fn code(c: ErrorCode) -> tonic::Code {
+    match c {
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::Internal => tonic::Code::Internal,
     }
-    if let Some(r) = e.downcast_ref::<R>() {
-        return match r {
-            R::InvalidConfigured { .. }
-            | R::InvalidResources { .. }
-            | R::NotCheckpointable { .. }
-            | R::Incompatible { .. }
-            | R::InvalidOperation { .. }
-            | R::UnsupportedOperation { .. }
-            | R::OperationRefused { .. }
-            | R::OperationNotApplicable { .. }
-            | R::NotPersistentVolume { .. }
-            | R::UnsupportedVolume { .. }
-            | R::InvalidRoot { .. }
-            | R::InvalidComponent { .. }
-            | R::DuplicateVolume { .. } => Status::invalid_argument(text),
-            R::VolumeInUse { .. }
-            | R::MountedInside { .. }
-            | R::RecoveryRequired { .. }
-            | R::Locked { .. } => Status::failed_precondition(text),
-            _ => Status::internal(text),
-        };
-    }
-    Status::internal(text)
+}
+
+/// The gRPC status of an operation's error, by the error's own [`ErrorCode`]: the caller's
+/// mistakes are `INVALID_ARGUMENT`, states that forbid the operation `FAILED_PRECONDITION` or
+/// `ALREADY_EXISTS`, a plugin nobody configured `NOT_FOUND`, the rest `INTERNAL`.
+fn status(e: &AgentError) -> Status {
+    Status::new(code(e.code()), e.to_string())
 }
 
 /// Runs an operation on its own task, so a client that gives up (deadline, disconnect) does
 /// not cancel it half-way: a prepare always finishes or undoes itself.
 async fn detached<T: Send + 'static>(
-    fut: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    fut: impl std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
 ) -> Result<T, Status> {
     match tokio::spawn(fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(status(&e)),
         Err(join) => Err(Status::internal(format!("operation task failed: {join}"))),
+    }
+}
+
+fn resources_response(r: ResourcesView) -> pb::ResourcesResponse {
+    pb::ResourcesResponse {
+        checkpointed: r.checkpointed,
+        total: r.total,
     }
 }
 
@@ -124,7 +106,7 @@ impl IsolatorRpc for Service {
         request: Request<pb::CleanupRequest>,
     ) -> Result<Response<pb::CleanupResponse>, Status> {
         let id = request.into_inner().container_id;
-        berth_mount::names::validate_component(&id)
+        berth_mount::names::ContainerId::new(&id)
             .map_err(|e| Status::invalid_argument(format!("container_id: {e}")))?;
         let agent = Arc::clone(&self.agent);
         detached(async move { agent.cleanup(&id).await }).await?;
@@ -190,7 +172,7 @@ impl IsolatorRpc for Service {
         let r = request.into_inner();
         let agent = Arc::clone(&self.agent);
         let out = detached(async move { agent.checkpoint_resources(r.resources).await }).await?;
-        Ok(Response::new(out))
+        Ok(Response::new(resources_response(out)))
     }
 
     async fn apply_operation(
@@ -202,15 +184,16 @@ impl IsolatorRpc for Service {
         };
         let agent = Arc::clone(&self.agent);
         let out = detached(async move { agent.apply_operation(op).await }).await?;
-        Ok(Response::new(out))
+        Ok(Response::new(resources_response(out)))
     }
 
     async fn get_resources(
         &self,
         _request: Request<pb::GetResourcesRequest>,
     ) -> Result<Response<pb::ResourcesResponse>, Status> {
-        let out = self.agent.resources().await.map_err(|e| status(&e))?;
-        Ok(Response::new(out))
+        Ok(Response::new(resources_response(
+            self.agent.resources().await,
+        )))
     }
 }
 
@@ -239,25 +222,7 @@ pub async fn run(
     metrics: Option<std::net::SocketAddr>,
     ready: impl FnOnce(),
 ) -> Result<()> {
-    // Every prepared container may be running: kept. Interrupted cleanups are finished.
-    let live: Vec<String> = agent
-        .isolator()
-        .record_states()?
-        .into_iter()
-        .filter(|(_, state)| *state != berth_agent::container::RecordState::Cleaning)
-        .map(|(id, _)| id)
-        .collect();
-    let report = agent.recover(&live, &[]).await?;
-    tracing::info!(
-        kept = report.kept.len(),
-        cleaned = report.cleaned.len(),
-        quarantined = report.quarantined.len(),
-        errors = report.errors.len(),
-        "recovered"
-    );
-    for e in &report.errors {
-        tracing::warn!(error = %e, "recovery error");
-    }
+    agent.recover_on_start().await?;
     if socket.exists() {
         std::fs::remove_file(socket)
             .with_context(|| format!("remove stale socket {}", socket.display()))?;
@@ -268,20 +233,7 @@ pub async fn run(
     let uds = tokio::net::UnixListener::bind(socket)
         .with_context(|| format!("bind {}", socket.display()))?;
     // The persisted retry queues (failed unpublish/unstage/unmount) drain in the background.
-    let csi_retry = agent
-        .csi()
-        .map(|c| c.spawn_retry_loop(std::time::Duration::from_secs(30)));
-    let docker_retry = {
-        let agent = Arc::clone(&agent);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                if let Err(e) = agent.retry_docker().await {
-                    tracing::warn!(error = %e, "Docker volume retry pass failed");
-                }
-            }
-        })
-    };
+    let retry = agent.spawn_retry_loops(std::time::Duration::from_secs(30));
     let metrics_task = match metrics {
         Some(addr) => Some(crate::serve::metrics::spawn(Arc::clone(&agent), addr).await?),
         None => None,
@@ -306,10 +258,7 @@ pub async fn run(
     if let Some(t) = metrics_task {
         t.abort();
     }
-    if let Some(t) = csi_retry {
-        t.abort();
-    }
-    docker_retry.abort();
+    retry.stop();
     let _ = std::fs::remove_file(socket);
     agent.shutdown().await;
     Ok(())

@@ -52,8 +52,8 @@ pub mod detect;
 mod error;
 mod fs;
 pub mod layout;
+mod sync;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -66,6 +66,7 @@ pub use error::{ResourcesError, Result, Step};
 pub use layout::{DiskKind, VolumeDir, encode_role};
 
 use fs::Detached;
+use sync::{Plan, encode, read_checkpoint, volume_dirs};
 
 /// The directory of the resource checkpoints, relative to the work dir.
 pub const META_DIR: &str = "meta/resources";
@@ -191,6 +192,17 @@ pub fn parse_operation(json: &Json) -> Result<Operation> {
         .map_err(|e| ResourcesError::InvalidOperation { reason: e.message })
 }
 
+/// Reads a Mesos `Offer.Operation` message as the master's first step does (body present,
+/// common validation, upgrade to the post-refinement format), with no format round trip.
+///
+/// # Errors
+/// [`ResourcesError::InvalidOperation`].
+pub fn read_operation(op: &berth_resources::proto::offer::Operation) -> Result<Operation> {
+    Operation::from_proto(op).map_err(|e| ResourcesError::InvalidOperation {
+        reason: e.to_string(),
+    })
+}
+
 /// The agent's total resources: `configured` with every checkpointed resource substituted for
 /// the configured resource it came from (Mesos `applyCheckpointedResources`: strip the dynamic
 /// reservations and the volume, which must be contained, then replace).
@@ -240,107 +252,6 @@ impl std::fmt::Debug for AgentResources {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
-}
-
-/// The volumes of a set, by directory.
-fn volume_dirs(work_dir: &Path, set: &Resources) -> Result<BTreeMap<PathBuf, VolumeDir>> {
-    let mut out: BTreeMap<PathBuf, VolumeDir> = BTreeMap::new();
-    for r in set.iter().filter(|r| r.is_persistent_volume()) {
-        let dir = layout::volume_dir(work_dir, r)?;
-        if let Some(first) = out.get(&dir.path) {
-            return Err(ResourcesError::DuplicateVolume {
-                path: dir.path.clone(),
-                first: first.id.clone(),
-                second: dir.id,
-            });
-        }
-        out.insert(dir.path.clone(), dir);
-    }
-    Ok(out)
-}
-
-/// The directory changes between two sets.
-struct Plan {
-    create: Vec<VolumeDir>,
-    destroy: Vec<VolumeDir>,
-}
-
-impl Plan {
-    fn new(work_dir: &Path, old: &Resources, new: &Resources) -> Result<Plan> {
-        let old = volume_dirs(work_dir, old)?;
-        let new = volume_dirs(work_dir, new)?;
-        Ok(Plan {
-            create: new
-                .iter()
-                .filter(|(p, _)| !old.contains_key(*p))
-                .map(|(_, d)| d.clone())
-                .collect(),
-            destroy: old
-                .iter()
-                .filter(|(p, _)| !new.contains_key(*p))
-                .map(|(_, d)| d.clone())
-                .collect(),
-        })
-    }
-
-    fn check_users(&self, users: &dyn VolumeUsers) -> Result<()> {
-        for d in &self.destroy {
-            let who = users.users(&d.path);
-            if !who.is_empty() {
-                return Err(ResourcesError::VolumeInUse {
-                    id: d.id.clone(),
-                    path: d.path.clone(),
-                    users: who,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn check_paths(&self) -> Result<()> {
-        self.create.iter().try_for_each(fs::check_creatable)
-    }
-
-    fn check_mounts(&self) -> Result<()> {
-        let Some(first) = self.destroy.first() else {
-            return Ok(());
-        };
-        let table =
-            berth_mount::MountTable::read_current().map_err(|source| ResourcesError::Mount {
-                id: first.id.clone(),
-                path: first.path.clone(),
-                source,
-            })?;
-        self.destroy
-            .iter()
-            .try_for_each(|d| fs::check_no_mounts(d, &table))
-    }
-}
-
-fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(error::io(Step::ReadCheckpoint, path, e)),
-    };
-    let corrupt = |reason: String| ResourcesError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let json: Json = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let set = Resources::from_json(&json).map_err(|e| corrupt(e.to_string()))?;
-    if let Some(r) = set.iter().find(|r| !r.needs_checkpointing()) {
-        return Err(corrupt(format!(
-            "{r} is neither dynamically reserved nor a persistent volume"
-        )));
-    }
-    Ok(Some(set))
-}
-
-fn encode(set: &Resources) -> Result<Vec<u8>> {
-    serde_json::to_vec(&set.to_json()).map_err(|e| ResourcesError::InvalidResources {
-        reason: e.to_string(),
-    })
 }
 
 /// Clears the allocation info of every resource of `op` (checkpoints hold none).

@@ -16,13 +16,15 @@
 //!   name;
 //! - `_EXPLICITCREATE` must be `true` or `false` (any case); the module read anything else as
 //!   false;
-//! - `_CONTAINERPATH` must be absolute without `..` (the module checked nothing and put it
-//!   into a shell command);
+//! - `_CONTAINERPATH` must be absolute and follow berth's one rule set for container paths
+//!   ([`berth_mount::names::ContainerPath`]: no `..`, not the root itself); the module
+//!   checked nothing and put it into a shell command;
 //! - `DVDI_VOLUME_DVDCLI` is ignored with a warning: a task never chooses what the agent runs.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
+use berth_mount::names::ContainerPath;
 use berth_resources::proto;
 use serde_json::Value as Json;
 
@@ -148,26 +150,21 @@ fn parse_opts(var: &str, raw: &str) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Validates a container path: absolute (when `absolute`), no `..`, no NUL or control
-/// characters, not empty.
+/// Validates a container path: berth's one rule set for container paths
+/// ([`berth_mount::names::ContainerPath`]), plus the Docker volume specs' own rules: no control
+/// characters, and absolute when `absolute` (the DVDI environment contract).
 fn container_path(what: &str, raw: &str, absolute: bool) -> Result<PathBuf> {
-    if raw.is_empty() {
-        return Err(invalid(what, raw, "empty container path"));
-    }
     if raw.chars().any(char::is_control) {
         return Err(invalid(what, raw, "contains a control character"));
     }
-    let p = Path::new(raw);
-    if absolute && !p.is_absolute() {
+    let path = ContainerPath::parse(raw).map_err(|e| {
+        let rule = ContainerPath::rule(&e).map_or_else(|| e.to_string(), str::to_owned);
+        invalid(what, raw, format!("container path {rule}"))
+    })?;
+    if absolute && !path.is_absolute() {
         return Err(invalid(what, raw, "must be an absolute path"));
     }
-    if p.components().any(|c| c == Component::ParentDir) {
-        return Err(invalid(what, raw, "must not contain '..'"));
-    }
-    if !absolute && p.components().all(|c| c == Component::CurDir) {
-        return Err(invalid(what, raw, "'.' is not a container path"));
-    }
-    Ok(p.to_owned())
+    Ok(path.as_path().to_owned())
 }
 
 fn parse_bool(var: &str, raw: &str) -> Result<bool> {

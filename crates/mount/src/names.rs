@@ -1,4 +1,5 @@
-//! Ids and names before they become path components.
+//! Ids and names before they become path components, and the container domain types
+//! ([`ContainerId`], [`ContainerPath`]) parsed once for the agent and the Docker volume bridge.
 //!
 //! [`validate_component`] is the gate for names used verbatim (persistence ids, container ids,
 //! role names): it refuses empty, `.`, `..`, `/`, NUL, control characters and more than 255
@@ -7,6 +8,8 @@
 //! ([`decode_component`]): bytes outside `[A-Za-z0-9_.+,=@:-]`, `%` itself, and a `.` at the
 //! start are percent-encoded (`%2F`), so `.`/`..` and hidden names cannot come out, and Mesos's
 //! failure to encode `.`/`..` in CSI volume ids (research `isolators.md` §1.10(4)) cannot recur.
+
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{MountError, Result};
 
@@ -116,6 +119,137 @@ pub fn decode_component(encoded: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| invalid(encoded, "decodes to invalid UTF-8"))
 }
 
+/// The longest container id: berth keeps a record per container named `<id>.json`, one file
+/// name (255 bytes at most).
+pub const MAX_CONTAINER_ID: usize = 250;
+
+/// A container id, checked once: one path component ([`validate_component`]) of at most
+/// [`MAX_CONTAINER_ID`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerId(String);
+
+impl ContainerId {
+    /// Checks `id`.
+    ///
+    /// # Errors
+    /// [`MountError::InvalidName`] saying which rule failed.
+    pub fn new(id: &str) -> Result<Self> {
+        validate_component(id)?;
+        if id.len() > MAX_CONTAINER_ID {
+            return Err(invalid(id, "longer than 250 bytes"));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// The id.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ContainerId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A path inside a container, checked once with the one rule set every caller shares (the
+/// agent's volumes, the Docker volume specs): not empty, no NUL, no `..` component, no
+/// leading `.` component, no component over 255 bytes, and not the root itself. An absolute
+/// path is inside the container's root filesystem, a relative one inside its sandbox; both
+/// become the same normal components ([`ContainerPath::in_root`]). Callers with a narrower
+/// contract add their own rule on top (the DVDI environment wants absolute paths, the Docker
+/// volume specs refuse control characters).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerPath {
+    raw: PathBuf,
+    in_root: PathBuf,
+}
+
+impl ContainerPath {
+    /// The rule refusing the root itself (as [`ContainerPath::rule`] names it).
+    pub const ROOT: &'static str = "is the root";
+    /// The rule refusing a component over 255 bytes (as [`ContainerPath::rule`] names it).
+    pub const LONG_COMPONENT: &'static str = "has a component longer than 255 bytes";
+
+    /// Checks `raw`.
+    ///
+    /// # Errors
+    /// [`MountError::InvalidPath`] naming the rule ([`ContainerPath::rule`] gives it alone).
+    pub fn parse(raw: &str) -> Result<Self> {
+        let bad = |reason| MountError::InvalidPath {
+            path: PathBuf::from(raw),
+            reason,
+        };
+        if raw.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if raw.contains('\0') {
+            return Err(bad("contains a NUL byte"));
+        }
+        let mut in_root = PathBuf::new();
+        for c in Path::new(raw).components() {
+            match c {
+                Component::RootDir => {}
+                Component::Normal(n) if n.len() > MAX_COMPONENT => {
+                    return Err(bad(Self::LONG_COMPONENT));
+                }
+                Component::Normal(n) => in_root.push(n),
+                Component::ParentDir => return Err(bad("has a '..' component")),
+                Component::CurDir => return Err(bad("has a '.' component")),
+                Component::Prefix(_) => return Err(bad("has a prefix")),
+            }
+        }
+        if in_root.as_os_str().is_empty() {
+            return Err(bad(Self::ROOT));
+        }
+        Ok(Self {
+            raw: PathBuf::from(raw),
+            in_root,
+        })
+    }
+
+    /// The rule a [`ContainerPath::parse`] error broke, for callers that word their own error.
+    #[must_use]
+    pub fn rule(e: &MountError) -> Option<&'static str> {
+        match e {
+            MountError::InvalidPath { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether the path is absolute (inside the rootfs) rather than relative (the sandbox).
+    #[must_use]
+    pub fn is_absolute(&self) -> bool {
+        self.raw.is_absolute()
+    }
+
+    /// The path as given.
+    #[must_use]
+    pub fn as_path(&self) -> &Path {
+        &self.raw
+    }
+
+    /// The path inside its root: its normal components, never empty.
+    #[must_use]
+    pub fn in_root(&self) -> &Path {
+        &self.in_root
+    }
+}
+
+impl std::fmt::Display for ContainerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.raw.display().fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +292,53 @@ mod tests {
         assert!(decode_component("%zz").is_err());
         assert!(decode_component("a/b").is_err());
         assert!(decode_component(".x").is_err());
+    }
+
+    #[test]
+    fn container_ids() {
+        assert_eq!(ContainerId::new("c-1").unwrap().as_str(), "c-1");
+        assert!(ContainerId::new(&"x".repeat(250)).is_ok());
+        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(251)] {
+            assert!(
+                matches!(ContainerId::new(bad), Err(MountError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn container_path_rules() {
+        for (raw, abs, in_root) in [
+            ("data", false, "data"),
+            ("a/./b//c/", false, "a/b/c"),
+            ("/x", true, "x"),
+            ("/./x", true, "x"),
+            ("/a/b", true, "a/b"),
+            ("with\nnewline", false, "with\nnewline"),
+        ] {
+            let p = ContainerPath::parse(raw).unwrap();
+            assert_eq!(p.is_absolute(), abs, "{raw:?}");
+            assert_eq!(p.in_root(), Path::new(in_root), "{raw:?}");
+            assert_eq!(p.as_path(), Path::new(raw));
+        }
+        for (raw, rule) in [
+            ("", "is empty"),
+            ("a\0b", "contains a NUL byte"),
+            ("../x", "has a '..' component"),
+            ("a/..", "has a '..' component"),
+            ("/a/../b", "has a '..' component"),
+            ("./x", "has a '.' component"),
+            (".", "has a '.' component"),
+            ("/", "is the root"),
+            ("//", "is the root"),
+            ("/.", "is the root"),
+        ] {
+            let e = ContainerPath::parse(raw).unwrap_err();
+            assert_eq!(ContainerPath::rule(&e), Some(rule), "{raw:?}: {e}");
+        }
+        let long = "x".repeat(256);
+        assert!(ContainerPath::parse(&long).is_err());
+        assert!(ContainerPath::parse(&"x".repeat(255)).is_ok());
     }
 
     proptest! {

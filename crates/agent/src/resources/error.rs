@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::error::ErrorCode;
+
 /// The file-system step that failed (in [`ResourcesError::Io`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
@@ -215,6 +217,38 @@ pub enum ResourcesError {
         #[source]
         source: berth_mount::MountError,
     },
+}
+
+impl ResourcesError {
+    /// The error's class: the caller's mistakes are [`ErrorCode::InvalidArgument`], states
+    /// that forbid the change [`ErrorCode::FailedPrecondition`], the rest
+    /// [`ErrorCode::Internal`].
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidConfigured { .. }
+            | Self::InvalidResources { .. }
+            | Self::NotCheckpointable { .. }
+            | Self::Incompatible { .. }
+            | Self::InvalidOperation { .. }
+            | Self::UnsupportedOperation { .. }
+            | Self::OperationRefused { .. }
+            | Self::OperationNotApplicable { .. }
+            | Self::NotPersistentVolume { .. }
+            | Self::UnsupportedVolume { .. }
+            | Self::InvalidRoot { .. }
+            | Self::InvalidComponent { .. }
+            | Self::DuplicateVolume { .. } => ErrorCode::InvalidArgument,
+            Self::VolumeInUse { .. }
+            | Self::MountedInside { .. }
+            | Self::RecoveryRequired { .. }
+            | Self::Locked { .. } => ErrorCode::FailedPrecondition,
+            Self::Io { .. }
+            | Self::Corrupt { .. }
+            | Self::NotADirectory { .. }
+            | Self::Mount { .. } => ErrorCode::Internal,
+        }
+    }
 }
 
 /// A `Result` with [`ResourcesError`].

@@ -1,8 +1,10 @@
 //! Shared helpers of berth-agent's integration tests: root check (never a silent skip in CI),
-//! private mount namespaces, canonical temporary directories and directory-tree snapshots.
+//! private mount namespaces, canonical temporary directories, directory-tree snapshots, and the
+//! recording fake as a kernel ([`FakeKernel`]) for the tests that need no root.
 
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     missing_docs,
     clippy::unwrap_used,
@@ -12,6 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use berth_mount::fake::RecordingMounter;
+use berth_mount::mountinfo::MountTable;
+use berth_mount::path::RootDir;
+use berth_mount::{BindOptions, MountAttrs, MountError, Mounter, Op, Propagation};
+use berth_mount::{UnmountOptions, Unmounted};
 
 pub use berth_testkit::privileged;
 
@@ -77,4 +85,91 @@ pub fn entries(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The recording fake as a kernel: binds make their mount point (as the real engine does),
+/// and a bind at a `boom` path fails.
+pub struct FakeKernel(pub RecordingMounter);
+
+impl Mounter for FakeKernel {
+    fn bind(&self, source: &Path, target: &Path, opts: &BindOptions) -> berth_mount::Result<()> {
+        self.0.bind(source, target, opts)
+    }
+
+    fn bind_into(
+        &self,
+        source: &Path,
+        root: &Path,
+        path_in_root: &Path,
+        opts: &BindOptions,
+    ) -> berth_mount::Result<PathBuf> {
+        if path_in_root.ends_with("boom") {
+            return Err(MountError::Syscall {
+                op: Op::Bind,
+                source_path: Some(source.to_path_buf()),
+                target: root.join(path_in_root),
+                errno: nix::errno::Errno::EIO,
+            });
+        }
+        std::fs::create_dir_all(root.join(path_in_root)).unwrap();
+        self.0.bind_into(source, root, path_in_root, opts)
+    }
+
+    fn mount_filesystem(
+        &self,
+        source: &Path,
+        target: &Path,
+        fstype: &str,
+        attrs: MountAttrs,
+        data: Option<&str>,
+    ) -> berth_mount::Result<()> {
+        self.0.mount_filesystem(source, target, fstype, attrs, data)
+    }
+
+    fn set_attrs(
+        &self,
+        target: &Path,
+        attrs: MountAttrs,
+        recursive: bool,
+    ) -> berth_mount::Result<()> {
+        self.0.set_attrs(target, attrs, recursive)
+    }
+
+    fn set_propagation(
+        &self,
+        target: &Path,
+        propagation: Propagation,
+        recursive: bool,
+    ) -> berth_mount::Result<()> {
+        self.0.set_propagation(target, propagation, recursive)
+    }
+
+    fn unmount(&self, target: &Path, opts: &UnmountOptions) -> berth_mount::Result<Unmounted> {
+        self.0.unmount(target, opts)
+    }
+
+    fn unmount_in_root(
+        &self,
+        root: &RootDir,
+        path_in_root: &Path,
+        opts: &UnmountOptions,
+    ) -> berth_mount::Result<Unmounted> {
+        self.0.unmount(&root.path().join(path_in_root), opts)
+    }
+
+    fn unmount_all_at_or_below(
+        &self,
+        path: &Path,
+        opts: &UnmountOptions,
+    ) -> berth_mount::Result<Vec<PathBuf>> {
+        self.0.unmount_all_at_or_below(path, opts)
+    }
+
+    fn detach_all_in_root(&self, root: &Path) -> berth_mount::Result<Vec<PathBuf>> {
+        self.0.detach_all_in_root(root)
+    }
+
+    fn mount_table(&self) -> berth_mount::Result<MountTable> {
+        self.0.mount_table()
+    }
 }

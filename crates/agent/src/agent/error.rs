@@ -1,0 +1,87 @@
+//! What can go wrong opening or driving an agent's work directory, with its [`ErrorCode`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::container::ContainerError;
+use crate::error::ErrorCode;
+use crate::resources::ResourcesError;
+
+/// An agent's error: its own steps (the work dir, its lock, the plugins' start) or the error
+/// of the isolator or resources it drove.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A file-system step on the work directory failed.
+    #[error("{step} {}: {source}", .path.display())]
+    WorkDir {
+        /// The step (`create work dir`, `canonicalize work dir`, `open`).
+        step: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another process holds the work dir's lock.
+    #[error(
+        "work dir {} is in use by another berth-isolator (lock {}: {errno}; waited {waited:?})",
+        .work_dir.display(),
+        .lock.display()
+    )]
+    Locked {
+        /// The work dir.
+        work_dir: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// Why the lock was not taken.
+        errno: nix::errno::Errno,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// The CSI plugins of the configuration directory cannot start.
+    #[error("CSI plugin config dir {}: {source}", .dir.display())]
+    CsiConfig {
+        /// The directory.
+        dir: PathBuf,
+        /// The CSI error.
+        source: Box<berth_csi::CsiError>,
+    },
+    /// The Docker volume-driver bridge failed.
+    #[error(transparent)]
+    Dvdi(Box<berth_dvdi::DvdiError>),
+    /// A checkpointed resource list is not a valid set of resources.
+    #[error("checkpointed resources: {source}")]
+    CheckpointedResources {
+        /// The resources error.
+        source: berth_resources::InputError,
+    },
+    /// The agent's resources refused or failed the change.
+    #[error(transparent)]
+    Resources(#[from] ResourcesError),
+    /// The container isolator refused or failed the operation.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+}
+
+impl From<berth_dvdi::DvdiError> for AgentError {
+    fn from(e: berth_dvdi::DvdiError) -> Self {
+        Self::Dvdi(Box::new(e))
+    }
+}
+
+impl AgentError {
+    /// The error's class: the isolator's and the resources' own, and
+    /// [`ErrorCode::Internal`] for the agent's steps.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Container(e) => e.code(),
+            Self::Resources(e) => e.code(),
+            // As before the split: an invalid checkpointed list was never told apart.
+            Self::WorkDir { .. }
+            | Self::Locked { .. }
+            | Self::CsiConfig { .. }
+            | Self::Dvdi(_)
+            | Self::CheckpointedResources { .. } => ErrorCode::Internal,
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! An agent's work directory opened for use: its lock, the CSI plugins and Docker volume
+//! drivers wired in, the checkpointed resources and the container isolator, start-up
+//! recovery, the background retry loops of the plugins' pending intents, and counters for a
+//! metrics endpoint. Binaries compose this; they hold no agent logic.
+
+mod error;
+mod lock;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use berth_csi::{CsiPlugins, PluginsConfig};
+use berth_dvdi::{Discovery, ManagerConfig, MountMode, PluginRegistry};
+use berth_resources::proto;
+
+use crate::container::{
+    ContainerConfig, DockerVolumes, Isolator, PersistentVolumes, Prepared, RecordState,
+    RecoveryReport,
+};
+use crate::resources::{AgentResources, Options, SyncReport};
+
+pub use error::AgentError;
+
+/// A `Result` with [`AgentError`].
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// A hook called at every write-ahead point of the agent (container intents and volume
+/// steps, resources intents, CSI and Docker volume intents and call completions): tests
+/// inject crashes with it.
+#[derive(Clone)]
+pub struct StepHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
+}
+
+/// Where and how an agent runs (the global flags).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `--work-dir` / `--work_dir`.
+    pub work_dir: PathBuf,
+    /// `--csi-plugin-config-dir` / `--csi_plugin_config_dir`.
+    pub csi_plugin_config_dir: Option<PathBuf>,
+    /// Where managed CSI plugins get their sockets (default `<work_dir>/csi/sockets`).
+    pub csi_socket_dir: Option<PathBuf>,
+    /// `--docker-plugin-dirs`: discovery roots of Docker volume plugins.
+    pub docker_plugin_dirs: Vec<PathBuf>,
+    /// `--resources`: the agent's configured resources (Mesos agent syntax or a JSON array).
+    pub resources: Option<String>,
+    /// `--retain-destroyed-data`: DESTROY keeps the volume's data.
+    pub retain_destroyed_data: bool,
+    /// How long to wait for the work dir's lock (another one-shot command, or a server).
+    pub lock_wait: Duration,
+    /// Called at every write-ahead point (tests: crash injection).
+    pub step_hook: Option<StepHook>,
+}
+
+/// Counters of the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Counters {
+    ops: Mutex<BTreeMap<(&'static str, bool), u64>>,
+}
+
+impl Counters {
+    /// Counts one operation (`ok` or failed).
+    pub fn count(&self, op: &'static str, ok: bool) {
+        *self
+            .ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((op, ok))
+            .or_default() += 1;
+    }
+
+    /// `(operation, ok) → count`.
+    #[must_use]
+    pub fn snapshot(&self) -> BTreeMap<(&'static str, bool), u64> {
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The agent's resources as a service reports them: the checkpointed set and the total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourcesView {
+    /// The checkpointed resources.
+    pub checkpointed: Vec<proto::Resource>,
+    /// The agent's total resources.
+    pub total: Vec<proto::Resource>,
+}
+
+/// Persistent volume directories as Mesos lays them out, rooted per disk source.
+struct Layout {
+    work_dir: PathBuf,
+}
+
+impl PersistentVolumes for Layout {
+    fn volume_path(&self, r: &proto::Resource) -> std::result::Result<PathBuf, String> {
+        let typed = berth_resources::Resource::from_proto(r).map_err(|e| e.to_string())?;
+        crate::resources::volume_path(&self.work_dir, &typed).map_err(|e| e.to_string())
+    }
+}
+
+/// The Docker volume-driver manager type berth uses.
+pub type DockerManager = berth_dvdi::VolumeManager<PluginRegistry>;
+
+/// An opened work directory. Holds an exclusive lock on `<work_dir>/.lock` for its life, so
+/// one-shot commands and a server never act on the same directory at once.
+pub struct Agent {
+    settings: Settings,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    isolator: Isolator,
+    csi: Option<Arc<CsiPlugins>>,
+    docker: Arc<DockerManager>,
+    resources: tokio::sync::Mutex<AgentResources>,
+    /// Counters for `/metrics`.
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("work_dir", &self.settings.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn work_dir_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
+    let path = path.to_path_buf();
+    move |source| AgentError::WorkDir { step, path, source }
+}
+
+impl Agent {
+    /// Opens `settings.work_dir` (creating it), takes its lock, starts the CSI plugins of
+    /// the configuration directory, wires the Docker volume drivers, and finishes an
+    /// interrupted change of the resources. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// The work dir cannot be made or is locked by another process; the CSI config directory
+    /// cannot be listed; the resources cannot be opened or recovered.
+    pub async fn open(mut settings: Settings) -> Result<Self> {
+        std::fs::create_dir_all(&settings.work_dir)
+            .map_err(work_dir_err("create work dir", &settings.work_dir))?;
+        // One spelling of every path under the work dir: records, volume directories and the
+        // mount table must agree.
+        settings.work_dir = std::fs::canonicalize(&settings.work_dir)
+            .map_err(work_dir_err("canonicalize work dir", &settings.work_dir))?;
+        let work = &settings.work_dir;
+        let lock = lock::lock_work_dir(work, settings.lock_wait).await?;
+        let hook = settings.step_hook.clone();
+        let csi = match &settings.csi_plugin_config_dir {
+            Some(dir) => {
+                let mut cfg = PluginsConfig::new(work, dir);
+                cfg.socket_dir.clone_from(&settings.csi_socket_dir);
+                if let Some(h) = &hook {
+                    let h = h.clone();
+                    cfg.hook = Some(Arc::new(move |_| (h.0)()));
+                }
+                let plugins =
+                    CsiPlugins::start(cfg)
+                        .await
+                        .map_err(|source| AgentError::CsiConfig {
+                            dir: dir.clone(),
+                            source: Box::new(source),
+                        })?;
+                for e in plugins.config_errors() {
+                    tracing::warn!(error = %e, "CSI plugin config skipped");
+                }
+                Some(Arc::new(plugins))
+            }
+            None => None,
+        };
+        let mut docker = docker_manager(&settings, &work.join("dvdi"), MountMode::PerConsumer)?;
+        if let Some(h) = &hook {
+            let h = h.clone();
+            docker.set_hook(Arc::new(move |_| (h.0)()));
+        }
+        let docker = Arc::new(docker);
+        let mut isolator = Isolator::new(
+            work,
+            Arc::new(Layout {
+                work_dir: work.clone(),
+            }),
+            csi.clone(),
+        )
+        .with_docker(Arc::clone(&docker) as Arc<dyn DockerVolumes>);
+        if let Some(h) = &hook {
+            let h = h.clone();
+            isolator.set_hook(Arc::new(move |_| (h.0)()));
+        }
+        // As the Mesos agent: what --resources does not name is detected (cpus, mem, the work
+        // dir's disk, ports).
+        let configured = crate::resources::detect::agent_resources(
+            settings.resources.as_deref(),
+            &crate::resources::detect::HostTotals::probe(work),
+        )?;
+        let mut resources = AgentResources::open(
+            work,
+            configured,
+            Options {
+                retain_destroyed_data: settings.retain_destroyed_data,
+            },
+        )?;
+        if let Some(h) = &hook {
+            let h = h.clone();
+            resources.set_hook(Arc::new(move |_| (h.0)()));
+        }
+        if resources.is_pending() {
+            let users = |p: &Path| isolator.users_of(p);
+            let report = resources.recover(&users)?;
+            tracing::info!(?report, "finished an interrupted resources change");
+        }
+        Ok(Self {
+            settings,
+            _lock: lock,
+            isolator,
+            csi,
+            docker,
+            resources: tokio::sync::Mutex::new(resources),
+            counters: Counters::default(),
+        })
+    }
+
+    fn view(r: &AgentResources) -> ResourcesView {
+        ResourcesView {
+            checkpointed: r.checkpointed().to_proto_list(),
+            total: r.total().to_proto_list(),
+        }
+    }
+
+    /// Replaces the checkpointed resources (the master's `CheckpointResources`) and syncs the
+    /// volume directories; a destroyed volume in use by a container is refused.
+    ///
+    /// # Errors
+    /// Invalid resources, volumes in use, I/O.
+    pub async fn checkpoint_resources(&self, list: Vec<proto::Resource>) -> Result<ResourcesView> {
+        let out = self.checkpoint_inner(&list).await;
+        self.counters.count("checkpoint_resources", out.is_ok());
+        out
+    }
+
+    async fn checkpoint_inner(&self, list: &[proto::Resource]) -> Result<ResourcesView> {
+        let new = berth_resources::Resources::from_proto_list(list)
+            .map_err(|source| AgentError::CheckpointedResources { source })?;
+        let mut r = self.resources.lock().await;
+        let users = |p: &Path| self.isolator.users_of(p);
+        let report: SyncReport = r.checkpoint(&new, &users)?;
+        log_sync(&report);
+        Ok(Self::view(&r))
+    }
+
+    /// Applies one accepted operation (typed, as it came off the wire) to the agent's total
+    /// resources and syncs the volume directories.
+    ///
+    /// # Errors
+    /// An operation that is invalid or does not apply, volumes in use, I/O.
+    pub async fn apply_operation(&self, op: proto::offer::Operation) -> Result<ResourcesView> {
+        let out = self.apply_inner(&op).await;
+        self.counters.count("apply_operation", out.is_ok());
+        out
+    }
+
+    async fn apply_inner(&self, op: &proto::offer::Operation) -> Result<ResourcesView> {
+        let op = crate::resources::read_operation(op)?;
+        let mut r = self.resources.lock().await;
+        let users = |p: &Path| self.isolator.users_of(p);
+        let report = r.apply_operation(&op, &users)?;
+        log_sync(&report);
+        Ok(Self::view(&r))
+    }
+
+    /// The checkpointed and total resources.
+    pub async fn resources(&self) -> ResourcesView {
+        Self::view(&*self.resources.lock().await)
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The container isolator.
+    #[must_use]
+    pub fn isolator(&self) -> &Isolator {
+        &self.isolator
+    }
+
+    /// Drives the Docker volume manager's pending intents once (failed unmounts).
+    ///
+    /// # Errors
+    /// The manager's error.
+    pub async fn retry_docker(&self) -> Result<()> {
+        let report = self.docker.retry_pending().await?;
+        for e in &report.errors {
+            tracing::warn!(error = %e, "Docker volume retry still failing");
+        }
+        Ok(())
+    }
+
+    /// Starts the background retry loops of the persisted retry queues (failed CSI
+    /// unpublish/unstage, failed Docker unmounts), each pass every `every`. They stop when
+    /// the returned handle is dropped or stopped.
+    #[must_use]
+    pub fn spawn_retry_loops(self: &Arc<Self>, every: Duration) -> RetryLoops {
+        let csi = self.csi.as_ref().map(|c| c.spawn_retry_loop(every));
+        let weak = Arc::downgrade(self);
+        let docker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(agent) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = agent.retry_docker().await {
+                    tracing::warn!(error = %e, "Docker volume retry pass failed");
+                }
+            }
+        });
+        RetryLoops {
+            tasks: csi.into_iter().chain(std::iter::once(docker)).collect(),
+        }
+    }
+
+    /// Docker volume plugin calls made so far, per plugin.
+    #[must_use]
+    pub fn docker_calls(&self) -> BTreeMap<String, u64> {
+        self.docker.drivers().calls()
+    }
+
+    /// The CSI plugins, when configured.
+    #[must_use]
+    pub fn csi(&self) -> Option<&Arc<CsiPlugins>> {
+        self.csi.as_ref()
+    }
+
+    /// Prepares a container.
+    ///
+    /// # Errors
+    /// The isolator's error.
+    pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
+        let out = self.isolator.prepare(cfg).await;
+        self.counters.count("prepare", out.is_ok());
+        Ok(out?)
+    }
+
+    /// Cleans up a container.
+    ///
+    /// # Errors
+    /// The isolator's error.
+    pub async fn cleanup(&self, id: &str) -> Result<()> {
+        let out = self.isolator.cleanup(id).await;
+        self.counters.count("cleanup", out.is_ok());
+        Ok(out?)
+    }
+
+    /// Recovers after a restart.
+    ///
+    /// # Errors
+    /// The isolator's error.
+    pub async fn recover(&self, live: &[String], orphans: &[String]) -> Result<RecoveryReport> {
+        let out = self.isolator.recover(live, orphans).await;
+        self.counters.count("recover", out.is_ok());
+        Ok(out?)
+    }
+
+    /// A server's start-up recovery, before anyone says which containers live: every
+    /// recorded container may be running and is kept (complete prepares stay, interrupted
+    /// ones are reported), interrupted cleanups are finished. Nothing a running container
+    /// uses is torn down; the containerizer's own recover settles the rest.
+    ///
+    /// # Errors
+    /// The isolator's error.
+    pub async fn recover_on_start(&self) -> Result<RecoveryReport> {
+        let live: Vec<String> = self
+            .isolator
+            .record_states()?
+            .into_iter()
+            .filter(|(_, state)| *state != RecordState::Cleaning)
+            .map(|(id, _)| id)
+            .collect();
+        let report = self.recover(&live, &[]).await?;
+        tracing::info!(
+            kept = report.kept.len(),
+            cleaned = report.cleaned.len(),
+            quarantined = report.quarantined.len(),
+            errors = report.errors.len(),
+            "recovered"
+        );
+        for e in &report.errors {
+            tracing::warn!(error = %e, "recovery error");
+        }
+        Ok(report)
+    }
+
+    /// Stops managed plugins.
+    pub async fn shutdown(&self) {
+        if let Some(csi) = &self.csi {
+            csi.shutdown().await;
+        }
+    }
+}
+
+/// The background retry loops of [`Agent::spawn_retry_loops`]; dropping it stops them.
+#[derive(Debug)]
+pub struct RetryLoops {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RetryLoops {
+    /// Stops the loops.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RetryLoops {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn log_sync(report: &SyncReport) {
+    for p in &report.created {
+        tracing::info!(path = %p.display(), "volume directory created");
+    }
+    for p in &report.removed {
+        tracing::info!(path = %p.display(), "volume directory removed");
+    }
+}
+
+/// Docker plugin discovery: `--docker-plugin-dirs` (each searched for sockets and for
+/// `.spec`/`.json` files), or Docker's own roots.
+#[must_use]
+pub fn discovery(settings: &Settings) -> Discovery {
+    if settings.docker_plugin_dirs.is_empty() {
+        Discovery::default()
+    } else {
+        Discovery::with_roots(
+            settings.docker_plugin_dirs.clone(),
+            settings.docker_plugin_dirs.clone(),
+        )
+    }
+}
+
+/// A Docker volume-driver manager with state under `state_dir`.
+///
+/// # Errors
+/// The state directory cannot be made.
+pub fn docker_manager(
+    settings: &Settings,
+    state_dir: &Path,
+    mode: MountMode,
+) -> Result<DockerManager, berth_dvdi::DvdiError> {
+    let registry = PluginRegistry::new(discovery(settings), berth_dvdi::ClientConfig::default());
+    let mut cfg = ManagerConfig::new(state_dir);
+    cfg.mode = mode;
+    // Mesos's docker/volume isolator and dvdcli create a missing volume (implicit create);
+    // a volume spec can still ask for explicit create.
+    cfg.create_missing = true;
+    // This thread's mount namespace (a private one in tests and the demo).
+    cfg.mountinfo = Some(PathBuf::from("/proc/thread-self/mountinfo"));
+    berth_dvdi::VolumeManager::new(registry, cfg)
+}

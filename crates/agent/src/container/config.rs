@@ -1,0 +1,145 @@
+//! A container as `prepare` takes it, parsed and checked once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_mount::names::ContainerId;
+use berth_resources::proto;
+
+use super::error::{Result, cfg_err};
+
+/// The longest container id: its record is `<id>.json`, one file name (255 bytes at most).
+pub const MAX_ID_LEN: usize = berth_mount::names::MAX_CONTAINER_ID;
+
+/// A container id must be one path component of at most [`MAX_ID_LEN`] bytes.
+pub(crate) fn check_id(id: &str) -> Result<ContainerId> {
+    ContainerId::new(id).map_err(|e| cfg_err(format!("container_id: {e}")))
+}
+
+/// A container as `prepare` takes it (the JSON config file of `berth-isolator prepare`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerConfig {
+    /// The container id: one path component.
+    pub container_id: String,
+    /// The sandbox directory (absolute, existing).
+    pub sandbox: PathBuf,
+    /// The container's root filesystem, when it has an image.
+    pub rootfs: Option<PathBuf>,
+    /// Mesos `Resource`s of the container (persistent volumes among them).
+    pub resources: Vec<proto::Resource>,
+    /// Mesos `Volume`s of the container.
+    pub volumes: Vec<proto::Volume>,
+    /// The environment (`DVDI_VOLUME_*`).
+    pub environment: BTreeMap<String, String>,
+}
+
+impl ContainerConfig {
+    /// Parses the JSON config: keys `container_id`, `sandbox`, `rootfs` (optional),
+    /// `resources` (Mesos Resource JSON array), `volumes` (Mesos Volume JSON array),
+    /// `environment` (object of strings). Unknown keys are refused (typos).
+    ///
+    /// # Errors
+    /// [`ContainerError::Config`](super::ContainerError::Config) naming the key or element.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| cfg_err(format!("not JSON: {e}")))?;
+        Self::from_json_value(&value)
+    }
+
+    /// [`ContainerConfig::from_json`] of a parsed JSON value (no text round trip).
+    ///
+    /// # Errors
+    /// [`ContainerError::Config`](super::ContainerError::Config) naming the key or element.
+    pub fn from_json_value(value: &serde_json::Value) -> Result<Self> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| cfg_err("must be a JSON object"))?;
+        for key in obj.keys() {
+            if !matches!(
+                key.as_str(),
+                "container_id" | "sandbox" | "rootfs" | "resources" | "volumes" | "environment"
+            ) {
+                return Err(cfg_err(format!("unknown key {key:?}")));
+            }
+        }
+        let string = |key: &str| -> Result<Option<String>> {
+            match obj.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(cfg_err(format!("{key} must be a string"))),
+            }
+        };
+        let container_id =
+            string("container_id")?.ok_or_else(|| cfg_err("container_id is required"))?;
+        let sandbox = string("sandbox")?.ok_or_else(|| cfg_err("sandbox is required"))?;
+        let rootfs = string("rootfs")?;
+        let list = |key: &str| -> Result<&[serde_json::Value]> {
+            match obj.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(&[]),
+                Some(serde_json::Value::Array(a)) => Ok(a),
+                Some(_) => Err(cfg_err(format!("{key} must be an array"))),
+            }
+        };
+        let resources = list("resources")?
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                berth_resources::json::from_json_value::<proto::Resource>(r)
+                    .map_err(|e| cfg_err(format!("resources[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let volumes = list("volumes")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                berth_resources::json::from_json_value::<proto::Volume>(v)
+                    .map_err(|e| cfg_err(format!("volumes[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut environment = BTreeMap::new();
+        match obj.get("environment") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(env)) => {
+                for (k, v) in env {
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| cfg_err(format!("environment.{k} must be a string")))?;
+                    environment.insert(k.clone(), v.to_owned());
+                }
+            }
+            Some(_) => return Err(cfg_err("environment must be an object of strings")),
+        }
+        let cfg = Self {
+            container_id,
+            sandbox: PathBuf::from(sandbox),
+            rootfs: rootfs.map(PathBuf::from),
+            resources,
+            volumes,
+            environment,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks the id and the directories; the checked id.
+    ///
+    /// # Errors
+    /// [`ContainerError::Config`](super::ContainerError::Config).
+    pub fn check(&self) -> Result<ContainerId> {
+        let id = check_id(&self.container_id)?;
+        for (key, dir) in std::iter::once(("sandbox", &self.sandbox))
+            .chain(self.rootfs.iter().map(|r| ("rootfs", r)))
+        {
+            if !dir.is_absolute() {
+                return Err(cfg_err(format!("{key} {} must be absolute", dir.display())));
+            }
+            if !dir.is_dir() {
+                return Err(cfg_err(format!(
+                    "{key} {} is not a directory",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,181 @@
+//! What went wrong preparing, cleaning up or recovering a container, and its [`ErrorCode`].
+
+use std::path::{Path, PathBuf};
+
+use crate::error::ErrorCode;
+
+/// What went wrong preparing, cleaning up or recovering a container.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The container config is malformed.
+    #[error("container config: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A volume of the container cannot be used as asked.
+    #[error("container {container}: {volume}: {reason}")]
+    Volume {
+        /// The container id.
+        container: String,
+        /// The volume, as named in errors (`persistent volume <id>`, `CSI volume <plugin>/<id>` ...).
+        volume: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A mount step failed.
+    #[error("container {container}: {volume}: {source}")]
+    Mount {
+        /// The container id.
+        container: String,
+        /// The volume.
+        volume: String,
+        /// The mount engine's error.
+        source: Box<berth_mount::MountError>,
+    },
+    /// A Docker volume-driver step failed.
+    #[error("container {container}: {volume}: {source}")]
+    Dvdi {
+        /// The container id.
+        container: String,
+        /// The volume.
+        volume: String,
+        /// The bridge's error.
+        source: Box<berth_dvdi::DvdiError>,
+    },
+    /// A CSI step failed.
+    #[error("container {container}: {volume}: {source}")]
+    Csi {
+        /// The container id.
+        container: String,
+        /// The volume.
+        volume: String,
+        /// The CSI error.
+        source: Box<berth_csi::CsiError>,
+    },
+    /// A file-system step on berth's own records failed.
+    #[error("container {container}: {step} {path}: {source}")]
+    Io {
+        /// The container id.
+        container: String,
+        /// The step.
+        step: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A record cannot be read; the container is quarantined.
+    #[error("container {container}: record {path}: {reason}")]
+    Record {
+        /// The container id (its directory name when the record is unreadable).
+        container: String,
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `prepare` for a container that has a record already.
+    #[error("container {container}: already prepared (clean it up first)")]
+    AlreadyPrepared {
+        /// The container id.
+        container: String,
+    },
+}
+
+/// The container module's result.
+pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
+
+impl ContainerError {
+    /// The error's class: the caller's mistakes are [`ErrorCode::InvalidArgument`], a
+    /// container prepared already [`ErrorCode::AlreadyExists`], a CSI plugin nobody
+    /// configured [`ErrorCode::NotFound`], the rest [`ErrorCode::Internal`].
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Config { .. } | Self::Volume { .. } => ErrorCode::InvalidArgument,
+            Self::AlreadyPrepared { .. } => ErrorCode::AlreadyExists,
+            Self::Csi { source, .. }
+                if matches!(**source, berth_csi::CsiError::UnknownPlugin { .. }) =>
+            {
+                ErrorCode::NotFound
+            }
+            Self::Mount { .. }
+            | Self::Dvdi { .. }
+            | Self::Csi { .. }
+            | Self::Io { .. }
+            | Self::Record { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A config error.
+pub(crate) fn cfg_err(reason: impl Into<String>) -> ContainerError {
+    ContainerError::Config {
+        reason: reason.into(),
+    }
+}
+
+/// A volume that cannot be used as asked.
+pub(crate) fn vol_err(container: &str, volume: &str, reason: impl Into<String>) -> ContainerError {
+    ContainerError::Volume {
+        container: container.to_owned(),
+        volume: volume.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A mount engine error of a volume.
+pub(crate) fn mount_err(
+    container: &str,
+    volume: &str,
+    source: berth_mount::MountError,
+) -> ContainerError {
+    ContainerError::Mount {
+        container: container.to_owned(),
+        volume: volume.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// A CSI error of a volume.
+pub(crate) fn csi_err(
+    container: &str,
+    volume: &str,
+    source: berth_csi::CsiError,
+) -> ContainerError {
+    ContainerError::Csi {
+        container: container.to_owned(),
+        volume: volume.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// A Docker volume-driver error of a volume.
+pub(crate) fn dvdi_err(
+    container: &str,
+    volume: &str,
+    source: berth_dvdi::DvdiError,
+) -> ContainerError {
+    ContainerError::Dvdi {
+        container: container.to_owned(),
+        volume: volume.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// An I/O error of a step on berth's own files.
+pub(crate) fn io_err(
+    container: &str,
+    step: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let container = container.to_owned();
+    let path = path.to_owned();
+    move |source| ContainerError::Io {
+        container,
+        step,
+        path,
+        source,
+    }
+}

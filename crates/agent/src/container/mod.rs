@@ -1,0 +1,223 @@
+//! Container volumes: `prepare` / `cleanup` / `recover` / `status`.
+//!
+//! A container's config lists Mesos resources (persistent volumes: disks with `persistence`
+//! and `volume.container_path`) and Mesos `Volume`s (`SANDBOX_PATH`, `HOST_PATH`,
+//! `CSI_VOLUME`; `DOCKER_VOLUME` and the `DVDI_VOLUME_*` environment come with the Docker
+//! volume bridge). `prepare` resolves each to a host source (the volume directory, a path in the
+//! sandbox, a host path, a CSI publication) and bind-mounts it at the container path, inside
+//! the sandbox (relative paths) or the rootfs (absolute paths), never outside them.
+//!
+//! Crash safety: one fsync'd record per container transition, written before any side effect:
+//! `preparing` (the full plan) before the first source or mount, `cleaning` before the first
+//! unmount; the record is removed when cleanup is complete. Never one write per volume.
+//! [`Isolator::recover`] reads every record and, against the mount table, keeps complete
+//! prepares of live containers, rolls back incomplete ones, finishes every cleanup, keeps known
+//! orphans untouched until their cleanup arrives, and quarantines corrupt records.
+//!
+//! Where Mesos differs (research `isolators.md` §1.3, §1.10, §7.2): an absolute container path
+//! without a rootfs is refused instead of being mounted over the host's own path (Mesos mounts
+//! it inside the container's mount namespace, which berth, working from outside, does not
+//! have); nested container paths are mounted parent first instead of being skipped; duplicate
+//! container paths in one container are refused.
+//!
+//! One room per job: `config` parses, `plan` resolves each volume by its kind's planner
+//! (`sources/`: persistent, host path, sandbox path, CSI, Docker, behind one `SourceKind`),
+//! `prepare` acquires and binds, `teardown` unmounts and releases, `recover` and `status`
+//! read the records (`record`, the only code that stores them) against the mount table. The
+//! mounter is injected ([`Isolator::with_mounter`]), so every step runs against the recording
+//! fake of `berth-mount` without root.
+
+mod config;
+mod error;
+mod plan;
+mod prepare;
+mod record;
+mod recover;
+mod sources;
+mod status;
+mod teardown;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use berth_csi::CsiPlugins;
+use berth_mount::path::RootDir;
+use berth_mount::{LinuxMounter, Mounter};
+
+pub use config::{ContainerConfig, MAX_ID_LEN};
+pub use error::{ContainerError, Result};
+pub use record::{ContainerRecord, Hook, HookPoint, RecordState, SCHEMA_VERSION};
+pub use recover::RecoveryReport;
+pub use sources::{BoxFuture, DockerVolumes, PersistentVolumes, Planned, Source, VolumeEntry};
+pub use status::{ContainerStatus, VolumeStatus};
+
+use record::RecordStore;
+use sources::Backends;
+
+/// A prepared mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The volume's name.
+    pub name: String,
+    /// The host path of the mount point.
+    pub target: PathBuf,
+    /// The host source.
+    pub source: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// The per-agent container volume isolator.
+pub struct Isolator {
+    mounter: Arc<dyn Mounter>,
+    backends: Backends,
+    records: RecordStore,
+    work_dir: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Prepares and cleanups hold it shared, `recover` exclusively: recovery judges every
+    /// record against one consistent mount table and set of records.
+    ops: tokio::sync::RwLock<()>,
+    busy: Mutex<BTreeSet<String>>,
+    hook: Option<Hook>,
+}
+
+impl std::fmt::Debug for Isolator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Isolator")
+            .field("work_dir", &self.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Isolator {
+    /// An isolator with state under `<work_dir>/containers`, mounting with the real
+    /// [`LinuxMounter`].
+    #[must_use]
+    pub fn new(
+        work_dir: impl Into<PathBuf>,
+        persistent: Arc<dyn PersistentVolumes>,
+        csi: Option<Arc<CsiPlugins>>,
+    ) -> Self {
+        let work_dir = work_dir.into();
+        Self {
+            mounter: Arc::new(LinuxMounter::new()),
+            backends: Backends {
+                persistent,
+                csi,
+                docker: None,
+            },
+            records: RecordStore::new(&work_dir),
+            work_dir,
+            locks: Mutex::new(HashMap::new()),
+            ops: tokio::sync::RwLock::new(()),
+            busy: Mutex::new(BTreeSet::new()),
+            hook: None,
+        }
+    }
+
+    /// Mounts, unmounts and reads the mount table through `mounter` (tests: the recording
+    /// fake of `berth-mount`).
+    #[must_use]
+    pub fn with_mounter(mut self, mounter: Arc<dyn Mounter>) -> Self {
+        self.mounter = mounter;
+        self
+    }
+
+    /// Adds Docker volume-driver volumes (`DOCKER_VOLUME`, `DVDI_VOLUME_*`).
+    #[must_use]
+    pub fn with_docker(mut self, docker: Arc<dyn DockerVolumes>) -> Self {
+        self.backends.docker = Some(docker);
+        self
+    }
+
+    /// Installs a hook called at every intent and volume step (tests: crash injection).
+    pub fn set_hook(&mut self, hook: Hook) {
+        self.hook = Some(hook);
+    }
+
+    /// How many fsync'd record writes this isolator made.
+    #[must_use]
+    pub fn record_writes(&self) -> u64 {
+        self.records.writes()
+    }
+
+    /// The CSI plugins, if configured.
+    #[must_use]
+    pub fn csi(&self) -> Option<&Arc<CsiPlugins>> {
+        self.backends.csi.as_ref()
+    }
+
+    fn hook(&self, p: HookPoint<'_>) {
+        if let Some(h) = &self.hook {
+            h(p);
+        }
+    }
+
+    /// Reads a container's record (`None` when there is none).
+    ///
+    /// # Errors
+    /// [`ContainerError::Config`] for an invalid id, [`ContainerError::Record`] for an
+    /// unreadable or corrupt record.
+    pub fn load(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        self.records.load(id)
+    }
+
+    /// Takes a container's operation lock. Its map entry is removed when the last holder (or
+    /// waiter) lets go, so the map holds only containers with an operation under way.
+    async fn lock_id(&self, id: &str) -> IdLock<'_> {
+        let lock = {
+            let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(l.entry(id.to_owned()).or_default())
+        };
+        IdLock {
+            locks: &self.locks,
+            id: id.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// How many containers' operation locks are held or awaited now (0 when idle).
+    #[must_use]
+    pub fn locks_in_use(&self) -> usize {
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A held container lock (see `Isolator::lock_id`).
+struct IdLock<'a> {
+    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for IdLock<'_> {
+    fn drop(&mut self) {
+        // Unlock and let go of this holder's reference first; under the map's lock, a count of
+        // one is the map's own (every other holder or waiter cloned it under that lock).
+        drop(self.guard.take());
+        let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if l.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            l.remove(&self.id);
+        }
+    }
+}
+
+/// The roots (sandbox, rootfs) of one operation, each opened once: one `open` per root for a
+/// container's volumes instead of one per volume. Held for one prepare, cleanup or pass only.
+#[derive(Default)]
+pub(crate) struct Roots(Vec<Arc<RootDir>>);
+
+impl Roots {
+    pub(crate) fn get(&mut self, root: &Path) -> berth_mount::Result<Arc<RootDir>> {
+        if let Some(r) = self.0.iter().find(|r| r.path() == root) {
+            return Ok(Arc::clone(r));
+        }
+        let r = Arc::new(RootDir::open(root)?);
+        self.0.push(Arc::clone(&r));
+        Ok(r)
+    }
+}

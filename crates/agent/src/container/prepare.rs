@@ -1,0 +1,148 @@
+//! `prepare`: one fsync'd intent record, then every volume's source and bind mount; on any
+//! failure everything done for the container is undone.
+
+use std::sync::PoisonError;
+
+use berth_mount::BindOptions;
+
+use super::config::ContainerConfig;
+use super::error::{ContainerError, Result, mount_err};
+use super::record::{ContainerRecord, HookPoint, RecordState, SCHEMA_VERSION};
+use super::sources::{self, Acquire, Planned};
+use super::{Isolator, Prepared, Roots};
+
+impl Isolator {
+    /// Prepares every volume of the container: one fsync'd intent record, then for each volume
+    /// its source (CSI publish, sandbox directory) and its bind mount. If any volume fails,
+    /// everything done for the container is undone and the error names the volume.
+    ///
+    /// # Errors
+    /// [`ContainerError::AlreadyPrepared`], the plan's errors, and the failing volume's.
+    pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
+        let plan = self.plan(cfg)?;
+        let id = cfg.container_id.clone();
+        let _ops = self.ops.read().await;
+        let _g = self.lock_id(&id).await;
+        if self.records.load(&id)?.is_some() {
+            return Err(ContainerError::AlreadyPrepared { container: id });
+        }
+        let rec = ContainerRecord {
+            schema_version: SCHEMA_VERSION,
+            container_id: id.clone(),
+            state: RecordState::Preparing,
+            sandbox: cfg.sandbox.clone(),
+            rootfs: cfg.rootfs.clone(),
+            volumes: plan.iter().map(|p| p.entry.clone()).collect(),
+            last_error: None,
+        };
+        self.busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+        let out = self.prepare_locked(&rec, &plan).await;
+        self.busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        out
+    }
+
+    async fn prepare_locked(
+        &self,
+        rec: &ContainerRecord,
+        plan: &[Planned],
+    ) -> Result<Vec<Prepared>> {
+        let id = rec.container_id.as_str();
+        self.records.save(rec)?;
+        self.hook(HookPoint::Intent {
+            container: id,
+            step: "preparing",
+        });
+        let mut done = Vec::with_capacity(plan.len());
+        let mut roots = Roots::default();
+        for (index, p) in plan.iter().enumerate() {
+            let v = &p.entry;
+            match self.prepare_one(id, index, p, &mut roots).await {
+                Ok(p) => done.push(p),
+                Err(e) => {
+                    tracing::warn!(container = id, volume = %v.name, error = %e, "prepare failed; undoing the container's volumes");
+                    if let Err(undo) = self.teardown(rec).await {
+                        tracing::warn!(container = id, error = %undo, "undo incomplete; the record stays for recovery");
+                        let mut kept = rec.clone();
+                        kept.state = RecordState::Cleaning;
+                        kept.last_error = Some(undo.to_string());
+                        if let Err(w) = self.records.save(&kept) {
+                            tracing::warn!(container = id, error = %w, "cannot record the failed undo");
+                        }
+                        return Err(e);
+                    }
+                    self.records.remove(id)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn prepare_one(
+        &self,
+        id: &str,
+        index: usize,
+        p: &Planned,
+        roots: &mut Roots,
+    ) -> Result<Prepared> {
+        let v = &p.entry;
+        let (source, opts) = sources::kind(&v.source)
+            .acquire(Acquire {
+                backends: &self.backends,
+                id,
+                planned: p,
+                roots: &mut *roots,
+            })
+            .await?;
+        self.hook(HookPoint::Volume {
+            container: id,
+            step: "source",
+            index,
+        });
+        if !v.bind {
+            // The DVDI contract without a container path: the task uses the host mount point.
+            return Ok(Prepared {
+                name: v.name.clone(),
+                target: source.clone(),
+                source,
+                read_only: v.read_only,
+            });
+        }
+        let root = roots.get(&v.root).map_err(|e| mount_err(id, &v.name, e))?;
+        let target = self
+            .mounter
+            .bind_into_dir(&source, &root, &v.path_in_root, &opts)
+            .map_err(|e| mount_err(id, &v.name, e))?;
+        self.hook(HookPoint::Volume {
+            container: id,
+            step: "mounted",
+            index,
+        });
+        Ok(Prepared {
+            name: v.name.clone(),
+            target,
+            source,
+            read_only: v.read_only,
+        })
+    }
+}
+
+/// Binds of persistent volumes, sandbox paths and host paths: recursive, read-only when
+/// asked, and `rslave` — a mount made later inside one container's view (a nested volume) must
+/// not propagate back into the volume's own directory or into other containers sharing it
+/// (research `isolators.md` §7.5), while host-side unmounts still reach the container.
+pub(crate) fn bind_opts(read_only: bool) -> BindOptions {
+    let mut opts = if read_only {
+        BindOptions::read_only()
+    } else {
+        BindOptions::default()
+    };
+    opts.propagation = Some(berth_mount::Propagation::Slave);
+    opts
+}

@@ -1,0 +1,145 @@
+//! `recover`: after a restart, every record judged against one consistent mount table.
+
+use std::collections::BTreeSet;
+
+use super::error::{ContainerError, Result};
+use super::record::RecordState;
+use super::{Isolator, Roots};
+
+/// What [`Isolator::recover`] did.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Live containers, kept as they are (a live container is never torn down by recovery).
+    pub kept: Vec<String>,
+    /// Of `kept`, those with a volume not mounted at its container path now (an interrupted
+    /// prepare, or a task that moved a mount point): reported, left to their cleanup.
+    pub incomplete: Vec<String>,
+    /// Known orphans left untouched.
+    pub orphans_kept: Vec<String>,
+    /// Containers whose volumes were torn down (dead, interrupted prepare, interrupted cleanup).
+    pub cleaned: Vec<String>,
+    /// Quarantined records (moved to `<work_dir>/containers-quarantine/`).
+    pub quarantined: Vec<String>,
+    /// CSI volumes recovered, per plugin (records read).
+    pub csi_records: usize,
+    /// Errors; those records stay for the next attempt.
+    pub errors: Vec<ContainerError>,
+}
+
+impl Isolator {
+    /// After a restart: every record is read; `live` containers whose volumes are all in place
+    /// are kept, an interrupted prepare of a live container is rolled back, `orphans` are
+    /// left untouched until their cleanup arrives, every other container is cleaned up, and a
+    /// corrupt record is quarantined. Then the CSI plugins recover with the remaining
+    /// containers as their live consumers.
+    ///
+    /// # Errors
+    /// [`ContainerError::Io`] when the records directory cannot be listed; per-container
+    /// failures are in the report.
+    pub async fn recover(&self, live: &[String], orphans: &[String]) -> Result<RecoveryReport> {
+        let _ops = self.ops.write().await;
+        let mut report = RecoveryReport::default();
+        let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+        let orphans: std::collections::HashSet<&str> = orphans.iter().map(String::as_str).collect();
+        self.records.remove_stale_temps();
+        let names = self.records.ids()?;
+        let table = self
+            .mounter
+            .mount_table()
+            .map_err(|source| ContainerError::Mount {
+                container: String::new(),
+                volume: "mount table".to_owned(),
+                source: Box::new(source),
+            })?;
+        let mut remaining: BTreeSet<String> = BTreeSet::new();
+        for name in names {
+            let rec = match self.records.load(&name) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Its volumes are unknown: its CSI and Docker consumers stay, and nothing
+                    // of it is torn down. A record that cannot be parsed is moved aside; one
+                    // that cannot be read (I/O) stays for the next attempt.
+                    if matches!(e, ContainerError::Record { .. }) {
+                        self.records.quarantine(&name);
+                        report.quarantined.push(name.clone());
+                    }
+                    remaining.insert(name);
+                    report.errors.push(e);
+                    continue;
+                }
+            };
+            let _g = self.lock_id(&name).await;
+            if orphans.contains(name.as_str()) {
+                report.orphans_kept.push(name.clone());
+                remaining.insert(name);
+                continue;
+            }
+            let mut roots = Roots::default();
+            let complete = rec.state == RecordState::Preparing
+                && rec.volumes.iter().all(|v| {
+                    !v.bind
+                        || Self::resolve_target(&mut roots, v)
+                            .is_some_and(|t| table.is_mount_point(&t))
+                });
+            if live.contains(name.as_str()) {
+                if !complete {
+                    tracing::warn!(container = %name, state = ?rec.state, "live container with a volume not at its container path; kept for its cleanup");
+                    report.incomplete.push(name.clone());
+                }
+                report.kept.push(name.clone());
+                remaining.insert(name);
+                continue;
+            }
+            let mut rec = rec;
+            match self.cleanup_locked(&mut rec).await {
+                Ok(()) => report.cleaned.push(name),
+                Err(e) => {
+                    remaining.insert(name);
+                    report.errors.push(e);
+                }
+            }
+        }
+        if let Some(docker) = &self.backends.docker {
+            match docker.recover(&remaining).await {
+                Ok((_records, errors)) => {
+                    report
+                        .errors
+                        .extend(errors.into_iter().map(|reason| ContainerError::Volume {
+                            container: String::new(),
+                            volume: "Docker volume recovery".to_owned(),
+                            reason,
+                        }));
+                }
+                Err(e) => report.errors.push(ContainerError::Dvdi {
+                    container: String::new(),
+                    volume: "Docker volume recovery".to_owned(),
+                    source: Box::new(e),
+                }),
+            }
+        }
+        if let Some(csi) = &self.backends.csi {
+            let alive = |c: &str| remaining.contains(c);
+            for (_plugin, outcome) in csi.recover(Some(&alive)).await {
+                match outcome {
+                    Ok(r) => {
+                        report.csi_records += r.records;
+                        report
+                            .errors
+                            .extend(r.errors.into_iter().map(|e| ContainerError::Csi {
+                                container: String::new(),
+                                volume: "CSI recovery".to_owned(),
+                                source: Box::new(e),
+                            }));
+                    }
+                    Err(e) => report.errors.push(ContainerError::Csi {
+                        container: String::new(),
+                        volume: "CSI recovery".to_owned(),
+                        source: Box::new(e),
+                    }),
+                }
+            }
+        }
+        Ok(report)
+    }
+}

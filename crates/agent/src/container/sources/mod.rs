@@ -1,0 +1,397 @@
+//! Volume sources, one room per kind: a planner (config → [`Planned`]) and one
+//! [`SourceKind`] (acquire, release, find and share the host source) for each of persistent
+//! volumes, host paths, sandbox paths, CSI volumes and Docker volume-driver volumes.
+
+mod csi;
+mod docker;
+mod host_path;
+mod persistent;
+mod sandbox_path;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_csi::CsiPlugins;
+use berth_mount::BindOptions;
+use berth_mount::names::ContainerPath;
+use berth_resources::proto;
+use serde::{Deserialize, Serialize};
+
+use super::Roots;
+use super::config::ContainerConfig;
+use super::error::{Result, vol_err};
+
+pub(crate) use docker::plan_env as plan_docker_env;
+pub(crate) use persistent::plan as plan_persistent;
+
+/// A boxed future, for the object-safe [`DockerVolumes`] and the volume kinds.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The Docker volume-driver side (implemented by [`berth_dvdi::VolumeManager`]): one Mount per
+/// consumer with the consumer's id, one Unmount per consumer.
+pub trait DockerVolumes: Send + Sync {
+    /// Mounts `volume` for `consumer`; the host mount point.
+    fn mount<'a>(
+        &'a self,
+        volume: &'a berth_dvdi::DockerVolume,
+        consumer: &'a str,
+    ) -> BoxFuture<'a, Result<PathBuf, berth_dvdi::DvdiError>>;
+    /// Releases `driver`/`name` for `consumer`.
+    fn unmount<'a>(
+        &'a self,
+        driver: &'a str,
+        name: &'a str,
+        consumer: &'a str,
+    ) -> BoxFuture<'a, Result<(), berth_dvdi::DvdiError>>;
+    /// The host mount point `consumer` got for `driver`/`name`, while it is mounted.
+    fn mountpoint(&self, driver: &str, name: &str, consumer: &str) -> Option<PathBuf>;
+    /// The consumers of `driver`/`name`.
+    fn consumers(&self, driver: &str, name: &str) -> Vec<String>;
+    /// After a restart: unmounts every consumer not in `keep`; the number of records read.
+    fn recover<'a>(
+        &'a self,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<(usize, Vec<String>), berth_dvdi::DvdiError>>;
+}
+
+impl<D: berth_dvdi::Drivers + 'static> DockerVolumes for berth_dvdi::VolumeManager<D> {
+    fn mount<'a>(
+        &'a self,
+        volume: &'a berth_dvdi::DockerVolume,
+        consumer: &'a str,
+    ) -> BoxFuture<'a, Result<PathBuf, berth_dvdi::DvdiError>> {
+        Box::pin(async move {
+            let consumer = berth_dvdi::ConsumerId::new(consumer)?;
+            berth_dvdi::VolumeManager::mount(self, volume, &consumer).await
+        })
+    }
+
+    fn unmount<'a>(
+        &'a self,
+        driver: &'a str,
+        name: &'a str,
+        consumer: &'a str,
+    ) -> BoxFuture<'a, Result<(), berth_dvdi::DvdiError>> {
+        Box::pin(async move {
+            let driver = berth_dvdi::DriverName::new(driver)?;
+            let name = berth_dvdi::VolumeName::new(name)?;
+            let consumer = berth_dvdi::ConsumerId::new(consumer)?;
+            berth_dvdi::VolumeManager::unmount(self, &driver, &name, &consumer).await
+        })
+    }
+
+    fn consumers(&self, driver: &str, name: &str) -> Vec<String> {
+        self.load(driver, name)
+            .ok()
+            .flatten()
+            .map(|r| r.consumers.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    fn mountpoint(&self, driver: &str, name: &str, consumer: &str) -> Option<PathBuf> {
+        let rec = self.load(driver, name).ok()??;
+        let c = rec.consumers.get(consumer)?;
+        rec.mounts.get(&c.mount_id)?.mountpoint.clone()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<(usize, Vec<String>), berth_dvdi::DvdiError>> {
+        Box::pin(async move {
+            let r = berth_dvdi::VolumeManager::recover(self, keep).await?;
+            Ok((
+                r.records,
+                r.errors.iter().map(ToString::to_string).collect(),
+            ))
+        })
+    }
+}
+
+/// Where persistent volumes live on this agent (implemented by the checkpointed resources).
+pub trait PersistentVolumes: Send + Sync {
+    /// The host directory of a persistent volume (a disk resource with `persistence`).
+    ///
+    /// # Errors
+    /// A description of why the resource has no usable directory.
+    fn volume_path(&self, resource: &proto::Resource) -> std::result::Result<PathBuf, String>;
+}
+
+/// Where a volume's host source comes from; persisted in the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// A persistent volume's directory.
+    Persistent {
+        /// The volume directory.
+        path: PathBuf,
+        /// The persistence id.
+        persistence_id: String,
+    },
+    /// `SANDBOX_PATH` (`SELF`): a path inside the container's own sandbox.
+    SandboxPath {
+        /// The container's sandbox.
+        sandbox: PathBuf,
+        /// The path relative to the sandbox.
+        path: PathBuf,
+    },
+    /// `HOST_PATH`: an existing host path.
+    HostPath {
+        /// The host path.
+        path: PathBuf,
+    },
+    /// `DOCKER_VOLUME` or a `DVDI_VOLUME_*` variable: a Docker volume-driver Mount with this
+    /// container as the consumer `ID`.
+    Docker {
+        /// The driver (plugin) name.
+        driver: String,
+        /// The volume name.
+        name: String,
+    },
+    /// `CSI_VOLUME`: a publication of the CSI volume manager, with this container as consumer.
+    Csi {
+        /// The plugin type.
+        plugin: String,
+        /// The CSI volume id.
+        volume_id: String,
+    },
+}
+
+/// One planned (and, once prepared, mounted) volume of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeEntry {
+    /// How errors and status name it.
+    pub name: String,
+    /// The source.
+    pub source: Source,
+    /// The root the container path is resolved in (sandbox or rootfs).
+    pub root: PathBuf,
+    /// The path inside `root` (relative).
+    pub path_in_root: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+    /// Whether the source is bind-mounted into the container. `false` only for a
+    /// `DVDI_VOLUME_*` volume without `_CONTAINERPATH` (the DVDI contract: the task uses the
+    /// host mount point itself).
+    #[serde(default = "yes")]
+    pub bind: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One volume of a plan: the persisted entry and what acquiring its source needs.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The part that is persisted in the record.
+    pub entry: VolumeEntry,
+    pub(crate) csi: Option<proto::volume::source::CsiVolume>,
+    pub(crate) docker: Option<berth_dvdi::DockerVolume>,
+    /// The sandbox's owner (uid, gid): the task's user.
+    pub(crate) sandbox_owner: Option<(u32, u32)>,
+}
+
+impl Planned {
+    pub(crate) fn new(entry: VolumeEntry) -> Self {
+        Self {
+            entry,
+            csi: None,
+            docker: None,
+            sandbox_owner: None,
+        }
+    }
+}
+
+/// Where volume sources come from: the agent's persistent volumes, its CSI plugins and its
+/// Docker volume drivers.
+pub(crate) struct Backends {
+    /// Persistent volume directories.
+    pub(crate) persistent: Arc<dyn PersistentVolumes>,
+    /// CSI plugins, when configured.
+    pub(crate) csi: Option<Arc<CsiPlugins>>,
+    /// Docker volume drivers, when configured.
+    pub(crate) docker: Option<Arc<dyn DockerVolumes>>,
+}
+
+/// What a planner sees: the config being planned and the backends.
+pub(crate) struct PlanCx<'a> {
+    /// The config.
+    pub(crate) cfg: &'a ContainerConfig,
+    /// The backends.
+    pub(crate) backends: &'a Backends,
+}
+
+impl PlanCx<'_> {
+    /// The container id.
+    pub(crate) fn id(&self) -> &str {
+        &self.cfg.container_id
+    }
+
+    /// A volume that cannot be used as asked.
+    pub(crate) fn err(
+        &self,
+        volume: &str,
+        reason: impl Into<String>,
+    ) -> crate::container::ContainerError {
+        vol_err(self.id(), volume, reason)
+    }
+
+    /// Where a container path is: its root (the sandbox for a relative path, the rootfs for an
+    /// absolute one) and its path inside that root, after the one rule set of
+    /// [`ContainerPath`]. An absolute path without a rootfs is refused: berth mounts from
+    /// outside the container and would cover the host's own path.
+    pub(crate) fn place(&self, name: &str, container_path: &str) -> Result<(PathBuf, PathBuf)> {
+        let parsed = ContainerPath::parse(container_path);
+        // Malformed paths first; then, for an absolute path, the missing rootfs (it says what
+        // to do instead), before the root itself or an overlong component.
+        let rule = parsed
+            .as_ref()
+            .err()
+            .map(|e| ContainerPath::rule(e).map_or_else(|| e.to_string(), str::to_owned));
+        let malformed = rule
+            .as_deref()
+            .is_some_and(|r| r != ContainerPath::ROOT && r != ContainerPath::LONG_COMPONENT);
+        if !malformed && Path::new(container_path).is_absolute() && self.cfg.rootfs.is_none() {
+            return Err(self.err(
+                name,
+                format!(
+                    "absolute container_path {container_path:?} without a rootfs: berth mounts from outside the container and would cover the host's own path; use a relative path (under the sandbox) or give the container a rootfs"
+                ),
+            ));
+        }
+        let path = match (parsed, rule) {
+            (Ok(p), _) => p,
+            (Err(e), rule) => {
+                let rule = rule.unwrap_or_else(|| e.to_string());
+                return Err(self.err(name, format!("container_path {container_path:?} {rule}")));
+            }
+        };
+        let root = match &self.cfg.rootfs {
+            Some(rootfs) if path.is_absolute() => rootfs.clone(),
+            _ => self.cfg.sandbox.clone(),
+        };
+        Ok((root, path.in_root().to_owned()))
+    }
+}
+
+/// Whether a Mesos volume mode is read-only.
+pub(crate) fn mode_ro(mode: i32) -> bool {
+    mode == proto::volume::Mode::Ro as i32
+}
+
+/// A planned volume being acquired: what [`SourceKind::acquire`] works with.
+pub(crate) struct Acquire<'a> {
+    /// The backends.
+    pub(crate) backends: &'a Backends,
+    /// The container.
+    pub(crate) id: &'a str,
+    /// The volume.
+    pub(crate) planned: &'a Planned,
+    /// The container's roots, opened once for the operation.
+    pub(crate) roots: &'a mut Roots,
+}
+
+/// One kind of volume source: how its host source is acquired for a container, released
+/// again, found for a bind's mountinfo signature, and shared with other containers.
+pub(crate) trait SourceKind: Sync {
+    /// Acquires the host source of a planned volume: its host path and the bind options.
+    fn acquire<'a>(&'a self, cx: Acquire<'a>) -> BoxFuture<'a, Result<(PathBuf, BindOptions)>>;
+
+    /// Gives the source back: the container leaves the volume's consumers (directories and
+    /// host paths need nothing).
+    fn release<'a>(
+        &'a self,
+        _backends: &'a Backends,
+        _id: &'a str,
+        _v: &'a VolumeEntry,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The host path the volume's bind came from, as recorded (not canonicalized).
+    fn source_path<'a>(
+        &'a self,
+        backends: &'a Backends,
+        id: &'a str,
+        v: &'a VolumeEntry,
+    ) -> BoxFuture<'a, Option<PathBuf>>;
+
+    /// Every container using the volume now; `users` maps persistent volume directories to
+    /// the containers with them in their records.
+    fn consumers(
+        &self,
+        _backends: &Backends,
+        id: &str,
+        _v: &VolumeEntry,
+        _users: &BTreeMap<&Path, Vec<String>>,
+    ) -> Vec<String> {
+        vec![id.to_owned()]
+    }
+}
+
+/// The kind behind a recorded source.
+pub(crate) fn kind(source: &Source) -> &'static dyn SourceKind {
+    match source {
+        Source::Persistent { .. } => &persistent::Persistent,
+        Source::SandboxPath { .. } => &sandbox_path::SandboxPath,
+        Source::HostPath { .. } => &host_path::HostPath,
+        Source::Docker { .. } => &docker::Docker,
+        Source::Csi { .. } => &csi::Csi,
+    }
+}
+
+/// Plans Mesos volume number `index` by its source type.
+pub(crate) fn plan_volume(cx: &PlanCx<'_>, index: usize, v: &proto::Volume) -> Result<Planned> {
+    use proto::volume::source::Type;
+    let source = v.source.as_ref();
+    let kind = source.map_or(Type::Unknown, |s| s.r#type());
+    match (kind, source) {
+        (Type::Unknown, _) if v.host_path.is_some() => host_path::plan_legacy(cx, v),
+        (Type::HostPath, Some(s)) => host_path::plan(cx, v, s),
+        (Type::SandboxPath, Some(s)) => sandbox_path::plan(cx, index, v, s),
+        (Type::CsiVolume, Some(s)) => csi::plan(cx, index, v, s),
+        (Type::DockerVolume, Some(_)) => docker::plan(cx, index, v),
+        (t, _) => Err(cx.err(
+            &format!("volumes[{index}]"),
+            format!("volume source {t:?} is not supported here"),
+        )),
+    }
+}
+
+/// The same (plugin, volume) or Docker volume twice in one container is refused, as Mesos
+/// does, and so is one container path for two volumes.
+pub(crate) fn check_unique(id: &str, plan: &[Planned]) -> Result<()> {
+    let mut csi_keys = BTreeSet::new();
+    let mut targets = BTreeSet::new();
+    let mut docker_keys = BTreeSet::new();
+    for v in plan.iter().map(|p| &p.entry) {
+        if let Source::Docker { driver, name } = &v.source
+            && !docker_keys.insert((driver.clone(), name.clone()))
+        {
+            return Err(vol_err(id, &v.name, "used twice by one container"));
+        }
+        if !v.bind {
+            continue;
+        }
+        if let Source::Csi { plugin, volume_id } = &v.source
+            && !csi_keys.insert((plugin.clone(), volume_id.clone()))
+        {
+            return Err(vol_err(id, &v.name, "used twice by one container"));
+        }
+        if !targets.insert((v.root.clone(), v.path_in_root.clone())) {
+            return Err(vol_err(
+                id,
+                &v.name,
+                format!(
+                    "container path {} is used by another volume",
+                    v.path_in_root.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Teardown: `cleanup` and the undo of a failed prepare. Every mount of the container is
+//! unmounted through its root's descriptor (nested first), moved mounts of ours are found by
+//! their source's mountinfo signature, and every source is released; the record goes last.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use berth_mount::path::ResolveMode;
+use berth_mount::path::Resolver;
+use berth_mount::{MountTable, UnmountOptions, Unmounted};
+
+use super::error::{ContainerError, Result};
+use super::record::{ContainerRecord, HookPoint, RecordState};
+use super::sources::{self, VolumeEntry};
+use super::{Isolator, Roots};
+
+impl Isolator {
+    /// The host path a volume's container path resolves to now (confined to its root), if
+    /// it exists.
+    /// A container path that leads to the root itself (a symlink to `/`) has no target:
+    /// nothing is ever mounted over a whole root.
+    pub(crate) fn resolve_target(roots: &mut Roots, v: &VolumeEntry) -> Option<PathBuf> {
+        let root = roots.get(&v.root).ok()?;
+        let (_fd, path) = Resolver {
+            mode: ResolveMode::InRoot,
+            force_walk: false,
+        }
+        .open_in_with_path(&root, &v.path_in_root)
+        .ok()?;
+        (root.host_path().ok()? != path).then_some(path)
+    }
+
+    /// Unmounts every volume of the record (nested first) and releases its sources. Keeps
+    /// going after an error; returns the first.
+    pub(crate) async fn teardown(&self, rec: &ContainerRecord) -> Result<()> {
+        let id = rec.container_id.as_str();
+        let mut first: Option<ContainerError> = None;
+        let mount_err = |volume: &str, source: berth_mount::MountError| ContainerError::Mount {
+            container: id.to_owned(),
+            volume: volume.to_owned(),
+            source: Box::new(source),
+        };
+        let read_table = || {
+            self.mounter
+                .mount_table()
+                .map_err(|e| mount_err("mount table", e))
+        };
+        let opts = UnmountOptions {
+            detach_fallback: true,
+            ..UnmountOptions::default()
+        };
+        // 1. Each volume at its container path (nested first), through the root's descriptor:
+        //    a task swapping a directory on the path for a symlink cannot redirect the unmount
+        //    outside its sandbox or rootfs. A bind not found mounted at its container path
+        //    (moved by the task, or an interrupted prepare) sends step 2 to the mount table.
+        let mut failed = BTreeSet::new();
+        let mut missing = false;
+        let mut opened = Roots::default();
+        for (index, v) in rec.volumes.iter().enumerate().rev() {
+            if v.bind {
+                match Self::resolve_target(&mut opened, v) {
+                    None => missing = true,
+                    Some(target) => {
+                        match self.unmount_under(&mut opened, &v.root, &target, &opts) {
+                            Ok(Unmounted::NotMounted) => missing = true,
+                            Ok(_) => {}
+                            Err(source) => {
+                                failed.insert(index);
+                                first.get_or_insert(mount_err(&v.name, source));
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            self.hook(HookPoint::Volume {
+                container: id,
+                step: "unmounted",
+                index,
+            });
+        }
+        // 2. Whatever of ours is still mounted in the container's sandbox or rootfs (a mount
+        //    point the task renamed, or one reached through a replaced symlink), found by its
+        //    source's signature. Nothing else there is touched.
+        let roots: BTreeSet<&Path> = std::iter::once(rec.sandbox.as_path())
+            .chain(rec.rootfs.as_deref())
+            .collect();
+        let below_roots = |table: &MountTable,
+                           signatures: Option<&BTreeSet<(u32, u32, PathBuf)>>|
+         -> Vec<PathBuf> {
+            roots
+                .iter()
+                .flat_map(|root| table.unmount_order(root))
+                .filter(|e| {
+                    e.mount_point() != rec.sandbox && Some(e.mount_point()) != rec.rootfs.as_deref()
+                })
+                .filter(|e| {
+                    signatures
+                        .is_none_or(|s| s.contains(&(e.major(), e.minor(), e.root().to_path_buf())))
+                })
+                .map(|e| e.mount_point().to_path_buf())
+                .collect()
+        };
+        // Mounts in the roots after step 1. In the common case every bind was unmounted where
+        // it belongs, and neither the mount table nor signatures are needed.
+        let table = if missing || !failed.is_empty() {
+            Some(read_table()?)
+        } else {
+            None
+        };
+        let mut signatures = BTreeSet::new();
+        let mut swept = Vec::new();
+        if let Some(table) = table.as_ref().filter(|t| !below_roots(t, None).is_empty()) {
+            // What each bind looks like in mountinfo (device and root of its source; the
+            // sources are not released yet): how a mount of ours is told from anyone else's,
+            // even where the task moved or replaced its mount point.
+            for v in rec.volumes.iter().filter(|v| v.bind) {
+                if let Some(src) = self.source_path(id, v).await
+                    && let Some(sig) = signature(table, &src)
+                {
+                    signatures.insert(sig);
+                }
+            }
+            swept = below_roots(table, Some(&signatures));
+        }
+        for mp in &swept {
+            tracing::warn!(container = id, mount_point = %mp.display(), "a mount of the container's moved from its container path; unmounting it");
+            let root = roots
+                .iter()
+                .filter(|r| mp.starts_with(r))
+                .max_by_key(|r| r.as_os_str().len());
+            let Some(root) = root else { continue };
+            if let Err(source) = self.unmount_under(&mut opened, root, mp, &opts) {
+                first.get_or_insert(mount_err("moved mount", source));
+            }
+        }
+        if !swept.is_empty()
+            && let Some(mp) = below_roots(&read_table()?, Some(&signatures)).first()
+        {
+            // Never report success, nor drop the record, while one of ours is mounted.
+            return Err(first.unwrap_or_else(|| {
+                mount_err(
+                    "moved mount",
+                    berth_mount::MountError::StillMounted {
+                        target: mp.clone(),
+                        mount_id: 0,
+                    },
+                )
+            }));
+        }
+        // 3. Release the sources of the volumes that are unmounted.
+        for (index, v) in rec.volumes.iter().enumerate().rev() {
+            if failed.contains(&index) {
+                continue;
+            }
+            if let Err(e) = self.release(id, v).await {
+                first.get_or_insert(e);
+                continue;
+            }
+            self.hook(HookPoint::Volume {
+                container: id,
+                step: "released",
+                index,
+            });
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Unmounts the mount point at host path `target` under `root` through the root's
+    /// descriptor ([`Mounter::unmount_in_root`]).
+    fn unmount_under(
+        &self,
+        opened: &mut Roots,
+        root: &Path,
+        target: &Path,
+        opts: &UnmountOptions,
+    ) -> berth_mount::Result<Unmounted> {
+        let dir = opened.get(root)?;
+        let rel = dir
+            .host_path()
+            .ok()
+            .and_then(|h| target.strip_prefix(h).ok())
+            .or_else(|| target.strip_prefix(root).ok())
+            .ok_or_else(|| berth_mount::MountError::Escape {
+                root: root.to_path_buf(),
+                path: target.to_path_buf(),
+                reason: "the mount point is not under the root",
+            })?;
+        self.mounter.unmount_in_root(&dir, rel, opts)
+    }
+
+    /// The host path a volume's bind came from (for its mountinfo signature).
+    async fn source_path(&self, id: &str, v: &VolumeEntry) -> Option<PathBuf> {
+        let raw = sources::kind(&v.source)
+            .source_path(&self.backends, id, v)
+            .await?;
+        Some(std::fs::canonicalize(&raw).unwrap_or(raw))
+    }
+
+    /// Gives back a volume's source (see [`sources::SourceKind::release`]).
+    async fn release(&self, id: &str, v: &VolumeEntry) -> Result<()> {
+        sources::kind(&v.source)
+            .release(&self.backends, id, v)
+            .await
+    }
+
+    /// Undoes exactly what prepare did: one fsync'd `cleaning` intent, every mount of the
+    /// container unmounted (nested first), every source released (CSI consumer removed), the
+    /// record removed. An unknown container is a no-op. On error the record stays in
+    /// `cleaning` and [`Isolator::recover`] (or another cleanup) finishes it.
+    ///
+    /// # Errors
+    /// The first failing volume's error.
+    pub async fn cleanup(&self, id: &str) -> Result<()> {
+        let _ops = self.ops.read().await;
+        let _g = self.lock_id(id).await;
+        let Some(mut rec) = self.records.load(id)? else {
+            return Ok(());
+        };
+        self.cleanup_locked(&mut rec).await
+    }
+
+    pub(crate) async fn cleanup_locked(&self, rec: &mut ContainerRecord) -> Result<()> {
+        if rec.state != RecordState::Cleaning {
+            rec.state = RecordState::Cleaning;
+            self.records.save(rec)?;
+        }
+        self.hook(HookPoint::Intent {
+            container: &rec.container_id,
+            step: "cleaning",
+        });
+        if let Err(e) = self.teardown(rec).await {
+            rec.last_error = Some(e.to_string());
+            if let Err(w) = self.records.save(rec) {
+                tracing::warn!(container = %rec.container_id, error = %w, "cannot record the cleanup error");
+            }
+            return Err(e);
+        }
+        self.records.remove(&rec.container_id)
+    }
+}
+
+/// How a bind mount of `source` appears in mountinfo: the device of the mount holding
+/// `source` and the path of `source` inside that file system.
+pub(crate) fn signature(table: &MountTable, source: &Path) -> Option<(u32, u32, PathBuf)> {
+    // The deepest mount point holding `source`; of a stack on it, the top (listed last:
+    // `max_by_key` returns the last of equal maxima).
+    let holder = table
+        .iter()
+        .filter(|e| source.starts_with(e.mount_point()))
+        .max_by_key(|e| e.mount_point().components().count())?;
+    let rel = source.strip_prefix(holder.mount_point()).ok()?;
+    let root = if rel.as_os_str().is_empty() {
+        holder.root().to_path_buf()
+    } else {
+        holder.root().join(rel)
+    };
+    Some((holder.major(), holder.minor(), root))
+}

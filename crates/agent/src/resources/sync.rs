@@ -1,0 +1,116 @@
+//! What a change of the checkpointed set does to the volume directories ([`Plan`]), and the
+//! checkpoint files' encoding.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_resources::Resources;
+use serde_json::Value as Json;
+
+use super::error::{self, ResourcesError, Result, Step};
+use super::layout::{self, VolumeDir};
+use super::{VolumeUsers, fs};
+
+/// The volumes of a set, by directory.
+pub(super) fn volume_dirs(
+    work_dir: &Path,
+    set: &Resources,
+) -> Result<BTreeMap<PathBuf, VolumeDir>> {
+    let mut out: BTreeMap<PathBuf, VolumeDir> = BTreeMap::new();
+    for r in set.iter().filter(|r| r.is_persistent_volume()) {
+        let dir = layout::volume_dir(work_dir, r)?;
+        if let Some(first) = out.get(&dir.path) {
+            return Err(ResourcesError::DuplicateVolume {
+                path: dir.path.clone(),
+                first: first.id.clone(),
+                second: dir.id,
+            });
+        }
+        out.insert(dir.path.clone(), dir);
+    }
+    Ok(out)
+}
+
+/// The directory changes between two sets.
+pub(super) struct Plan {
+    pub(super) create: Vec<VolumeDir>,
+    pub(super) destroy: Vec<VolumeDir>,
+}
+
+impl Plan {
+    pub(super) fn new(work_dir: &Path, old: &Resources, new: &Resources) -> Result<Plan> {
+        let old = volume_dirs(work_dir, old)?;
+        let new = volume_dirs(work_dir, new)?;
+        Ok(Plan {
+            create: new
+                .iter()
+                .filter(|(p, _)| !old.contains_key(*p))
+                .map(|(_, d)| d.clone())
+                .collect(),
+            destroy: old
+                .iter()
+                .filter(|(p, _)| !new.contains_key(*p))
+                .map(|(_, d)| d.clone())
+                .collect(),
+        })
+    }
+
+    pub(super) fn check_users(&self, users: &dyn VolumeUsers) -> Result<()> {
+        for d in &self.destroy {
+            let who = users.users(&d.path);
+            if !who.is_empty() {
+                return Err(ResourcesError::VolumeInUse {
+                    id: d.id.clone(),
+                    path: d.path.clone(),
+                    users: who,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_paths(&self) -> Result<()> {
+        self.create.iter().try_for_each(fs::check_creatable)
+    }
+
+    pub(super) fn check_mounts(&self) -> Result<()> {
+        let Some(first) = self.destroy.first() else {
+            return Ok(());
+        };
+        let table =
+            berth_mount::MountTable::read_current().map_err(|source| ResourcesError::Mount {
+                id: first.id.clone(),
+                path: first.path.clone(),
+                source,
+            })?;
+        self.destroy
+            .iter()
+            .try_for_each(|d| fs::check_no_mounts(d, &table))
+    }
+}
+
+pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error::io(Step::ReadCheckpoint, path, e)),
+    };
+    let corrupt = |reason: String| ResourcesError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let json: Json = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let set = Resources::from_json(&json).map_err(|e| corrupt(e.to_string()))?;
+    if let Some(r) = set.iter().find(|r| !r.needs_checkpointing()) {
+        return Err(corrupt(format!(
+            "{r} is neither dynamically reserved nor a persistent volume"
+        )));
+    }
+    Ok(Some(set))
+}
+
+pub(super) fn encode(set: &Resources) -> Result<Vec<u8>> {
+    serde_json::to_vec(&set.to_json()).map_err(|e| ResourcesError::InvalidResources {
+        reason: e.to_string(),
+    })
+}
