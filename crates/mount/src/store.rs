@@ -331,7 +331,7 @@ impl<R: Record> RecordStore<R> {
 
     /// Removes `key`'s record (a missing one is fine): unlink, `fsync` of its directory, then
     /// for a nested layout the record's directory with the temp files of killed writes (left
-    /// when it holds anything else), its removal fsync'd in the parent.
+    /// when it holds anything else; its `rmdir` is not fsync'd, see [`RecordStore::sweep`]).
     ///
     /// # Errors
     /// [`StoreError::Io`] (`remove record`, `fsync record dir`); key errors.
@@ -348,20 +348,16 @@ impl<R: Record> RecordStore<R> {
             durable::fsync_dir(dir).map_err(io_err("fsync record dir", dir))?;
         }
         if matches!(self.layout, Layout::Nested { .. }) {
-            self.remove_record_dir(dir)?;
+            Self::remove_record_dir(dir);
         }
         Ok(())
     }
 
-    fn remove_record_dir(&self, dir: &Path) -> Result<(), StoreError> {
-        if durable::remove_dir_and_stale_temps(dir).unwrap_or(false)
-            && self.fsync_removal
-            && let Some(parent) = dir.parent()
-            && parent.is_dir()
-        {
-            durable::fsync_dir(parent).map_err(io_err("fsync record dir", parent))?;
-        }
-        Ok(())
+    /// Removes a nested record's directory with the temp files of killed writes. Not
+    /// fsync'd: a crash that loses the `rmdir` leaves an empty record directory, which
+    /// [`RecordStore::list`] skips and [`RecordStore::sweep`] removes.
+    fn remove_record_dir(dir: &Path) -> bool {
+        durable::remove_dir_and_stale_temps(dir).unwrap_or(false)
     }
 
     /// For a nested layout: removes `key`'s record directory when it holds no record (a
@@ -369,7 +365,7 @@ impl<R: Record> RecordStore<R> {
     /// of killed writes. Call it holding `key`'s lock. Returns whether a directory went.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the removal cannot be made durable; key errors.
+    /// Key errors.
     pub fn sweep(&self, key: &[&str]) -> Result<bool, StoreError> {
         let path = self.path(key)?;
         if !matches!(self.layout, Layout::Nested { .. }) || path.exists() {
@@ -379,8 +375,7 @@ impl<R: Record> RecordStore<R> {
         if !dir.is_dir() {
             return Ok(false);
         }
-        self.remove_record_dir(dir)?;
-        Ok(!dir.exists())
+        Ok(Self::remove_record_dir(dir))
     }
 
     /// Every key with a record, decoded, sorted. Names that are not the layout's encoding
