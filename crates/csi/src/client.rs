@@ -35,44 +35,18 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{CsiError, Result};
 
-/// Retry policy for one logical call: exponential backoff with full jitter under an overall
-/// deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Upper bound of the first sleep; doubles after each attempt.
-    pub initial_backoff: Duration,
-    /// Cap of the upper bound.
-    pub max_backoff: Duration,
-    /// Overall deadline of the call including every attempt and sleep.
-    pub overall: Duration,
-}
+use berth_mount::retry::Exhausted;
+pub use berth_mount::retry::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(10),
-            overall: Duration::from_secs(300),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The upper bound of the sleep after attempt `attempt` (0-based):
-    /// `min(max_backoff, initial_backoff * 2^attempt)`.
-    #[must_use]
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.initial_backoff
-            .checked_mul(factor)
-            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
-    }
-
-    /// A full-jitter sleep: uniform in `[0, ceiling(attempt)]`.
-    #[must_use]
-    pub fn jittered(&self, attempt: u32) -> Duration {
-        let cap = u64::try_from(self.ceiling(attempt).as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(fastrand::u64(0..=cap))
+/// The CSI client's default retry policy: full-jitter backoff from 100 ms, capped at 10 s,
+/// within 5 minutes.
+#[must_use]
+pub fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(10),
+        overall: Duration::from_secs(300),
+        full_jitter: true,
     }
 }
 
@@ -92,7 +66,7 @@ impl Default for ClientConfig {
         Self {
             call_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
-            retry: RetryPolicy::default(),
+            retry: default_retry(),
         }
     }
 }
@@ -359,68 +333,72 @@ impl CsiClient {
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let policy = self.config.retry;
-        let start = Instant::now();
-        let overall = start + policy.overall;
-        let mut attempt: u32 = 0;
-        loop {
-            let now = Instant::now();
-            let remaining = overall.saturating_duration_since(now);
-            let per_call = self.config.call_timeout.min(remaining);
-            attempt += 1;
-            self.calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let outcome =
-                tokio::time::timeout(per_call, attempt_fn(self.channel(), per_call)).await;
-            let status = match outcome {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(status)) => Some(status),
-                Err(_elapsed) => None,
-            };
-            let code = status
-                .as_ref()
-                .map_or(Code::DeadlineExceeded, effective_code);
-            if code == Code::Unavailable {
-                self.forget_caches();
-            }
-            let disp = disposition(step, code);
-            tracing::debug!(plugin = %self.plugin, step, volume_id, attempt, ?code, ?disp, "CSI call not OK");
-            match disp {
-                Disposition::Done => return Ok(T::default()),
-                Disposition::Retry => {
-                    let sleep = policy.jittered(attempt - 1);
-                    if Instant::now() + sleep < overall {
-                        tokio::time::sleep(sleep).await;
-                        continue;
+        let overall = Instant::now() + policy.overall;
+        let outcome = policy
+            .run(
+                |_attempt| {
+                    let remaining = overall.saturating_duration_since(Instant::now());
+                    let per_call = self.config.call_timeout.min(remaining);
+                    self.calls
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let fut = tokio::time::timeout(per_call, attempt_fn(self.channel(), per_call));
+                    async move {
+                        let status = match fut.await {
+                            Ok(Ok(v)) => return Ok(v),
+                            Ok(Err(status)) => Some(status),
+                            Err(_elapsed) => None,
+                        };
+                        let code = status
+                            .as_ref()
+                            .map_or(Code::DeadlineExceeded, effective_code);
+                        if code == Code::Unavailable {
+                            self.forget_caches();
+                        }
+                        if disposition(step, code) == Disposition::Done {
+                            return Ok(T::default());
+                        }
+                        Err((status, code))
                     }
-                }
-                Disposition::Fail => {}
-            }
-            let volume_id = volume_id.map(str::to_owned);
-            return Err(match status {
-                None => CsiError::Timeout {
+                },
+                |(_, code), attempt| {
+                    let disp = disposition(step, *code);
+                    tracing::debug!(plugin = %self.plugin, step, volume_id, attempt, ?code, ?disp, "CSI call not OK");
+                    disp == Disposition::Retry
+                },
+            )
+            .await;
+        let Exhausted {
+            error: (status, _),
+            attempts,
+        } = match outcome {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let volume_id = volume_id.map(str::to_owned);
+        Err(match status {
+            None => CsiError::Timeout {
+                plugin: self.plugin.to_string(),
+                step,
+                volume_id,
+                attempts,
+            },
+            Some(s) if s.code() == Code::Cancelled || s.code() == Code::DeadlineExceeded => {
+                CsiError::Timeout {
                     plugin: self.plugin.to_string(),
                     step,
                     volume_id,
-                    attempts: attempt,
-                },
-                Some(s) if s.code() == Code::Cancelled || s.code() == Code::DeadlineExceeded => {
-                    CsiError::Timeout {
-                        plugin: self.plugin.to_string(),
-                        step,
-                        volume_id,
-                        attempts: attempt,
-                    }
+                    attempts,
                 }
-                Some(s) => CsiError::Rpc {
-                    plugin: self.plugin.to_string(),
-                    step,
-                    volume_id,
-                    code: effective_code(&s),
-                    message: scrub(s.message(), secrets),
-                    attempts: attempt,
-                },
-            });
-        }
+            }
+            Some(s) => CsiError::Rpc {
+                plugin: self.plugin.to_string(),
+                step,
+                volume_id,
+                code: effective_code(&s),
+                message: scrub(s.message(), secrets),
+                attempts,
+            },
+        })
     }
 
     /// `GetPluginInfo`, cached until the plugin restarts.
@@ -670,6 +648,7 @@ mod tests {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
             overall: Duration::from_secs(1),
+            full_jitter: true,
         };
         assert_eq!(p.ceiling(0), Duration::from_millis(10));
         assert_eq!(p.ceiling(2), Duration::from_millis(40));

@@ -23,19 +23,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use berth_proto::csi::v1 as pb;
 use berth_resources::proto::volume::source::CsiVolume;
 
+use berth_mount::hook::{self, Phase};
+use berth_mount::store::{Layout, RecordStore, StoreError};
 use berth_mount::{LinuxMounter, MountTable, Mounter, UnmountOptions};
 
 use crate::client::NodeService;
 use crate::config::PluginConfig;
 use crate::error::{CsiError, Result};
 use crate::record::{
-    self, Capability, Mode, Publication, PublishState, SCHEMA_VERSION, StageState, VolumeRecord,
+    Capability, Mode, Publication, PublishState, RECORD_FILE, SCHEMA_VERSION, StageState,
+    VolumeRecord,
 };
 use crate::secrets::SecretResolver;
 
@@ -124,27 +125,12 @@ impl VolumeSpec {
     }
 }
 
-/// Where the manager is in a volume's life; the test hook sees these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookPoint<'a> {
-    /// An intent record is durable and its RPC is about to be made.
-    Intent {
-        /// The volume.
-        volume_id: &'a str,
-        /// The intent (`NODE_STAGE`, `NODE_PUBLISH`, `NODE_UNPUBLISH`, `NODE_UNSTAGE`).
-        intent: &'static str,
-    },
-    /// The RPC of an intent returned OK; its outcome is not yet recorded.
-    Done {
-        /// The volume.
-        volume_id: &'a str,
-        /// The intent whose RPC finished.
-        intent: &'static str,
-    },
-}
-
-/// A callback at every [`HookPoint`] (crash and fault injection in tests).
-pub type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
+/// The crash hook and its points (shared by every write-ahead manager): this manager calls
+/// it with [`Phase::Intent`] once an intent record (`NODE_STAGE`, `NODE_PUBLISH`,
+/// `NODE_UNPUBLISH`, `NODE_UNSTAGE`) is durable and its RPC is next, and with [`Phase::Done`]
+/// when the RPC returned OK and its outcome is not yet recorded; the subject is
+/// `[volume id]`.
+pub use berth_mount::hook::{Hook, HookPoint};
 
 /// What [`VolumeManager::recover`] did.
 #[derive(Debug, Default)]
@@ -185,8 +171,7 @@ pub struct VolumeManager<N> {
     target_path_exists: bool,
     boot_id: String,
     secrets: SecretResolver,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    writes: AtomicU64,
+    store: RecordStore<VolumeRecord>,
     hook: Option<Hook>,
     mounter: LinuxMounter,
 }
@@ -277,16 +262,22 @@ impl<N: NodeService> VolumeManager<N> {
                     .to_owned()
             }
         };
+        let store = RecordStore::new(
+            root.join("volumes"),
+            Layout::Nested {
+                depth: 1,
+                file: RECORD_FILE,
+            },
+        );
         Ok(Self {
             node,
             plugin_type: plugin.plugin_type.clone(),
+            store,
             root,
             mounts,
             target_path_exists: plugin.target_path_exists,
             boot_id,
             secrets: config.secrets,
-            locks: Mutex::new(HashMap::new()),
-            writes: AtomicU64::new(0),
             hook: None,
             mounter: LinuxMounter::new(),
         })
@@ -304,7 +295,7 @@ impl<N: NodeService> VolumeManager<N> {
 
     /// How many fsync'd record writes (and removals) this manager made.
     pub fn record_writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
+        self.store.writes() + self.store.removals()
     }
 
     fn enc(&self, volume_id: &str) -> Result<String> {
@@ -315,16 +306,14 @@ impl<N: NodeService> VolumeManager<N> {
         })
     }
 
-    fn record_dir(&self, enc: &str) -> PathBuf {
-        self.root.join("volumes").join(enc)
-    }
-
     /// The record file of a volume.
     ///
     /// # Errors
     /// [`CsiError::InvalidId`] for an id that cannot be encoded.
     pub fn record_path(&self, volume_id: &str) -> Result<PathBuf> {
-        Ok(self.record_dir(&self.enc(volume_id)?).join("volume.state"))
+        self.store
+            .path(&[volume_id])
+            .map_err(|e| self.store_err(volume_id, e))
     }
 
     /// The mount directory of a volume (`staging`, `target`, `target-ro` inside).
@@ -361,14 +350,51 @@ impl<N: NodeService> VolumeManager<N> {
         }
     }
 
-    fn lock_for(&self, volume_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(locks.entry(volume_id.to_owned()).or_default())
+    fn store_err(&self, volume_id: &str, e: StoreError) -> CsiError {
+        let plugin = self.plugin_type.clone();
+        match e {
+            StoreError::Key { source, .. } => CsiError::InvalidId {
+                plugin,
+                volume_id: volume_id.to_owned(),
+                source,
+            },
+            StoreError::Io {
+                step: "read record",
+                path,
+                source,
+            } => CsiError::Record {
+                plugin,
+                path,
+                reason: format!("read: {source}"),
+            },
+            StoreError::Io { step, path, source } => CsiError::Io {
+                plugin,
+                volume_id: volume_id.to_owned(),
+                step,
+                path,
+                source,
+            },
+            StoreError::Corrupt { path, reason } => CsiError::Record {
+                plugin,
+                path,
+                reason,
+            },
+            e @ StoreError::KeyShape { .. } => CsiError::Record {
+                plugin,
+                path: self.store.root().to_owned(),
+                reason: e.to_string(),
+            },
+        }
     }
 
-    fn hook(&self, point: HookPoint<'_>) {
-        if let Some(h) = &self.hook {
-            h(point);
+    fn hook(&self, phase: Phase, volume_id: &str, intent: &'static str) {
+        if self.hook.is_some() {
+            let subject = [volume_id];
+            let point = match phase {
+                Phase::Done => HookPoint::done(&subject, intent),
+                Phase::Intent | Phase::Step => HookPoint::intent(&subject, intent),
+            };
+            hook::fire(self.hook.as_ref(), point);
         }
     }
 
@@ -377,72 +403,28 @@ impl<N: NodeService> VolumeManager<N> {
     /// # Errors
     /// [`CsiError::Record`] for an unreadable or corrupt record.
     pub fn load(&self, volume_id: &str) -> Result<Option<VolumeRecord>> {
-        let path = self.record_path(volume_id)?;
-        self.load_path(&path)
-    }
-
-    fn load_path(&self, path: &Path) -> Result<Option<VolumeRecord>> {
-        let bad = |reason: String| CsiError::Record {
-            plugin: self.plugin_type.clone(),
-            path: path.to_owned(),
-            reason,
-        };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(bad(format!("read: {e}"))),
-        };
-        let rec: VolumeRecord =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("parse: {e}")))?;
-        if rec.schema_version != SCHEMA_VERSION {
-            return Err(bad(format!(
-                "unknown schema_version {}",
-                rec.schema_version
-            )));
-        }
-        Ok(Some(rec))
+        self.store
+            .load(&[volume_id])
+            .map_err(|e| self.store_err(volume_id, e))
     }
 
     fn persist(&self, rec: &VolumeRecord) -> Result<()> {
-        let dir = self.record_dir(&self.enc(&rec.volume_id)?);
-        record::create_dir_durable(&dir).map_err(self.io(
-            &rec.volume_id,
-            "create record dir",
-            &dir,
-        ))?;
-        let path = dir.join("volume.state");
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| CsiError::Record {
-            plugin: self.plugin_type.clone(),
-            path: path.clone(),
-            reason: format!("encode: {e}"),
-        })?;
-        record::write_atomic(&path, &bytes).map_err(self.io(
-            &rec.volume_id,
-            "write record",
-            &path,
-        ))?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.store
+            .persist(&[&rec.volume_id], rec)
+            .map_err(|e| self.store_err(&rec.volume_id, e))
     }
 
     fn remove_record(&self, rec: &VolumeRecord) -> Result<()> {
         let enc = self.enc(&rec.volume_id)?;
-        let dir = self.record_dir(&enc);
-        let path = dir.join("volume.state");
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(self.io(&rec.volume_id, "remove record", &path)(e)),
-        }
-        record::fsync_dir(&dir).map_err(self.io(&rec.volume_id, "fsync record dir", &dir))?;
+        self.store
+            .remove(&[&rec.volume_id])
+            .map_err(|e| self.store_err(&rec.volume_id, e))?;
         // Non-recursive removals: a directory that still holds anything (a mount!) stays.
-        let _ = berth_mount::durable::remove_dir_and_stale_temps(&dir);
         let mdir = self.mounts.join(&enc);
         for sub in ["staging", "target", "target-ro"] {
             let _ = std::fs::remove_dir(mdir.join(sub));
         }
         let _ = std::fs::remove_dir(&mdir);
-        self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -494,8 +476,7 @@ impl<N: NodeService> VolumeManager<N> {
             .secrets
             .resolve(&self.plugin_type, vid, &spec.publish_secrets)?;
 
-        let lock = self.lock_for(vid);
-        let _guard = lock.lock().await;
+        let _guard = self.store.lock(&[vid]).await;
         let mut rec = match self.load(vid)? {
             Some(mut r) => {
                 self.normalize_boot(&mut r);
@@ -567,8 +548,7 @@ impl<N: NodeService> VolumeManager<N> {
     /// RPC and I/O errors; the record then keeps the pending intent (the retry queue).
     pub async fn unpublish(&self, volume_id: &str, consumer: &str) -> Result<()> {
         self.enc(volume_id)?;
-        let lock = self.lock_for(volume_id);
-        let _guard = lock.lock().await;
+        let _guard = self.store.lock(&[volume_id]).await;
         let Some(mut rec) = self.load(volume_id)? else {
             return Ok(());
         };
@@ -583,14 +563,11 @@ impl<N: NodeService> VolumeManager<N> {
     /// settled (see [`VolumeRecord::is_settled`]). Reads every record.
     #[must_use]
     pub fn pending_count(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.root.join("volumes")) else {
+        let Ok(keys) = self.store.list() else {
             return 0;
         };
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                matches!(self.load_path(&e.path().join("volume.state")), Ok(Some(r)) if !r.is_settled())
-            })
+        keys.iter()
+            .filter(|k| matches!(self.store.load(&key(k)), Ok(Some(r)) if !r.is_settled()))
             .count()
     }
 
@@ -625,42 +602,32 @@ impl<N: NodeService> VolumeManager<N> {
         pending_only: bool,
     ) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
-        let dir = self.root.join("volumes");
-        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.path().join("volume.state")))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(self.io("", "list records", &dir)(e)),
-        };
-        paths.sort();
-        for path in paths {
-            let rec = match self.load_path(&path) {
+        let list_err = |e| self.store_err("", e);
+        // Record directories without a record: a removal interrupted between the unlink and
+        // the rmdir. Removed under the volume's lock (a publish may be about to write its
+        // first record there).
+        for k in self.store.list_empty().map_err(list_err)? {
+            let k = key(&k);
+            let _guard = self.store.lock(&k).await;
+            if let Err(e) = self.store.sweep(&k) {
+                report
+                    .errors
+                    .push(self.store_err(k.first().copied().unwrap_or(""), e));
+            }
+        }
+        for k in self.store.list().map_err(list_err)? {
+            let rec = match self.store.load(&key(&k)) {
                 Ok(Some(r)) => r,
-                Ok(None) => {
-                    // A record directory without a record: a removal interrupted between
-                    // the unlink and the rmdir. Removed under the volume's lock (a publish
-                    // may be about to write its first record there).
-                    if let Some(dir) = path.parent()
-                        && let Some(enc) = dir.file_name().and_then(|n| n.to_str())
-                        && let Ok(volume_id) = berth_mount::names::decode_component(enc)
-                    {
-                        let lock = self.lock_for(&volume_id);
-                        let _guard = lock.lock().await;
-                        if !path.exists() {
-                            let _ = berth_mount::durable::remove_dir_and_stale_temps(dir);
-                        }
-                    }
-                    continue;
-                }
+                Ok(None) => continue,
                 Err(e) => {
-                    report.errors.push(e);
+                    report
+                        .errors
+                        .push(self.store_err(k.first().map_or("", String::as_str), e));
                     continue;
                 }
             };
             report.records += 1;
-            let lock = self.lock_for(&rec.volume_id);
-            let _guard = lock.lock().await;
+            let _guard = self.store.lock(&[&rec.volume_id]).await;
             // Reload under the lock: a concurrent publish may have changed it.
             let mut rec = match self.load(&rec.volume_id) {
                 Ok(Some(r)) => r,
@@ -714,9 +681,8 @@ impl<N: NodeService> VolumeManager<N> {
             if self.enc(&volume_id).ok().as_deref() != Some(enc.as_str()) {
                 continue;
             }
-            let lock = self.lock_for(&volume_id);
-            let _guard = lock.lock().await;
-            if self.record_dir(&enc).join("volume.state").exists() {
+            let _guard = self.store.lock(&[&volume_id]).await;
+            if self.store.path(&[&volume_id]).is_ok_and(|p| p.exists()) {
                 continue;
             }
             let dir = self.mounts.join(&enc);
@@ -843,7 +809,7 @@ impl<N: NodeService> VolumeManager<N> {
         if rec.stage != StageState::VolReady {
             if caps.stage_unstage {
                 let staging = self.mount_dir(&vid)?.join("staging");
-                record::create_dir_durable(&staging).map_err(self.io(
+                berth_mount::durable::create_dir_durable(&staging).map_err(self.io(
                     &vid,
                     "mkdir staging",
                     &staging,
@@ -852,10 +818,7 @@ impl<N: NodeService> VolumeManager<N> {
                 rec.stage = StageState::NodeStage;
                 rec.boot_id = Some(self.boot_id.clone());
                 self.persist(rec)?;
-                self.hook(HookPoint::Intent {
-                    volume_id: &vid,
-                    intent: "NODE_STAGE",
-                });
+                self.hook(Phase::Intent, &vid, "NODE_STAGE");
                 let stage_secrets = match secrets {
                     Some(s) => s.stage.clone(),
                     None => {
@@ -873,10 +836,7 @@ impl<N: NodeService> VolumeManager<N> {
                         volume_context: rec.volume_context.clone().into_iter().collect(),
                     })
                     .await?;
-                self.hook(HookPoint::Done {
-                    volume_id: &vid,
-                    intent: "NODE_STAGE",
-                });
+                self.hook(Phase::Done, &vid, "NODE_STAGE");
                 rec.stage = StageState::VolReady;
                 self.persist(rec)?;
                 written = true;
@@ -897,13 +857,13 @@ impl<N: NodeService> VolumeManager<N> {
             }
             let target = self.target_for(&vid, mode)?;
             let parent = self.mount_dir(&vid)?;
-            record::create_dir_durable(&parent).map_err(self.io(
+            berth_mount::durable::create_dir_durable(&parent).map_err(self.io(
                 &vid,
                 "mkdir target parent",
                 &parent,
             ))?;
             if self.target_path_exists {
-                record::create_dir_durable(&target).map_err(self.io(
+                berth_mount::durable::create_dir_durable(&target).map_err(self.io(
                     &vid,
                     "mkdir target",
                     &target,
@@ -917,10 +877,7 @@ impl<N: NodeService> VolumeManager<N> {
                 },
             );
             self.persist(rec)?;
-            self.hook(HookPoint::Intent {
-                volume_id: &vid,
-                intent: "NODE_PUBLISH",
-            });
+            self.hook(Phase::Intent, &vid, "NODE_PUBLISH");
             let publish_secrets = match secrets {
                 Some(s) => s.publish.clone(),
                 None => {
@@ -945,10 +902,7 @@ impl<N: NodeService> VolumeManager<N> {
                     volume_context: rec.volume_context.clone().into_iter().collect(),
                 })
                 .await?;
-            self.hook(HookPoint::Done {
-                volume_id: &vid,
-                intent: "NODE_PUBLISH",
-            });
+            self.hook(Phase::Done, &vid, "NODE_PUBLISH");
             if !target.exists() {
                 return Err(CsiError::Target {
                     plugin: self.plugin_type.clone(),
@@ -979,15 +933,9 @@ impl<N: NodeService> VolumeManager<N> {
         p.state = PublishState::NodeUnpublish;
         let target = p.target.clone();
         self.persist(rec)?;
-        self.hook(HookPoint::Intent {
-            volume_id: &vid,
-            intent: "NODE_UNPUBLISH",
-        });
+        self.hook(Phase::Intent, &vid, "NODE_UNPUBLISH");
         self.node.unpublish(&vid, &target).await?;
-        self.hook(HookPoint::Done {
-            volume_id: &vid,
-            intent: "NODE_UNPUBLISH",
-        });
+        self.hook(Phase::Done, &vid, "NODE_UNPUBLISH");
         let berth_unmounted = self.ensure_unmounted(&vid, &target, false).await?;
         if self.target_path_exists || berth_unmounted {
             // Ours to remove (berth made it, or berth had to finish the plugin's unmount).
@@ -1013,15 +961,9 @@ impl<N: NodeService> VolumeManager<N> {
         let vid = rec.volume_id.clone();
         rec.stage = StageState::NodeUnstage;
         self.persist(rec)?;
-        self.hook(HookPoint::Intent {
-            volume_id: &vid,
-            intent: "NODE_UNSTAGE",
-        });
+        self.hook(Phase::Intent, &vid, "NODE_UNSTAGE");
         self.node.unstage(&vid, staging).await?;
-        self.hook(HookPoint::Done {
-            volume_id: &vid,
-            intent: "NODE_UNSTAGE",
-        });
+        self.hook(Phase::Done, &vid, "NODE_UNSTAGE");
         self.ensure_unmounted(&vid, staging, true).await?;
         match std::fs::remove_dir(staging) {
             Ok(()) => {}
@@ -1032,4 +974,9 @@ impl<N: NodeService> VolumeManager<N> {
         rec.boot_id = None;
         Ok(())
     }
+}
+
+/// A listed key as the store's key type.
+fn key(k: &[String]) -> Vec<&str> {
+    k.iter().map(String::as_str).collect()
 }

@@ -5,9 +5,9 @@
 //! volume-level stage state, one publication per access mode (read-write / read-only), the
 //! persisted consumer set, the boot id of the stage, and secrets as references only.
 //!
-//! [`write_atomic`] is the one way a record reaches disk: temp file in the same directory,
-//! `fsync`, `rename`, `fsync` of the directory. A crash leaves either the old or the new
-//! record, never a torn one.
+//! The records are kept by berth's one record store ([`berth_mount::store::RecordStore`]): a
+//! record reaches disk through a temp file in the same directory, `fsync`, `rename`, `fsync`
+//! of the directory, so a crash leaves either the old or the new record, never a torn one.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +18,9 @@ use crate::secrets::StoredSecret;
 
 /// The record format version.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The file name of a record inside its volume directory.
+pub const RECORD_FILE: &str = "volume.state";
 
 /// Volume-level state (Mesos `VolumeState.State` names, research `isolators.md` §1.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,4 +149,15 @@ impl VolumeRecord {
     }
 }
 
-pub use berth_mount::durable::{create_dir_durable, fsync_calls, fsync_dir, write_atomic};
+impl berth_mount::store::Record for VolumeRecord {
+    fn check(&self, _key: &[&str]) -> Result<(), String> {
+        if self.schema_version == SCHEMA_VERSION {
+            Ok(())
+        } else {
+            Err(format!("unknown schema_version {}", self.schema_version))
+        }
+    }
+}
+
+/// How many `fsync` calls this process made through berth's durable writes (benchmarks).
+pub use berth_mount::durable::fsync_calls;

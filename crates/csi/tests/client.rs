@@ -26,6 +26,7 @@ fn fast() -> ClientConfig {
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(40),
             overall: Duration::from_secs(2),
+            full_jitter: true,
         },
     }
 }

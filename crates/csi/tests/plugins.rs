@@ -32,6 +32,7 @@ fn fast_client() -> ClientConfig {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
             overall: Duration::from_secs(20),
+            full_jitter: true,
         },
     }
 }

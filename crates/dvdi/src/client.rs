@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -31,46 +31,17 @@ use crate::protocol::{Answer, Capabilities, Endpoint, MIME, UNIX_HOST, VolumeInf
 /// The largest response body accepted.
 pub const MAX_BODY: usize = 16 << 20;
 
-/// Backoff of connection retries (Docker: 1 s doubling, stop once elapsed + next wait would
-/// reach 30 s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// First wait.
-    pub initial_backoff: Duration,
-    /// Cap of one wait.
-    pub max_backoff: Duration,
-    /// Budget: no wait is started that would end after this much time since the first attempt.
-    pub overall: Duration,
-}
+pub use berth_mount::retry::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            overall: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// No retry at all.
-    #[must_use]
-    pub fn none() -> Self {
-        Self {
-            initial_backoff: Duration::ZERO,
-            max_backoff: Duration::ZERO,
-            overall: Duration::ZERO,
-        }
-    }
-
-    /// The wait after attempt `attempt` (0-based): `min(max, initial * 2^attempt)`.
-    #[must_use]
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.initial_backoff
-            .checked_mul(factor)
-            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
+/// The default backoff of connection retries, Docker's: 1 s doubling, no jitter, stop once
+/// elapsed + next wait would reach 30 s.
+#[must_use]
+pub fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(30),
+        overall: Duration::from_secs(30),
+        full_jitter: false,
     }
 }
 
@@ -174,7 +145,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             timeouts: Timeouts::default(),
-            retry: RetryPolicy::default(),
+            retry: default_retry(),
             max_idle: 4,
         }
     }
@@ -374,27 +345,26 @@ impl PluginClient {
 
     /// Sends with connection retries until `deadline_budget` (the retry policy) runs out.
     async fn send_retrying(&self, endpoint: Endpoint, body: &Bytes) -> Result<(u16, Bytes)> {
-        let start = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            match self.attempt(endpoint, body).await {
-                Ok(r) => return Ok(r),
-                Err(Attempt::Lost(m)) => {
+        self.config
+            .retry
+            .run(
+                |_| self.attempt(endpoint, body),
+                |e, attempt| {
                     self.active.store(false, Ordering::Release);
-                    return Err(self.unavailable(endpoint, attempt + 1, m));
-                }
-                Err(Attempt::NotSent(m)) => {
-                    self.active.store(false, Ordering::Release);
-                    let wait = self.config.retry.backoff(attempt);
-                    attempt += 1;
-                    if wait.is_zero() || start.elapsed() + wait >= self.config.retry.overall {
-                        return Err(self.unavailable(endpoint, attempt, m));
+                    match e {
+                        Attempt::Lost(_) => false,
+                        Attempt::NotSent(m) => {
+                            tracing::debug!(plugin = %self.name, endpoint = endpoint.path(), attempt, error = %m, "plugin unreachable");
+                            true
+                        }
                     }
-                    tracing::debug!(plugin = %self.name, endpoint = endpoint.path(), attempt, ?wait, error = %m, "plugin unreachable, retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+                },
+            )
+            .await
+            .map_err(|x| {
+                let (Attempt::Lost(m) | Attempt::NotSent(m)) = x.error;
+                self.unavailable(endpoint, x.attempts, m)
+            })
     }
 
     async fn activate_inner(&self) -> Result<()> {
@@ -641,7 +611,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let r = RetryPolicy::default();
+        let r = default_retry();
         assert_eq!(r.backoff(0), Duration::from_secs(1));
         assert_eq!(r.backoff(3), Duration::from_secs(8));
         assert_eq!(r.backoff(10), Duration::from_secs(30));

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use crate::client::{ClientConfig, PluginClient};
 use crate::discovery::Discovery;
@@ -138,23 +137,21 @@ impl PluginRegistry {
         {
             return Ok(Arc::clone(c));
         }
-        let start = Instant::now();
-        let mut attempt = 0u32;
-        let found = loop {
-            match self.discovery.lookup(name) {
-                Ok(f) => break f,
-                Err(e @ DvdiError::NotFound { .. }) => {
-                    let wait = self.config.retry.backoff(attempt);
-                    attempt += 1;
-                    if wait.is_zero() || start.elapsed() + wait >= self.config.retry.overall {
-                        return Err(e);
+        let found = self
+            .config
+            .retry
+            .run(
+                |_| async { self.discovery.lookup(name) },
+                |e, _| {
+                    let missing = matches!(e, DvdiError::NotFound { .. });
+                    if missing {
+                        tracing::info!(plugin = %name, "unable to locate plugin");
                     }
-                    tracing::info!(plugin = %name, ?wait, "unable to locate plugin, retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+                    missing
+                },
+            )
+            .await
+            .map_err(|x| x.error)?;
         let client = Arc::new(PluginClient::new(name.as_str(), found.addr, self.config));
         let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(Arc::clone(

@@ -24,21 +24,18 @@
 //! One async mutex per (driver, volume) serializes operations on it inside this process; one
 //! manager should own a state directory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use berth_mount::MountTable;
-use berth_mount::names::{decode_component, encode_component};
+use berth_mount::hook;
+use berth_mount::store::{Layout, RecordStore, StoreError};
 
 use crate::driver::{Drivers, VolumeDriver};
 use crate::error::{DvdiError, Result};
 use crate::names::{ConsumerId, DriverName, VolumeName};
 use crate::protocol::Endpoint;
-use crate::record::{
-    self, Consumer, MountState, PluginMount, RECORD_FILE, SCHEMA_VERSION, VolumeRecord,
-};
+use crate::record::{Consumer, MountState, PluginMount, RECORD_FILE, VolumeRecord};
 use crate::spec::DockerVolume;
 
 /// How consumers map to plugin mounts.
@@ -80,35 +77,13 @@ impl ManagerConfig {
     }
 }
 
-/// A point in a volume's life the test hook sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookPoint<'a> {
-    /// The intent record is durable; the call is about to be made.
-    Intent {
-        /// The plugin.
-        driver: &'a str,
-        /// The volume.
-        volume: &'a str,
-        /// The mount `ID`.
-        id: &'a str,
-        /// The call (`Mount` covers `Get` and `Create` before it).
-        call: Endpoint,
-    },
-    /// The call returned OK; its outcome is not yet recorded.
-    Done {
-        /// The plugin.
-        driver: &'a str,
-        /// The volume.
-        volume: &'a str,
-        /// The mount `ID`.
-        id: &'a str,
-        /// The call.
-        call: Endpoint,
-    },
-}
-
-/// A callback at every [`HookPoint`] (crash and fault injection in tests).
-pub type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
+/// The crash hook and its points (shared by every write-ahead manager): this manager calls it
+/// with [`berth_mount::hook::Phase::Intent`] once the intent record is durable and a call is
+/// next (`/VolumeDriver.Mount` covers `Get` and `Create` before it), and with
+/// [`berth_mount::hook::Phase::Done`] when the call returned OK and its outcome is not yet
+/// recorded; the subject is `[driver, volume, mount ID]` and the step the call's path
+/// ([`Endpoint::path`]).
+pub use berth_mount::hook::{Hook, HookPoint};
 
 /// One plugin call recovery made, or an entry it dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,15 +114,11 @@ pub struct RecoveryReport {
     pub errors: Vec<DvdiError>,
 }
 
-/// (driver, volume).
-type VolumeKey = (String, String);
-
 /// The consumer-balanced mount manager (see the module docs).
 pub struct VolumeManager<D> {
     drivers: D,
     config: ManagerConfig,
-    locks: Mutex<HashMap<VolumeKey, Arc<tokio::sync::Mutex<()>>>>,
-    writes: AtomicU64,
+    store: RecordStore<VolumeRecord>,
     hook: Option<Hook>,
 }
 
@@ -185,13 +156,19 @@ impl<D: Drivers> VolumeManager<D> {
         if let MountMode::PerAgent { agent_id } = &config.mode {
             ConsumerId::agent(agent_id)?;
         }
-        record::mkdir_durable(&config.state_dir)
+        berth_mount::durable::create_dir_durable(&config.state_dir)
             .map_err(io("create state dir", &config.state_dir))?;
+        let store = RecordStore::new(
+            config.state_dir.clone(),
+            Layout::Nested {
+                depth: 2,
+                file: RECORD_FILE,
+            },
+        );
         Ok(Self {
             drivers,
             config,
-            locks: Mutex::new(HashMap::new()),
-            writes: AtomicU64::new(0),
+            store,
             hook: None,
         })
     }
@@ -215,7 +192,7 @@ impl<D: Drivers> VolumeManager<D> {
     /// How many records were written so far (tests check intents are written).
     #[must_use]
     pub fn record_writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
+        self.store.writes() + self.store.removals()
     }
 
     /// The record path of (driver, volume).
@@ -223,15 +200,7 @@ impl<D: Drivers> VolumeManager<D> {
     /// # Errors
     /// [`DvdiError::Invalid`] when a name cannot be encoded as a path component.
     pub fn record_path(&self, driver: &str, volume: &str) -> Result<PathBuf> {
-        let enc = |what: &str, s: &str| {
-            encode_component(s).map_err(|e| crate::error::invalid(what, s, e.to_string()))
-        };
-        Ok(self
-            .config
-            .state_dir
-            .join(enc("plugin name", driver)?)
-            .join(enc("volume name", volume)?)
-            .join(RECORD_FILE))
+        self.store.path(&[driver, volume]).map_err(store_err)
     }
 
     /// Reads the record of (driver, volume), `None` when there is none.
@@ -239,37 +208,29 @@ impl<D: Drivers> VolumeManager<D> {
     /// # Errors
     /// [`DvdiError::Io`], or [`DvdiError::Record`] for an unparsable record.
     pub fn load(&self, driver: &str, volume: &str) -> Result<Option<VolumeRecord>> {
-        let path = self.record_path(driver, volume)?;
-        load_file(&path)
+        self.store.load(&[driver, volume]).map_err(store_err)
     }
 
     fn save(&self, rec: &VolumeRecord) -> Result<()> {
-        let path = self.record_path(&rec.driver, &rec.name)?;
+        let key = [rec.driver.as_str(), rec.name.as_str()];
         if rec.is_empty() {
-            record::remove_durable(&path).map_err(io("remove consumer record", &path))?;
+            self.store.remove(&key)
         } else {
-            if let Some(dir) = path.parent() {
-                record::mkdir_durable(dir).map_err(io("create record dir", dir))?;
-            }
-            let bytes = serde_json::to_vec_pretty(rec).map_err(|e| DvdiError::Record {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            record::write_durable(&path, &bytes).map_err(io("write consumer record", &path))?;
+            self.store.persist(&key, rec)
         }
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        .map_err(store_err)
     }
 
-    fn hook(&self, p: HookPoint<'_>) {
-        if let Some(h) = &self.hook {
-            h(p);
+    fn hook(&self, done: bool, rec: (&str, &str), id: &str, call: Endpoint) {
+        if self.hook.is_some() {
+            let subject = [rec.0, rec.1, id];
+            let point = if done {
+                HookPoint::done(&subject, call.path())
+            } else {
+                HookPoint::intent(&subject, call.path())
+            };
+            hook::fire(self.hook.as_ref(), point);
         }
-    }
-
-    fn lock(&self, driver: &str, volume: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(m.entry((driver.to_owned(), volume.to_owned())).or_default())
     }
 
     fn mount_id(&self, consumer: &ConsumerId) -> Result<String> {
@@ -292,8 +253,7 @@ impl<D: Drivers> VolumeManager<D> {
         let driver_name = volume.driver.as_str();
         let vol = volume.name.as_str();
         self.record_path(driver_name, vol)?;
-        let lock = self.lock(driver_name, vol);
-        let _g = lock.lock().await;
+        let _g = self.store.lock(&[driver_name, vol]).await;
         let mut rec = self
             .load(driver_name, vol)?
             .unwrap_or_else(|| VolumeRecord::new(driver_name, vol));
@@ -363,12 +323,7 @@ impl<D: Drivers> VolumeManager<D> {
             },
         );
         self.save(&rec)?;
-        self.hook(HookPoint::Intent {
-            driver: driver_name,
-            volume: vol,
-            id: &id,
-            call: Endpoint::Mount,
-        });
+        self.hook(false, (driver_name, vol), &id, Endpoint::Mount);
         let explicit = volume
             .explicit_create
             .unwrap_or(!self.config.create_missing);
@@ -378,12 +333,7 @@ impl<D: Drivers> VolumeManager<D> {
         };
         match outcome {
             Ok(mp) => {
-                self.hook(HookPoint::Done {
-                    driver: driver_name,
-                    volume: vol,
-                    id: &id,
-                    call: Endpoint::Mount,
-                });
+                self.hook(true, (driver_name, vol), &id, Endpoint::Mount);
                 let was_mount_point = self.is_mount_point(&mp);
                 rec.mounts.insert(
                     id,
@@ -471,8 +421,7 @@ impl<D: Drivers> VolumeManager<D> {
     ) -> Result<()> {
         let (d, v) = (driver_name.as_str(), volume.as_str());
         self.record_path(d, v)?;
-        let lock = self.lock(d, v);
-        let _g = lock.lock().await;
+        let _g = self.store.lock(&[d, v]).await;
         let Some(mut rec) = self.load(d, v)? else {
             return Ok(());
         };
@@ -511,20 +460,10 @@ impl<D: Drivers> VolumeManager<D> {
             m.state = MountState::Unmounting;
             m.in_flight = true;
             self.save(rec)?;
-            self.hook(HookPoint::Intent {
-                driver: &rec.driver,
-                volume: &rec.name,
-                id: &id,
-                call: Endpoint::Unmount,
-            });
+            self.hook(false, (&rec.driver, &rec.name), &id, Endpoint::Unmount);
             match driver.unmount(&rec.name, &id).await {
                 Ok(()) => {
-                    self.hook(HookPoint::Done {
-                        driver: &rec.driver,
-                        volume: &rec.name,
-                        id: &id,
-                        call: Endpoint::Unmount,
-                    });
+                    self.hook(true, (&rec.driver, &rec.name), &id, Endpoint::Unmount);
                     tracing::info!(driver = %rec.driver, volume = %rec.name, id = %id, "volume unmounted");
                 }
                 Err(e) if uncertain && e.is_plugin_answer() => {
@@ -588,8 +527,7 @@ impl<D: Drivers> VolumeManager<D> {
     pub async fn remove(&self, driver_name: &DriverName, volume: &VolumeName) -> Result<()> {
         let (d, v) = (driver_name.as_str(), volume.as_str());
         self.record_path(d, v)?;
-        let lock = self.lock(d, v);
-        let _g = lock.lock().await;
+        let _g = self.store.lock(&[d, v]).await;
         if let Some(rec) = self.load(d, v)?
             && !rec.is_empty()
         {
@@ -615,29 +553,16 @@ impl<D: Drivers> VolumeManager<D> {
     /// # Errors
     /// [`DvdiError::Io`] reading the directory.
     pub fn volumes(&self) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        let root = &self.config.state_dir;
-        for d in std::fs::read_dir(root).map_err(io("read state dir", root))? {
-            let d = d.map_err(io("read state dir", root))?;
-            let Ok(driver) = decode_component(&d.file_name().to_string_lossy()) else {
-                continue;
-            };
-            if !d.path().is_dir() {
-                continue;
-            }
-            let dp = d.path();
-            for v in std::fs::read_dir(&dp).map_err(io("read state dir", &dp))? {
-                let v = v.map_err(io("read state dir", &dp))?;
-                let Ok(volume) = decode_component(&v.file_name().to_string_lossy()) else {
-                    continue;
-                };
-                if v.path().join(RECORD_FILE).is_file() {
-                    out.push((driver.clone(), volume));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self
+            .store
+            .list()
+            .map_err(store_err)?
+            .into_iter()
+            .filter_map(|k| {
+                let [driver, volume]: [String; 2] = k.try_into().ok()?;
+                Some((driver, volume))
+            })
+            .collect())
     }
 
     /// Recovery after a restart or crash. `keep` holds the consumers that still exist
@@ -702,8 +627,7 @@ impl<D: Drivers> VolumeManager<D> {
         listed: &mut BTreeMap<String, Option<BTreeSet<String>>>,
         report: &mut RecoveryReport,
     ) -> Result<()> {
-        let lock = self.lock(driver_name, volume);
-        let _g = lock.lock().await;
+        let _g = self.store.lock(&[driver_name, volume]).await;
         let Some(mut rec) = self.load(driver_name, volume)? else {
             return Ok(());
         };
@@ -812,12 +736,7 @@ impl<D: Drivers> VolumeManager<D> {
             m.in_flight = true;
         }
         self.save(rec)?;
-        self.hook(HookPoint::Intent {
-            driver: &rec.driver,
-            volume: &rec.name,
-            id,
-            call: Endpoint::Mount,
-        });
+        self.hook(false, (&rec.driver, &rec.name), id, Endpoint::Mount);
         let mp = driver.mount(&rec.name, id).await?;
         let was_mount_point = self.is_mount_point(&mp);
         rec.mounts.insert(
@@ -834,21 +753,26 @@ impl<D: Drivers> VolumeManager<D> {
     }
 }
 
-fn load_file(path: &Path) -> Result<Option<VolumeRecord>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io("read consumer record", path)(e)),
-    };
-    let rec: VolumeRecord = serde_json::from_slice(&bytes).map_err(|e| DvdiError::Record {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if rec.schema_version != SCHEMA_VERSION {
-        return Err(DvdiError::Record {
-            path: path.to_owned(),
-            reason: format!("unknown schema_version {}", rec.schema_version),
-        });
+fn store_err(e: StoreError) -> DvdiError {
+    match e {
+        StoreError::Key {
+            index,
+            part,
+            source,
+        } => crate::error::invalid(
+            if index == 0 {
+                "plugin name"
+            } else {
+                "volume name"
+            },
+            &part,
+            source.to_string(),
+        ),
+        StoreError::Io { step, path, source } => DvdiError::Io { step, path, source },
+        StoreError::Corrupt { path, reason } => DvdiError::Record { path, reason },
+        e @ StoreError::KeyShape { .. } => DvdiError::Record {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        },
     }
-    Ok(Some(rec))
 }

@@ -8,11 +8,12 @@
 //! - `mounts`: every `ID` berth has mounted (or is mounting / unmounting) at the plugin, with
 //!   the intent state and whether the intent's call may be in flight.
 //!
-//! [`write_durable`] is the one way a record reaches disk: a temp file in the same directory,
-//! `fsync`, `rename`, `fsync` of the directory. A crash leaves the old or the new record.
+//! The records are kept by berth's one record store ([`berth_mount::store::RecordStore`]): a
+//! record reaches disk through a temp file in the same directory, `fsync`, `rename`, `fsync`
+//! of the directory, so a crash leaves the old or the new record.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,29 +110,12 @@ impl VolumeRecord {
     }
 }
 
-pub use berth_mount::durable::{
-    create_dir_durable as mkdir_durable, fsync_dir, write_atomic as write_durable,
-};
-
-/// Removes a record file and its (then empty) volume directory, durably.
-///
-/// # Errors
-/// The I/O error (a missing file is fine).
-pub fn remove_durable(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+impl berth_mount::store::Record for VolumeRecord {
+    fn check(&self, _key: &[&str]) -> Result<(), String> {
+        if self.schema_version == SCHEMA_VERSION {
+            Ok(())
+        } else {
+            Err(format!("unknown schema_version {}", self.schema_version))
+        }
     }
-    let Some(dir) = path.parent() else {
-        return Ok(());
-    };
-    fsync_dir(dir)?;
-    // Leftover temp files of an interrupted write keep the directory; that is harmless.
-    if berth_mount::durable::remove_dir_and_stale_temps(dir).unwrap_or(false)
-        && let Some(p) = dir.parent()
-    {
-        fsync_dir(p)?;
-    }
-    Ok(())
 }

@@ -161,6 +161,7 @@ async fn registry_retries_lookup_until_the_plugin_appears() {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
             overall: Duration::from_secs(20),
+            full_jitter: false,
         },
         ..fast_config()
     };
@@ -284,6 +285,7 @@ async fn activation_checks_implements_and_retries_until_the_socket_answers() {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
             overall: Duration::from_secs(20),
+            full_jitter: false,
         },
         ..fast_config()
     };

@@ -22,6 +22,7 @@ use berth_dvdi::discovery::Discovery;
 use berth_dvdi::manager::{HookPoint, ManagerConfig, MountMode, VolumeManager};
 use berth_dvdi::record::MountState;
 use berth_dvdi::{ConsumerId, DockerVolume, DriverName, DvdiError, PluginRegistry, VolumeName};
+use berth_mount::hook::Phase;
 use common::{ErrStyle, FakePlugin, Fault, fast_config};
 
 struct Env {
@@ -247,11 +248,11 @@ async fn the_record_is_durable_before_every_call() {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let s2 = Arc::clone(&seen);
     m.set_hook(Arc::new(move |p| {
-        let HookPoint::Intent {
-            driver,
-            volume,
-            id,
-            call,
+        let HookPoint {
+            phase: Phase::Intent,
+            subject: &[driver, volume, id],
+            step: call,
+            ..
         } = p
         else {
             return;
@@ -274,7 +275,7 @@ async fn the_record_is_durable_before_every_call() {
         assert!(mount.in_flight);
         s2.lock()
             .unwrap()
-            .push(format!("{}:{id}:{:?}", call.path(), mount.state));
+            .push(format!("{call}:{id}:{:?}", mount.state));
     }));
     let v = e.volume("vol");
     m.mount(&v, &cid("c1")).await.unwrap();

@@ -63,6 +63,7 @@ fn client_config() -> ClientConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             overall: Duration::from_secs(30),
+            full_jitter: false,
         },
         max_idle: 4,
     }

@@ -20,6 +20,10 @@
 //!   reversible encoder for ids that may contain `/`.
 //! - [`ns`]: running a closure inside the mount namespace of a pid (or a new private one) on a
 //!   dedicated thread.
+//! - [`durable`], [`store`], [`hook`]: the write-ahead machinery every manager above shares —
+//!   durable writes, the one record store (load, fsync'd persist, remove, list, per-key
+//!   locks, write counters) and the one crash-hook type with its [`hook::Failpoint`].
+//! - [`retry`]: the one retry policy of the plugin clients (backoff, full jitter, budget).
 //! - [`loopdev`]: loop devices through the kernel's ioctls (tests and benchmarks make real
 //!   ext4/xfs filesystems with them).
 //!
@@ -49,12 +53,15 @@ pub mod durable;
 mod engine;
 mod error;
 pub mod fake;
+pub mod hook;
 pub mod loopdev;
 pub mod mountinfo;
 pub mod names;
 pub mod ns;
 pub mod path;
 pub mod quota;
+pub mod retry;
+pub mod store;
 pub mod sys;
 pub mod usage;
 

@@ -427,6 +427,7 @@ pub fn client(socket: &Path, call: Duration, overall: Duration) -> berth_csi::Cs
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(50),
             overall,
+            full_jitter: true,
         },
     };
     berth_csi::CsiClient::new("org.berth.fake", socket.to_str().unwrap(), cfg).unwrap()

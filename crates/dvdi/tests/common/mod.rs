@@ -383,6 +383,7 @@ pub fn fast_config() -> ClientConfig {
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(100),
             overall: Duration::from_millis(400),
+            full_jitter: false,
         },
         max_idle: 4,
     }
