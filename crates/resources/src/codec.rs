@@ -8,11 +8,21 @@ use prost::Message as _;
 use serde::de::Error as _;
 use serde_json::Value as Json;
 
-use crate::error::{InputError, JsonError, ValidationError};
+use crate::error::{InputError, JsonError, ResourceError, ValidationError};
 use crate::json::{from_json_value, to_json_value};
-use crate::{Resource, Resources, format, validate};
+use crate::{Resource, Resources, validate};
 
 impl Resource {
+    /// Reads a wire resource in either reservation format: common validation, upgrade, build.
+    ///
+    /// # Errors
+    /// The validation error, or [`ResourceError::PersistenceId`] for a persistence id that
+    /// cannot become a path component.
+    pub fn from_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        validate::validate_resource(r)?;
+        Resource::from_valid_proto(r)
+    }
+
     /// Reads one resource from Mesos JSON (either format).
     ///
     /// # Errors
@@ -73,9 +83,7 @@ impl Resources {
         validate::validate_list(list)?;
         let mut out = Resources::new();
         for (index, raw) in list.iter().enumerate() {
-            let mut up = raw.clone();
-            format::upgrade(&mut up);
-            let r = Resource::from_upgraded(&up).map_err(|error| ValidationError::Resource {
+            let r = Resource::from_valid_proto(raw).map_err(|error| ValidationError::Resource {
                 index,
                 resource: format!("{}", to_json_value(raw)),
                 error,
@@ -114,6 +122,13 @@ impl Resources {
             .map(Resource::to_json_legacy)
             .collect::<Result<Vec<_>, _>>()
             .map(Json::Array)
+    }
+}
+
+impl TryFrom<&pb::Resource> for Resource {
+    type Error = ResourceError;
+    fn try_from(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        Resource::from_proto(r)
     }
 }
 

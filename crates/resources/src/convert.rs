@@ -1,10 +1,13 @@
-//! Conversions between the wire types (`berth_proto`) and the idiomatic model.
+//! Structural conversions between the wire types (`berth_proto`) and the idiomatic model.
 //!
-//! [`Resource::from_proto`] validates (Mesos common validation), upgrades the legacy
-//! reservation format and builds the idiomatic value; [`Resource::to_proto`] writes the
-//! post-refinement form. Everything berth models is kept, so `to_proto ∘ from_proto` is the
-//! identity on valid post-refinement resources, up to scalar fixed-point rounding (research Q-9)
-//! and range normalisation (sorted, coalesced) — neither changes what Mesos observes.
+//! This module validates nothing: [`Resource::from_valid_proto`] upgrades the legacy
+//! reservation format of a wire resource that already passed common validation and builds the
+//! idiomatic value; [`Resource::to_proto`] writes the post-refinement form. The validating
+//! entry points ([`Resource::from_proto`], the JSON and protobuf codecs) are in
+//! [`crate::codec`], on top of [`crate::validate`]. Everything berth models is kept, so
+//! `to_proto ∘ from_proto` is the identity on valid post-refinement resources, up to scalar
+//! fixed-point rounding (research Q-9) and range normalisation (sorted, coalesced) — neither
+//! changes what Mesos observes.
 
 use std::sync::Arc;
 
@@ -46,30 +49,16 @@ fn labels_to_proto(l: &Labels) -> pb::Labels {
     }
 }
 
-/// A short rendering of a wire resource for error messages.
-pub(crate) fn render_proto(r: &pb::Resource) -> String {
-    let mut upgraded = r.clone();
-    if validate_shallow(&upgraded) {
-        format::upgrade(&mut upgraded);
-        if let Ok(res) = Resource::from_upgraded(&upgraded) {
-            return res.to_string();
-        }
-    }
-    format!("{}", crate::json::to_json_value(r))
-}
-
-fn validate_shallow(r: &pb::Resource) -> bool {
-    crate::validate::validate_resource(r).is_ok()
-}
-
 impl Resource {
-    /// Reads a wire resource in either reservation format: common validation, upgrade, build.
+    /// Builds from a wire resource that already passed common validation
+    /// ([`crate::validate::validate_resource`]): upgrades a copy to the post-refinement format
+    /// and converts it, without validating again. [`Resource::from_proto`] is the checked form.
     ///
     /// # Errors
-    /// The validation error, or [`ResourceError::PersistenceId`] for a persistence id that
-    /// cannot become a path component.
-    pub fn from_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
-        crate::validate::validate_resource(r)?;
+    /// [`ResourceError::PersistenceId`] for a persistence id that cannot become a path
+    /// component, [`ResourceError::InvalidVolumeMode`] for an unknown volume mode (neither is
+    /// part of common validation), or the type errors of an input that skipped validation.
+    pub fn from_valid_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
         let mut upgraded = r.clone();
         format::upgrade(&mut upgraded);
         Resource::from_upgraded(&upgraded)
@@ -196,15 +185,6 @@ impl Resource {
         format::downgrade(&mut out)?;
         Ok(out)
     }
-
-    /// Validates a resource built in Rust with Mesos's common rules (the same checks as input
-    /// from the wire).
-    ///
-    /// # Errors
-    /// The first rule that fails.
-    pub fn validate(&self) -> Result<(), ResourceError> {
-        crate::validate::validate_resource(&self.to_proto())
-    }
 }
 
 fn disk_from_proto(d: &pb::resource::DiskInfo) -> Result<DiskInfo, ResourceError> {
@@ -295,13 +275,6 @@ fn disk_to_proto(d: &DiskInfo) -> pb::resource::DiskInfo {
             profile: s.profile.clone(),
             vendor: s.vendor.clone(),
         }),
-    }
-}
-
-impl TryFrom<&pb::Resource> for Resource {
-    type Error = ResourceError;
-    fn try_from(r: &pb::Resource) -> Result<Resource, ResourceError> {
-        Resource::from_proto(r)
     }
 }
 
