@@ -247,6 +247,8 @@ enum Step {
     ContainsOne(usize),
     Convert(Vec<usize>, Vec<usize>),
     JsonRoundTrip,
+    /// Through `serde` (`Serialize`, then the streaming `Deserialize`).
+    SerdeRoundTrip,
     ProtoRoundTrip,
 }
 
@@ -266,6 +268,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => ix.prop_map(Step::ContainsOne),
         2 => (list(), list()).prop_map(|(a, b)| Step::Convert(a, b)),
         1 => Just(Step::JsonRoundTrip),
+        1 => Just(Step::SerdeRoundTrip),
         1 => Just(Step::ProtoRoundTrip),
     ]
 }
@@ -340,6 +343,10 @@ fn run(steps: &[Step]) {
             }
             Step::JsonRoundTrip => {
                 engine = Resources::from_json(&engine.to_json()).unwrap();
+            }
+            Step::SerdeRoundTrip => {
+                let text = serde_json::to_string(&engine).unwrap();
+                engine = serde_json::from_str(&text).unwrap();
             }
             Step::ProtoRoundTrip => {
                 engine = Resources::from_proto_list(&engine.to_proto_list()).unwrap();

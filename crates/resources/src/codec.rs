@@ -144,9 +144,11 @@ impl serde::Serialize for Resource {
 }
 
 impl<'de> serde::Deserialize<'de> for Resource {
+    /// Streams Mesos JSON (either format) into the wire form without building a `Value`.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Resource, D::Error> {
-        let json = Json::deserialize(d)?;
-        Resource::from_json(&json).map_err(D::Error::custom)
+        let raw: pb::Resource =
+            crate::json::decode_with("mesos.v1.Resource", d).map_err(D::Error::custom)?;
+        Resource::from_proto(&raw).map_err(|e| D::Error::custom(InputError::Resource(e)))
     }
 }
 
@@ -158,9 +160,17 @@ impl serde::Serialize for Resources {
 }
 
 impl<'de> serde::Deserialize<'de> for Resources {
+    /// Streams a JSON array of Mesos resources without building a `Value`: each element goes
+    /// to its wire form and is decoded before the next is read (a failure's field path names
+    /// the element's index, as `berth-validator batch` reports it).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
-        let json = Json::deserialize(d)?;
-        Resources::from_json(&json).map_err(D::Error::custom)
+        let list: Vec<pb::Resource> = crate::json::decode_list_with("mesos.v1.Resource", d)
+            .map_err(|e| match e {
+                JsonError::NotArray(_) => JsonError::NotArray("resources".to_owned()),
+                e => e,
+            })
+            .map_err(|e| D::Error::custom(InputError::Json(e)))?;
+        Resources::from_proto_list(&list).map_err(D::Error::custom)
     }
 }
 

@@ -59,32 +59,46 @@ impl Resource {
     /// component, [`ResourceError::InvalidVolumeMode`] for an unknown volume mode (neither is
     /// part of common validation), or the type errors of an input that skipped validation.
     pub fn from_valid_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
-        let mut upgraded = r.clone();
-        format::upgrade(&mut upgraded);
-        Resource::from_upgraded(&upgraded)
+        if !r.reservations.is_empty() {
+            return Resource::build(r, &r.reservations);
+        }
+        // The upgrade only reads and writes the reservation fields: upgrade those alone rather
+        // than a copy of the whole resource (whose ranges or set may be megabytes).
+        #[allow(deprecated)] // `role` is the legacy format's field
+        let mut legacy = pb::Resource {
+            role: r.role.clone(),
+            reservation: r.reservation.clone(),
+            ..pb::Resource::default()
+        };
+        format::upgrade(&mut legacy);
+        Resource::build(r, &legacy.reservations)
     }
 
-    /// Builds from a wire resource that passed common validation and was upgraded.
-    pub(crate) fn from_upgraded(r: &pb::Resource) -> Result<Resource, ResourceError> {
+    /// Builds from a wire resource that passed common validation, with its upgraded
+    /// reservation stack.
+    fn build(
+        r: &pb::Resource,
+        stack: &[pb::resource::ReservationInfo],
+    ) -> Result<Resource, ResourceError> {
         let value = match PbValueType::try_from(r.r#type) {
             Ok(PbValueType::Scalar) => {
                 let v = r.scalar.as_ref().map_or(0.0, |s| s.value);
                 Value::Scalar(Scalar::from_f64(v)?)
             }
-            Ok(PbValueType::Ranges) => Value::Ranges(Ranges::new(
-                r.ranges
-                    .iter()
-                    .flat_map(|rs| rs.range.iter())
-                    .filter_map(|x| Range::new(x.begin, x.end)),
-            )),
+            Ok(PbValueType::Ranges) => {
+                let wire = r.ranges.as_ref().map_or(&[][..], |rs| rs.range.as_slice());
+                let mut ranges = Vec::with_capacity(wire.len());
+                ranges.extend(wire.iter().filter_map(|x| Range::new(x.begin, x.end)));
+                Value::Ranges(Ranges::new(ranges))
+            }
             Ok(PbValueType::Set) => {
                 Value::Set(Set::new(r.set.iter().flat_map(|s| s.item.iter().cloned())))
             }
             Ok(PbValueType::Text) => return Err(ResourceError::UnsupportedType),
             Err(_) => return Err(ResourceError::InvalidType),
         };
-        let mut reservations = Vec::with_capacity(r.reservations.len());
-        for x in &r.reservations {
+        let mut reservations = Vec::with_capacity(stack.len());
+        for x in stack {
             let kind = match x.r#type() {
                 ResType::Static => ReservationType::Static,
                 ResType::Dynamic => ReservationType::Dynamic,

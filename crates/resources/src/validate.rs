@@ -97,6 +97,16 @@ fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
             else {
                 return Err(ResourceError::InvalidRanges);
             };
+            // The usual case, sorted and disjoint ranges (what berth and Mesos write), is valid:
+            // one pass, nothing allocated.
+            if ranges.range.iter().all(|x| x.begin <= x.end)
+                && ranges
+                    .range
+                    .windows(2)
+                    .all(|w| matches!(w, [a, b] if a.end < b.begin))
+            {
+                return Ok(());
+            }
             // Mesos's order: for each range in turn, `begin > end`, then a later range starting
             // inside it (found with a sweep from the end, O(n log n) rather than Mesos's O(n²)).
             let mut first: Option<(usize, ResourceError)> = None;
