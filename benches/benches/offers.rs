@@ -3,6 +3,11 @@
 //! * `CreateDestroy/{10,100,1000,10000}`: validate + apply of one CREATE, and of one DESTROY,
 //!   on an offer of that many resource objects (target: CREATE on 100 objects under 5 µs,
 //!   linear in offer size);
+//! * `ReserveGrowth/{identical,distinct}/{1000,10000,100000}`: validate + apply of one RESERVE
+//!   of n MOUNT disks, all identical (one metadata, never merged) or all distinct, on an offer of
+//!   exactly those disks unreserved (target: time per disk flat within 2× across n, identical
+//!   within 3× of distinct). `BERTH_GROWTH_MAX` caps n (an engine that is quadratic there needs
+//!   seconds per iteration).
 //! * `Batch`: the `berth-validator batch` engine over lines of the conformance vectors,
 //!   compared in the same run with `serde_json` merely parsing the same lines into
 //!   `serde_json::Value` (target: at least 50% of that throughput).
@@ -95,6 +100,74 @@ fn create_destroy(c: &mut Criterion) {
                 black_box(apply(&created, &destroy).unwrap())
             });
         });
+    }
+    g.finish();
+}
+
+/// `n` unreserved MOUNT disks of 1 000 MB: all on `/mnt/d` (identical), or one root each.
+fn mount_disks(n: usize, identical: bool) -> Vec<Resource> {
+    (0..n)
+        .map(|i| {
+            let root = if identical {
+                "/mnt/d".to_owned()
+            } else {
+                format!("/mnt/d{i}")
+            };
+            let mut r = Resource::scalar("disk", Scalar::from_units(1000));
+            r.disk = Some(std::sync::Arc::new(DiskInfo {
+                persistence: None,
+                volume: None,
+                source: Some(berth_resources::DiskSource::mount(root)),
+            }));
+            r
+        })
+        .collect()
+}
+
+fn reserve_growth(c: &mut Criterion) {
+    let max: usize = std::env::var("BERTH_GROWTH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut g = c.benchmark_group("ReserveGrowth");
+    g.sample_size(10);
+    for n in [1000usize, 10_000, 100_000]
+        .into_iter()
+        .filter(|n| *n <= max)
+    {
+        g.throughput(Throughput::Elements(n as u64));
+        for identical in [true, false] {
+            let disks = mount_disks(n, identical);
+            let offer: Resources = disks.iter().cloned().collect();
+            assert_eq!(offer.len(), n);
+            let reserve = Operation::Reserve {
+                source: Vec::new(),
+                resources: disks
+                    .iter()
+                    .map(|d| {
+                        let mut r = d.clone();
+                        r.reservations.push(ReservationInfo::dynamic(
+                            Role::new("db").unwrap(),
+                            Some("ops"),
+                        ));
+                        r
+                    })
+                    .collect(),
+            };
+            let mut ctx = Context::operator();
+            ctx.principal = Some("ops".into());
+            ctx.agent = AgentCapabilities::all();
+            let after = apply(&offer, &reserve).unwrap();
+            assert_eq!(after.len(), n);
+            assert_eq!(after.reserved(Some("db")).len(), n);
+            let id = if identical { "identical" } else { "distinct" };
+            g.bench_with_input(BenchmarkId::new(id, n), &n, |b, _| {
+                b.iter(|| {
+                    validate(black_box(&reserve), &ctx).unwrap();
+                    black_box(apply(&offer, &reserve).unwrap())
+                });
+            });
+        }
     }
     g.finish();
 }
@@ -225,6 +298,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = create_destroy, batch_throughput, plan
+    targets = create_destroy, reserve_growth, batch_throughput, plan
 }
 criterion_main!(benches);

@@ -15,7 +15,7 @@ use berth_benches::{
     scalars, shared_volume,
 };
 use berth_resources::Resources;
-use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group};
 
 /// Runs `iters` operations in chunks of at most `chunk` (Mesos's N), each chunk on a fresh
 /// untimed `setup(n)`, and returns the time spent in `op` only; `check` sees each final state.
@@ -215,6 +215,107 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// Mesos JSON text of one `ports` resource holding `n` disjoint ranges `[3k+1, 3k+2]`.
+fn ranges_json(n: u64) -> String {
+    let mut text = String::from(r#"[{"name":"ports","type":"RANGES","ranges":{"range":["#);
+    for k in 0..n {
+        if k > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            r#"{{"begin":{},"end":{}}}"#,
+            3 * k + 1_000_000_000,
+            3 * k + 1_000_000_001
+        ));
+    }
+    text.push_str("]}}]");
+    text
+}
+
+/// A line of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`).
+fn status_bytes(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The parse forms of `ParseRanges`.
+fn parse_form(form: &str, text: &str) -> Resources {
+    if form == "serde" {
+        serde_json::from_str::<Resources>(text).unwrap()
+    } else {
+        let list = berth_resources::codec::parse_proto_list_str(text).unwrap();
+        Resources::from_proto_list(&list).unwrap()
+    }
+}
+
+/// In a child process (`BERTH_PEAK_PROBE=<form>:<n>`): the memory one parse needs at its peak
+/// beyond what the process held with the input built (peak RSS, reset through
+/// `/proc/self/clear_refs`), printed as `peak <bytes> input <bytes>`.
+fn probe_peak(probe: &str) {
+    let (form, n) = probe.split_once(':').unwrap();
+    let text = ranges_json(n.parse().unwrap());
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = status_bytes("VmRSS:");
+    let parsed = parse_form(form, &text);
+    let peak = status_bytes("VmHWM:");
+    assert!(parsed.ports().is_some());
+    println!("peak {} input {}", peak.saturating_sub(before), text.len());
+}
+
+/// The peak memory of one parse in a fresh process (so that memory freed by earlier runs
+/// cannot hide it); `None` where the kernel cannot say.
+fn peak_extra(form: &str, n: u64) -> Option<u64> {
+    let out = std::process::Command::new(std::env::current_exe().ok()?)
+        .env("BERTH_PEAK_PROBE", format!("{form}:{n}"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `ParseRanges/{10000,100000,1000000}`: Mesos JSON of one resource with that many ranges,
+/// read through serde (`serde_json::from_str::<Resources>`) and through the text codec
+/// (`parse_proto_list_str` + `Resources::from_proto_list`). Before the timings, the peak memory
+/// of one parse beyond the input is printed against the input's size. `BERTH_PARSE_MAX` caps n.
+fn parse_ranges(c: &mut Criterion) {
+    let max: u64 = std::env::var("BERTH_PARSE_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut g = c.benchmark_group("ParseRanges");
+    g.sample_size(10);
+    for n in [10_000u64, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|n| *n <= max)
+    {
+        let text = ranges_json(n);
+        g.throughput(criterion::Throughput::Bytes(text.len() as u64));
+        for form in ["serde", "codec"] {
+            let held = parse_form(form, &text)
+                .ports()
+                .map_or(0, |p| p.ranges().len());
+            assert_eq!(held as u64, n);
+            if let Some(extra) = peak_extra(form, n) {
+                #[allow(clippy::cast_precision_loss)]
+                let ratio = extra as f64 / text.len() as f64;
+                eprintln!(
+                    "ParseRanges/{form}/{n}: input {:.1} MB, peak memory beyond it {:.1} MB = {ratio:.2}x the input",
+                    text.len() as f64 / 1e6,
+                    extra as f64 / 1e6
+                );
+            }
+            g.bench_with_input(BenchmarkId::new(form, n), &text, |b, t| {
+                b.iter(|| black_box(parse_form(form, black_box(t))));
+            });
+        }
+    }
+    g.finish();
+}
+
 /// `ResourcesRangesSizes/Resources_Ranges_BENCHMARK_Test.ArithmeticOverlapping/{10,100,1000}`:
 /// `n` ranges `[1+10k, 6+10k]` against `[3+10k, 8+10k]`, one operation per iteration.
 fn ranges(c: &mut Criterion) {
@@ -291,6 +392,14 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = arithmetic, filters, contains, parse, ranges, update_allocation
+    targets = arithmetic, filters, contains, parse, parse_ranges, ranges, update_allocation
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(probe) = std::env::var("BERTH_PEAK_PROBE") {
+        probe_peak(&probe);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

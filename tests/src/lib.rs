@@ -1,6 +1,9 @@
-//! Helpers shared by berth's cross-crate tests: where the conformance vectors live.
+//! Helpers shared by berth's cross-crate tests: where the conformance vectors live, and the
+//! harness that evaluates them ([`conformance`]).
 
 use std::path::PathBuf;
+
+pub mod conformance;
 
 /// The directory holding the conformance vectors: `$BERTH_CONFORMANCE_DIR`, else the
 /// repository's own `tests/conformance`.

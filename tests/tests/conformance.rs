@@ -1,8 +1,9 @@
 //! Runs the public conformance vectors (taken from Mesos's own tests) through berth's engine.
 //! Prints the count and the name of every failing vector.
 
-use berth_resources::conformance::{
-    check_arithmetic, check_resource_validation, load_arithmetic_vectors, load_operation_vectors,
+use berth_tests::conformance::{
+    check_arithmetic, check_resource_validation, check_vector, load_arithmetic_vectors,
+    load_operation_vectors,
 };
 use berth_tests::read_vectors;
 
@@ -59,11 +60,7 @@ fn operation_vectors() {
         .collect();
     let failures: Vec<(String, String)> = selected
         .iter()
-        .filter_map(|v| {
-            berth_offers::conformance::check_vector(v)
-                .err()
-                .map(|e| (v.name.clone(), e))
-        })
+        .filter_map(|v| check_vector(v).err().map(|e| (v.name.clone(), e)))
         .collect();
     report("operations", selected.len(), &failures);
 }

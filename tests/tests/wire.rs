@@ -5,8 +5,8 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers abort on setup errors
 
-use berth_resources::conformance::{OperationVector, load_operation_vectors};
 use berth_resources::{Resource, Resources};
+use berth_tests::conformance::{OperationVector, load_operation_vectors};
 use berth_tests::read_vectors;
 use prost::bytes::Buf;
 use prost::encoding::{WireType, decode_key, decode_varint};

@@ -31,13 +31,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use berth_offers::acl::{Acls, Authorizer};
 use berth_offers::{
-    AgentCapabilities, Api, Context, Framework, FrameworkCapability, Operation, batch, pipeline,
+    AgentCapabilities, Api, Context, Framework, FrameworkCapability, Operation, StageError, batch,
+    pipeline,
 };
 use berth_proto::berth::v1 as pb;
 use berth_proto::berth::v1::validator_server::{Validator, ValidatorServer};
 use berth_proto::mesos::v1 as mesos;
 use berth_resources::Resources;
-use berth_resources::conformance::{StageError, parse_list};
 use berth_resources::json::to_json_value;
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -255,7 +255,7 @@ fn from_batch_answer(answer: &Json, with_resources: bool) -> Result<pb::Validate
             .iter()
             .find_map(|key| answer.get(*key))
     {
-        out.resources_after = parse_list(list).map_err(|e| {
+        out.resources_after = pipeline::parse_proto_list(list).map_err(|e| {
             Status::internal(format!(
                 "reading back the answer's resources: {}",
                 e.message

@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use berth_offers::StageError;
 use berth_offers::batch;
 use berth_proto::berth::v1 as pb;
 use berth_proto::berth::v1::validator_client::ValidatorClient;
 use berth_proto::mesos::v1 as mesos;
-use berth_resources::conformance::{StageError, check_outcome, load_operation_vectors};
 use berth_resources::json::{from_json_value, to_json_value};
+use berth_tests::conformance::{check_outcome, load_operation_vectors};
 use serde_json::{Value as Json, json};
 use tonic::transport::Channel;
 

@@ -17,7 +17,6 @@
 //! and operations stream from the text into protobuf messages, and answers stream out.
 
 use berth_resources::codec::parse_proto_list_str;
-use berth_resources::conformance::StageError;
 use berth_resources::json::{WireJson, from_json_str};
 use berth_resources::{Resource, Resources, format, proto, validate};
 use prost::Message as _;
@@ -26,7 +25,7 @@ use serde_json::Value as Json;
 use serde_json::value::RawValue;
 
 use crate::acl::{Acls, Authorizer};
-use crate::pipeline;
+use crate::pipeline::{self, StageError};
 
 /// The parts of a request line the protocol reads; everything else is skipped unparsed.
 #[derive(Deserialize)]

@@ -21,7 +21,6 @@
 pub mod acl;
 pub mod apply;
 pub mod batch;
-pub mod conformance;
 pub mod context;
 pub mod error;
 pub mod operation;
@@ -34,4 +33,5 @@ pub use apply::apply;
 pub use context::{AgentCapabilities, Api, Context, Framework, FrameworkCapability};
 pub use error::{ApplyError, OperationError, PersistentVolumeError};
 pub use operation::{Launch, Operation};
+pub use pipeline::StageError;
 pub use validate::validate;

@@ -296,17 +296,19 @@ fn container_volumes(c: Option<&pb::ContainerInfo>) -> Vec<pb::Volume> {
     c.map(|c| c.volumes.clone()).unwrap_or_default()
 }
 
-/// Common validation of a list, then conversion (upgrade) of every element.
+/// Common validation of a list, then conversion (upgrade) of every element; each element is
+/// validated once.
 ///
 /// The only failure after common validation is a persistence id that cannot become a path
-/// component; the master finds that in its own resource validation, after the revocable,
-/// reservation and volume checks, so that validation is run to report what Mesos reports.
+/// component (or an unknown volume mode); the master finds a bad id in its own resource
+/// validation, after the revocable, reservation and volume checks, so on that (cold) path that
+/// validation is run to report what Mesos reports.
 fn list(raw: &[pb::Resource]) -> Result<Vec<Resource>, berth_resources::ValidationError> {
     use berth_resources::ValidationError;
     validate::validate_list(raw)?;
     let mut out = Vec::with_capacity(raw.len());
     for r in raw {
-        match Resource::from_proto(r) {
+        match Resource::from_valid_proto(r) {
             Ok(resource) => out.push(resource),
             Err(error) => {
                 let mut upgraded = raw.to_vec();

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use berth_proto::mesos::v1 as pb;
-use berth_resources::conformance::{StageError, parse_message};
-use berth_resources::{AllocationInfo, Resources};
+use berth_resources::json::from_json_value;
+use berth_resources::{AllocationInfo, JsonError, Resources};
 use serde_json::Value as Json;
 
 use crate::acl::Authorizer;
@@ -16,10 +16,52 @@ use crate::context::{AgentCapabilities, Api, Context, Framework, FrameworkCapabi
 use crate::operation::Operation;
 use crate::{apply, validate};
 
+/// A failure of the pipeline, with the stage it happened in (the conformance vectors' and
+/// `berth-validator`'s `stage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageError {
+    /// `parse`, `validate` or `apply`.
+    pub stage: &'static str,
+    /// The error text.
+    pub message: String,
+}
+
+impl StageError {
+    /// A parse-stage failure.
+    #[must_use]
+    pub fn parse(e: &JsonError) -> StageError {
+        StageError {
+            stage: "parse",
+            message: e.to_string(),
+        }
+    }
+
+    /// A validate-stage failure.
+    #[must_use]
+    pub fn validate(e: &impl std::fmt::Display) -> StageError {
+        StageError {
+            stage: "validate",
+            message: e.to_string(),
+        }
+    }
+}
+
 fn parse_err(message: impl Into<String>) -> StageError {
     StageError {
         stage: "parse",
         message: message.into(),
+    }
+}
+
+/// Reads a JSON array of resources into wire messages, without validating them (`null` is
+/// the empty list); stage `parse` on failure.
+///
+/// # Errors
+/// The parse failure.
+pub fn parse_proto_list(json: &Json) -> Result<Vec<pb::Resource>, StageError> {
+    match json {
+        Json::Null => Ok(Vec::new()),
+        other => berth_resources::codec::parse_proto_list(other).map_err(|e| StageError::parse(&e)),
     }
 }
 
@@ -126,7 +168,7 @@ pub fn parse_context(json: &Json) -> Result<Context, StageError> {
 /// # Errors
 /// The failure and its stage.
 pub fn read_operation(json: &Json) -> Result<Operation, StageError> {
-    let raw: pb::offer::Operation = parse_message(json)?;
+    let raw: pb::offer::Operation = from_json_value(json).map_err(|e| StageError::parse(&e))?;
     Operation::from_proto(&raw).map_err(|e| StageError::validate(&e))
 }
 

@@ -31,10 +31,10 @@ pub fn validate(op: &Operation, ctx: &Context) -> Result<(), OperationError> {
     }
 }
 
-/// The master's `resource::validate` on typed resources.
+/// The master's `resource::validate` on typed resources (each resource checked once, no wire
+/// form built).
 fn master_resources(list: &[Resource]) -> Result<(), berth_resources::ValidationError> {
-    let protos: Vec<_> = list.iter().map(Resource::to_proto).collect();
-    validate::validate_master(&protos)
+    validate::validate_master_typed(list)
 }
 
 /// The resources without allocation info, copied only when some entry has one.

@@ -8,11 +8,21 @@ use prost::Message as _;
 use serde::de::Error as _;
 use serde_json::Value as Json;
 
-use crate::error::{InputError, JsonError, ValidationError};
+use crate::error::{InputError, JsonError, ResourceError, ValidationError};
 use crate::json::{from_json_value, to_json_value};
-use crate::{Resource, Resources, format, validate};
+use crate::{Resource, Resources, validate};
 
 impl Resource {
+    /// Reads a wire resource in either reservation format: common validation, upgrade, build.
+    ///
+    /// # Errors
+    /// The validation error, or [`ResourceError::PersistenceId`] for a persistence id that
+    /// cannot become a path component.
+    pub fn from_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        validate::validate_resource(r)?;
+        Resource::from_valid_proto(r)
+    }
+
     /// Reads one resource from Mesos JSON (either format).
     ///
     /// # Errors
@@ -73,9 +83,7 @@ impl Resources {
         validate::validate_list(list)?;
         let mut out = Resources::new();
         for (index, raw) in list.iter().enumerate() {
-            let mut up = raw.clone();
-            format::upgrade(&mut up);
-            let r = Resource::from_upgraded(&up).map_err(|error| ValidationError::Resource {
+            let r = Resource::from_valid_proto(raw).map_err(|error| ValidationError::Resource {
                 index,
                 resource: format!("{}", to_json_value(raw)),
                 error,
@@ -117,6 +125,13 @@ impl Resources {
     }
 }
 
+impl TryFrom<&pb::Resource> for Resource {
+    type Error = ResourceError;
+    fn try_from(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        Resource::from_proto(r)
+    }
+}
+
 impl serde::Serialize for Resource {
     /// Streams the Mesos JSON (post-refinement format) without building a `Value`.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -129,9 +144,11 @@ impl serde::Serialize for Resource {
 }
 
 impl<'de> serde::Deserialize<'de> for Resource {
+    /// Streams Mesos JSON (either format) into the wire form without building a `Value`.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Resource, D::Error> {
-        let json = Json::deserialize(d)?;
-        Resource::from_json(&json).map_err(D::Error::custom)
+        let raw: pb::Resource =
+            crate::json::decode_with("mesos.v1.Resource", d).map_err(D::Error::custom)?;
+        Resource::from_proto(&raw).map_err(|e| D::Error::custom(InputError::Resource(e)))
     }
 }
 
@@ -143,9 +160,17 @@ impl serde::Serialize for Resources {
 }
 
 impl<'de> serde::Deserialize<'de> for Resources {
+    /// Streams a JSON array of Mesos resources without building a `Value`: each element goes
+    /// to its wire form and is decoded before the next is read (a failure's field path names
+    /// the element's index, as `berth-validator batch` reports it).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
-        let json = Json::deserialize(d)?;
-        Resources::from_json(&json).map_err(D::Error::custom)
+        let list: Vec<pb::Resource> = crate::json::decode_list_with("mesos.v1.Resource", d)
+            .map_err(|e| match e {
+                JsonError::NotArray(_) => JsonError::NotArray("resources".to_owned()),
+                e => e,
+            })
+            .map_err(|e| D::Error::custom(InputError::Json(e)))?;
+        Resources::from_proto_list(&list).map_err(D::Error::custom)
     }
 }
 

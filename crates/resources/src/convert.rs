@@ -1,10 +1,13 @@
-//! Conversions between the wire types (`berth_proto`) and the idiomatic model.
+//! Structural conversions between the wire types (`berth_proto`) and the idiomatic model.
 //!
-//! [`Resource::from_proto`] validates (Mesos common validation), upgrades the legacy
-//! reservation format and builds the idiomatic value; [`Resource::to_proto`] writes the
-//! post-refinement form. Everything berth models is kept, so `to_proto ∘ from_proto` is the
-//! identity on valid post-refinement resources, up to scalar fixed-point rounding (research Q-9)
-//! and range normalisation (sorted, coalesced) — neither changes what Mesos observes.
+//! This module validates nothing: [`Resource::from_valid_proto`] upgrades the legacy
+//! reservation format of a wire resource that already passed common validation and builds the
+//! idiomatic value; [`Resource::to_proto`] writes the post-refinement form. The validating
+//! entry points ([`Resource::from_proto`], the JSON and protobuf codecs) are in
+//! [`crate::codec`], on top of [`crate::validate`]. Everything berth models is kept, so
+//! `to_proto ∘ from_proto` is the identity on valid post-refinement resources, up to scalar
+//! fixed-point rounding (research Q-9) and range normalisation (sorted, coalesced) — neither
+//! changes what Mesos observes.
 
 use std::sync::Arc;
 
@@ -46,56 +49,56 @@ fn labels_to_proto(l: &Labels) -> pb::Labels {
     }
 }
 
-/// A short rendering of a wire resource for error messages.
-pub(crate) fn render_proto(r: &pb::Resource) -> String {
-    let mut upgraded = r.clone();
-    if validate_shallow(&upgraded) {
-        format::upgrade(&mut upgraded);
-        if let Ok(res) = Resource::from_upgraded(&upgraded) {
-            return res.to_string();
-        }
-    }
-    format!("{}", crate::json::to_json_value(r))
-}
-
-fn validate_shallow(r: &pb::Resource) -> bool {
-    crate::validate::validate_resource(r).is_ok()
-}
-
 impl Resource {
-    /// Reads a wire resource in either reservation format: common validation, upgrade, build.
+    /// Builds from a wire resource that already passed common validation
+    /// ([`crate::validate::validate_resource`]): upgrades a copy to the post-refinement format
+    /// and converts it, without validating again. [`Resource::from_proto`] is the checked form.
     ///
     /// # Errors
-    /// The validation error, or [`ResourceError::PersistenceId`] for a persistence id that
-    /// cannot become a path component.
-    pub fn from_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
-        crate::validate::validate_resource(r)?;
-        let mut upgraded = r.clone();
-        format::upgrade(&mut upgraded);
-        Resource::from_upgraded(&upgraded)
+    /// [`ResourceError::PersistenceId`] for a persistence id that cannot become a path
+    /// component, [`ResourceError::InvalidVolumeMode`] for an unknown volume mode (neither is
+    /// part of common validation), or the type errors of an input that skipped validation.
+    pub fn from_valid_proto(r: &pb::Resource) -> Result<Resource, ResourceError> {
+        if !r.reservations.is_empty() {
+            return Resource::build(r, &r.reservations);
+        }
+        // The upgrade only reads and writes the reservation fields: upgrade those alone rather
+        // than a copy of the whole resource (whose ranges or set may be megabytes).
+        #[allow(deprecated)] // `role` is the legacy format's field
+        let mut legacy = pb::Resource {
+            role: r.role.clone(),
+            reservation: r.reservation.clone(),
+            ..pb::Resource::default()
+        };
+        format::upgrade(&mut legacy);
+        Resource::build(r, &legacy.reservations)
     }
 
-    /// Builds from a wire resource that passed common validation and was upgraded.
-    pub(crate) fn from_upgraded(r: &pb::Resource) -> Result<Resource, ResourceError> {
+    /// Builds from a wire resource that passed common validation, with its upgraded
+    /// reservation stack.
+    fn build(
+        r: &pb::Resource,
+        stack: &[pb::resource::ReservationInfo],
+    ) -> Result<Resource, ResourceError> {
         let value = match PbValueType::try_from(r.r#type) {
             Ok(PbValueType::Scalar) => {
                 let v = r.scalar.as_ref().map_or(0.0, |s| s.value);
                 Value::Scalar(Scalar::from_f64(v)?)
             }
-            Ok(PbValueType::Ranges) => Value::Ranges(Ranges::new(
-                r.ranges
-                    .iter()
-                    .flat_map(|rs| rs.range.iter())
-                    .filter_map(|x| Range::new(x.begin, x.end)),
-            )),
+            Ok(PbValueType::Ranges) => {
+                let wire = r.ranges.as_ref().map_or(&[][..], |rs| rs.range.as_slice());
+                let mut ranges = Vec::with_capacity(wire.len());
+                ranges.extend(wire.iter().filter_map(|x| Range::new(x.begin, x.end)));
+                Value::Ranges(Ranges::new(ranges))
+            }
             Ok(PbValueType::Set) => {
                 Value::Set(Set::new(r.set.iter().flat_map(|s| s.item.iter().cloned())))
             }
             Ok(PbValueType::Text) => return Err(ResourceError::UnsupportedType),
             Err(_) => return Err(ResourceError::InvalidType),
         };
-        let mut reservations = Vec::with_capacity(r.reservations.len());
-        for x in &r.reservations {
+        let mut reservations = Vec::with_capacity(stack.len());
+        for x in stack {
             let kind = match x.r#type() {
                 ResType::Static => ReservationType::Static,
                 ResType::Dynamic => ReservationType::Dynamic,
@@ -196,15 +199,6 @@ impl Resource {
         format::downgrade(&mut out)?;
         Ok(out)
     }
-
-    /// Validates a resource built in Rust with Mesos's common rules (the same checks as input
-    /// from the wire).
-    ///
-    /// # Errors
-    /// The first rule that fails.
-    pub fn validate(&self) -> Result<(), ResourceError> {
-        crate::validate::validate_resource(&self.to_proto())
-    }
 }
 
 fn disk_from_proto(d: &pb::resource::DiskInfo) -> Result<DiskInfo, ResourceError> {
@@ -295,13 +289,6 @@ fn disk_to_proto(d: &DiskInfo) -> pb::resource::DiskInfo {
             profile: s.profile.clone(),
             vendor: s.vendor.clone(),
         }),
-    }
-}
-
-impl TryFrom<&pb::Resource> for Resource {
-    type Error = ResourceError;
-    fn try_from(r: &pb::Resource) -> Result<Resource, ResourceError> {
-        Resource::from_proto(r)
     }
 }
 

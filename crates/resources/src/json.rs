@@ -277,51 +277,88 @@ pub fn from_json_str_list<T>(text: &str) -> Result<Vec<T>, JsonError>
 where
     T: prost::Message + prost::Name + Default,
 {
-    let msg = message_index(&T::full_name())?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let (list, decode_error) = read_list(&T::full_name(), &mut de)?;
+    de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
+    decode_error.map_or(Ok(list), Err)
+}
+
+/// Parses a JSON array of Mesos JSON messages `full_name` from any serde deserializer (the
+/// reader behind [`from_json_str_list`]), one message at a time: no `serde_json::Value` is
+/// built, and each message's wire bytes are decoded and dropped before the next is read.
+///
+/// # Errors
+/// As [`from_json_str_list`]; errors of the deserializer itself become [`JsonError::Syntax`].
+pub fn decode_list_with<'de, T, D>(full_name: &str, deserializer: D) -> Result<Vec<T>, JsonError>
+where
+    T: prost::Message + Default,
+    D: Deserializer<'de>,
+{
+    let (list, decode_error) = read_list(full_name, deserializer)?;
+    decode_error.map_or(Ok(list), Err)
+}
+
+/// The messages of a JSON array, and the first message whose wire bytes did not decode (a
+/// failure reported only once the JSON itself has been read in full, as it was found).
+fn read_list<'de, T, D>(
+    full_name: &str,
+    deserializer: D,
+) -> Result<(Vec<T>, Option<JsonError>), JsonError>
+where
+    T: prost::Message + Default,
+    D: Deserializer<'de>,
+{
+    let msg = message_index(full_name)?;
     let schema = schema()?;
     let failure = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_str(text);
+    let decode_error = RefCell::new(None);
+    let decode = |body: &[u8]| match T::decode(body) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            decode_error
+                .borrow_mut()
+                .get_or_insert(JsonError::Decode(e.to_string()));
+            None
+        }
+    };
     let seed = ListOf {
         schema,
         msg,
         failure: &failure,
         root: schema_name(schema, msg),
+        decode: &decode,
     };
-    let bodies = match de.deserialize_any(seed) {
-        Ok(b) => b,
-        Err(e) => {
-            return Err(failure
-                .into_inner()
-                .unwrap_or_else(|| JsonError::Syntax(e.to_string())));
-        }
-    };
-    de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
-    bodies
-        .iter()
-        .map(|b| T::decode(b.as_slice()).map_err(|e| JsonError::Decode(e.to_string())))
-        .collect()
+    match deserializer.deserialize_any(seed) {
+        Ok(list) => Ok((list, decode_error.into_inner())),
+        Err(e) => Err(failure
+            .into_inner()
+            .unwrap_or_else(|| JsonError::Syntax(e.to_string()))),
+    }
 }
 
-/// A JSON array of messages, each read into its own wire bytes.
-struct ListOf<'s> {
+/// A JSON array of messages, each read into its own wire bytes and decoded at once.
+struct ListOf<'s, T> {
     schema: &'static Schema,
     msg: usize,
     failure: &'s Failure,
     root: String,
+    /// Decodes one message's wire bytes (`None` after recording a failure).
+    decode: &'s dyn Fn(&[u8]) -> Option<T>,
 }
 
-impl<'de> Visitor<'de> for ListOf<'_> {
-    type Value = Vec<Vec<u8>>;
+impl<'de, T> Visitor<'de> for ListOf<'_, T> {
+    type Value = Vec<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON array")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Vec<u8>>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
         let mut out = Vec::new();
+        let mut read = 0usize;
         loop {
             let mut body = Vec::with_capacity(96);
-            let index = out.len().to_string();
+            let index = read.to_string();
             let root = Path::root(&self.root);
             let path = root.child(&index);
             let seed = MessageSeed {
@@ -334,30 +371,33 @@ impl<'de> Visitor<'de> for ListOf<'_> {
             if seq.next_element_seed(seed)?.is_none() {
                 break;
             }
-            out.push(body);
+            read += 1;
+            if let Some(m) = (self.decode)(&body) {
+                out.push(m);
+            }
         }
         Ok(out)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Vec<Vec<u8>>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Vec<T>, A::Error> {
         Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<Vec<u8>>, E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<T>, E> {
         Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<Vec<u8>>, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<T>, E> {
         Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Vec<Vec<u8>>, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Vec<T>, E> {
         Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Vec<Vec<u8>>, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Vec<T>, E> {
         Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Vec<Vec<u8>>, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Vec<T>, E> {
         Err(fail(self.failure, JsonError::NotArray(self.root.clone())))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Vec<Vec<u8>>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
         Ok(Vec::new())
     }
 }

@@ -20,10 +20,10 @@
 //! [`value`] (ranges, sets), [`resource`] (the model), [`resources`] (collections and
 //! arithmetic), [`validate`] (Mesos's rules, in Mesos's order), [`format`](mod@format) (reservation formats),
 //! [`json`] (stout-compatible JSON for any message of the schema), [`text`] (agent
-//! `--resources` syntax), [`conformance`] (the vector engine).
+//! `--resources` syntax), [`convert`] (model ↔ wire form, no validation), [`codec`] (the
+//! validating JSON and protobuf entry points).
 
 pub mod codec;
-pub mod conformance;
 pub mod convert;
 pub mod error;
 pub mod format;

@@ -33,51 +33,74 @@ struct Entry {
     hash: u64,
     /// Number of copies of a shared resource; 1 for others.
     count: u64,
+    /// Where the entry's position is kept in its index bucket (see [`Bucket`]).
+    slot: u32,
 }
 
-/// Entry positions sharing one metadata hash; almost always exactly one.
+/// A bucket slot whose entry was removed.
+const TOMBSTONE: u32 = u32::MAX;
+
+/// Entry positions sharing one metadata hash, in the order the entries were added; almost
+/// always exactly one. Entries that never merge (MOUNT disks, persistent volumes) and have
+/// the same metadata share a bucket however many there are, so every operation on a bucket is
+/// O(1) (amortized): each entry knows its slot, a removal leaves a tombstone, the first live
+/// slot is kept, and the slots are compacted once tombstones outnumber live entries.
 #[derive(Clone, Debug)]
 enum Bucket {
     One(u32),
-    Many(Vec<u32>),
+    Many {
+        /// Entry positions by slot (`TOMBSTONE` for removed entries).
+        slots: Vec<u32>,
+        /// The first live slot.
+        head: usize,
+        /// Live slots.
+        live: usize,
+    },
 }
 
 impl Bucket {
-    fn as_slice(&self) -> &[u32] {
-        match self {
+    /// The live positions, first added first.
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        let slots = match self {
             Bucket::One(i) => std::slice::from_ref(i),
-            Bucket::Many(v) => v,
-        }
+            Bucket::Many { slots, head, .. } => slots.get(*head..).unwrap_or_default(),
+        };
+        slots
+            .iter()
+            .filter(|&&i| i != TOMBSTONE)
+            .map(|&i| i as usize)
     }
 
-    fn push(&mut self, i: u32) {
+    /// Appends position `i`; returns its slot. `first_slot` is set to the slot of the first
+    /// entry when a one-entry bucket grows.
+    fn push(&mut self, i: u32, first_slot: &mut Option<(u32, u32)>) -> u32 {
         match self {
-            Bucket::One(first) => *self = Bucket::Many(vec![*first, i]),
-            Bucket::Many(v) => v.push(i),
-        }
-    }
-
-    /// Removes `i`; true when the bucket is now empty.
-    fn remove(&mut self, i: u32) -> bool {
-        match self {
-            Bucket::One(x) => *x == i,
-            Bucket::Many(v) => {
-                v.retain(|&x| x != i);
-                let empty = v.is_empty();
-                if let [only] = v.as_slice() {
-                    let only = *only;
-                    *self = Bucket::One(only);
-                }
-                empty
+            Bucket::One(first) => {
+                *first_slot = Some((*first, 0));
+                *self = Bucket::Many {
+                    slots: vec![*first, i],
+                    head: 0,
+                    live: 2,
+                };
+                1
+            }
+            Bucket::Many { slots, live, .. } => {
+                slots.push(i);
+                *live += 1;
+                check_u32(slots.len() - 1)
             }
         }
     }
 
-    fn replace(&mut self, from: u32, to: u32) {
+    /// Points `slot` at position `to` (the entry there was moved).
+    fn set(&mut self, slot: u32, to: u32) {
         match self {
-            Bucket::One(x) if *x == from => *x = to,
-            Bucket::One(_) => {}
-            Bucket::Many(v) => v.iter_mut().filter(|x| **x == from).for_each(|x| *x = to),
+            Bucket::One(x) => *x = to,
+            Bucket::Many { slots, .. } => {
+                if let Some(x) = slots.get_mut(slot as usize) {
+                    *x = to;
+                }
+            }
         }
     }
 }
@@ -148,6 +171,30 @@ fn check_u32(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
+/// Files the entry at position `i` in its bucket and records its slot.
+fn index_insert(index: &mut FxHashMap<u64, Bucket>, entries: &mut [Entry], i: usize) {
+    let Some(hash) = entries.get(i).map(|e| e.hash) else {
+        return;
+    };
+    let position = check_u32(i);
+    let mut first = None;
+    let slot = match index.get_mut(&hash) {
+        Some(bucket) => bucket.push(position, &mut first),
+        None => {
+            index.insert(hash, Bucket::One(position));
+            0
+        }
+    };
+    if let Some((p, s)) = first
+        && let Some(e) = entries.get_mut(p as usize)
+    {
+        e.slot = s;
+    }
+    if let Some(e) = entries.get_mut(i) {
+        e.slot = slot;
+    }
+}
+
 impl Resources {
     /// An empty collection.
     #[must_use]
@@ -196,14 +243,7 @@ impl Resources {
 
     fn candidates(&self, hash: u64) -> Box<dyn Iterator<Item = usize> + '_> {
         match &self.index {
-            Some(index) => Box::new(
-                index
-                    .get(&hash)
-                    .map(Bucket::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|&i| i as usize),
-            ),
+            Some(index) => Box::new(index.get(&hash).into_iter().flat_map(Bucket::positions)),
             None => Box::new(
                 self.entries
                     .iter()
@@ -223,9 +263,7 @@ impl Resources {
         match &self.index {
             Some(index) => index
                 .get(&hash)?
-                .as_slice()
-                .iter()
-                .map(|&i| i as usize)
+                .positions()
                 .find(|&i| self.entries.get(i).is_some_and(|e| pred(i, e))),
             None => self
                 .entries
@@ -236,16 +274,10 @@ impl Resources {
     }
 
     fn push(&mut self, entry: Entry) {
-        let i = check_u32(self.entries.len());
-        let hash = entry.hash;
         self.entries.push(entry);
+        let i = self.entries.len().saturating_sub(1);
         if let Some(index) = &mut self.index {
-            match index.get_mut(&hash) {
-                Some(bucket) => bucket.push(i),
-                None => {
-                    index.insert(hash, Bucket::One(i));
-                }
-            }
+            index_insert(index, &mut self.entries, i);
         } else if self.entries.len() >= INDEX_THRESHOLD {
             self.build_index();
         }
@@ -254,42 +286,80 @@ impl Resources {
     fn build_index(&mut self) {
         let mut index: FxHashMap<u64, Bucket> = FxHashMap::default();
         index.reserve(self.entries.len());
-        for (i, e) in self.entries.iter().enumerate() {
-            let i = check_u32(i);
-            match index.get_mut(&e.hash) {
-                Some(bucket) => bucket.push(i),
-                None => {
-                    index.insert(e.hash, Bucket::One(i));
-                }
-            }
+        for i in 0..self.entries.len() {
+            index_insert(&mut index, &mut self.entries, i);
         }
         self.index = Some(index);
     }
 
+    /// Removes the entry at `i`; the last entry takes its place.
     fn remove(&mut self, i: usize) {
-        let last = self.entries.len().saturating_sub(1);
-        let Some(removed_hash) = self.entries.get(i).map(|e| e.hash) else {
+        if i >= self.entries.len() {
+            return;
+        }
+        let removed = self.entries.swap_remove(i);
+        let Some(index) = &mut self.index else {
             return;
         };
-        let moved_hash = self.entries.get(last).map(|e| e.hash);
-        self.entries.swap_remove(i);
-        if let Some(index) = &mut self.index {
-            if index
-                .get_mut(&removed_hash)
-                .is_some_and(|b| b.remove(check_u32(i)))
-            {
-                index.remove(&removed_hash);
+        // The former last entry, now at `i`, keeps its slot (and so its place in its bucket).
+        if let Some(moved) = self.entries.get(i)
+            && let Some(bucket) = index.get_mut(&moved.hash)
+        {
+            bucket.set(moved.slot, check_u32(i));
+        }
+        let Some(bucket) = index.get_mut(&removed.hash) else {
+            return;
+        };
+        let Bucket::Many { slots, head, live } = bucket else {
+            index.remove(&removed.hash);
+            return;
+        };
+        if let Some(x) = slots.get_mut(removed.slot as usize) {
+            *x = TOMBSTONE;
+        }
+        *live = live.saturating_sub(1);
+        while slots.get(*head) == Some(&TOMBSTONE) {
+            *head += 1;
+        }
+        if *live <= 1 {
+            match slots.get(*head).copied() {
+                Some(only) if *live == 1 => {
+                    *bucket = Bucket::One(only);
+                    if let Some(e) = self.entries.get_mut(only as usize) {
+                        e.slot = 0;
+                    }
+                }
+                _ => {
+                    index.remove(&removed.hash);
+                }
             }
-            if i != last
-                && let Some(bucket) = moved_hash.and_then(|h| index.get_mut(&h))
-            {
-                bucket.replace(check_u32(last), check_u32(i));
+        } else if slots.len() - *live > *live + 8 {
+            // Compact: keep the live slots in order, and tell their entries where they are.
+            let kept: Vec<u32> = slots
+                .get(*head..)
+                .unwrap_or_default()
+                .iter()
+                .copied()
+                .filter(|&p| p != TOMBSTONE)
+                .collect();
+            for (slot, &p) in kept.iter().enumerate() {
+                if let Some(e) = self.entries.get_mut(p as usize) {
+                    e.slot = check_u32(slot);
+                }
             }
+            *slots = kept;
+            *head = 0;
         }
     }
 
     fn add_entry(&mut self, entry: &Entry) {
         if entry.resource.is_empty() || entry.count == 0 {
+            return;
+        }
+        // A disk used whole is addable to nothing (what it could merge with has its metadata,
+        // so is used whole too): skip the search, which for many equal disks is the whole bucket.
+        if !entry.resource.shared && whole_only(&entry.resource) {
+            self.push(entry.clone());
             return;
         }
         let found = self.find(entry.hash, |e| addable(&e.resource, &entry.resource));
@@ -345,6 +415,7 @@ impl Resources {
             hash: resource.metadata_hash(),
             resource,
             count: 1,
+            slot: 0,
         }
     }
 
@@ -535,6 +606,7 @@ impl Resources {
                 hash: r.metadata_hash(),
                 resource: r,
                 count: e.count,
+                slot: 0,
             });
         }
         out
@@ -574,6 +646,7 @@ impl Resources {
                 hash: r.metadata_hash(),
                 resource: r,
                 count: e.count,
+                slot: 0,
             });
         }
         Ok(out)

@@ -7,6 +7,16 @@
 //! * [`validate_master`] — the master's `resource::validate`: common validation, then the `gpus`
 //!   total, persistent-volume and DiskInfo rules, and dynamically-reserved-revocable; run on the
 //!   upgraded (post-refinement) form.
+//! * [`validate_typed`] and [`validate_master_typed`] — the same rules on the idiomatic model
+//!   ([`Resource`]), without writing the wire form: what the master runs on an operation's
+//!   resources, and [`Resource::validate`]. They return exactly what the wire functions return
+//!   on [`Resource::to_proto`] of the same resources; the rules the model's types already
+//!   guarantee (ranges sorted and disjoint, set items unique, roles valid and not `*`,
+//!   persistence ids valid, reservation types known, no legacy reservation fields) are not
+//!   re-checked.
+//!
+//! This module reads the model ([`crate::convert`]) only to render a resource in an error
+//! message; the conversions never call back into validation.
 //!
 //! Where Mesos accepts malformed input by accident, berth is stricter and says so:
 //! overlapping ranges are refused whatever their order (Mesos only notices a later range
@@ -20,9 +30,23 @@ use pb::resource::disk_info::source::Type as SourceType;
 use pb::resource::reservation_info::Type as ResType;
 use pb::value::Type as ValueType;
 
+use crate::convert::labels_from_proto;
 use crate::error::{ResourceError, ValidationError};
+use crate::resource::{DiskSourceType, ReservationType, Resource};
 use crate::role::{is_strict_subrole, validate_role_name};
+use crate::value::Value;
 use crate::{Scalar, persistence::validate_id};
+
+/// A short rendering of a wire resource for error messages: the model's rendering when it
+/// converts, else its Mesos JSON.
+fn render_proto(r: &pb::Resource) -> String {
+    if validate_resource(r).is_ok()
+        && let Ok(res) = Resource::from_valid_proto(r)
+    {
+        return res.to_string();
+    }
+    format!("{}", crate::json::to_json_value(r))
+}
 
 /// Mesos common validation of one resource (either reservation format).
 ///
@@ -73,6 +97,16 @@ fn validate_value(r: &pb::Resource) -> Result<(), ResourceError> {
             else {
                 return Err(ResourceError::InvalidRanges);
             };
+            // The usual case, sorted and disjoint ranges (what berth and Mesos write), is valid:
+            // one pass, nothing allocated.
+            if ranges.range.iter().all(|x| x.begin <= x.end)
+                && ranges
+                    .range
+                    .windows(2)
+                    .all(|w| matches!(w, [a, b] if a.end < b.begin))
+            {
+                return Ok(());
+            }
             // Mesos's order: for each range in turn, `begin > end`, then a later range starting
             // inside it (found with a sweep from the end, O(n log n) rather than Mesos's O(n²)).
             let mut first: Option<(usize, ResourceError)> = None;
@@ -225,10 +259,8 @@ fn validate_reservations(r: &pb::Resource) -> Result<(), ResourceError> {
                         });
                     }
                     let empty = pb::Labels::default();
-                    let a =
-                        crate::convert::labels_from_proto(legacy.labels.as_ref().unwrap_or(&empty));
-                    let b =
-                        crate::convert::labels_from_proto(single.labels.as_ref().unwrap_or(&empty));
+                    let a = labels_from_proto(legacy.labels.as_ref().unwrap_or(&empty));
+                    let b = labels_from_proto(single.labels.as_ref().unwrap_or(&empty));
                     if a != b {
                         return Err(ResourceError::FormatLabelsMismatch {
                             legacy: a.to_string(),
@@ -272,7 +304,7 @@ pub fn validate_list(list: &[pb::Resource]) -> Result<(), ValidationError> {
     for (index, r) in list.iter().enumerate() {
         validate_resource(r).map_err(|error| ValidationError::Resource {
             index,
-            resource: crate::convert::render_proto(r),
+            resource: render_proto(r),
             error,
         })?;
     }
@@ -338,11 +370,154 @@ pub fn validate_master(list: &[pb::Resource]) -> Result<(), ValidationError> {
             .is_some_and(|x| x.r#type() == ResType::Dynamic);
         if dynamic && r.revocable.is_some() {
             return Err(ValidationError::Reservation(
-                ResourceError::DynamicRevocable(crate::convert::render_proto(r)),
+                ResourceError::DynamicRevocable(render_proto(r)),
             ));
         }
     }
     Ok(())
+}
+
+/// Mesos's common validation of a resource of the model: [`validate_resource`] on
+/// [`Resource::to_proto`] of it, without building the wire form.
+///
+/// # Errors
+/// The first [`ResourceError`] in Mesos's order.
+pub fn validate_typed(r: &Resource) -> Result<(), ResourceError> {
+    if r.name.is_empty() {
+        return Err(ResourceError::EmptyName);
+    }
+    // Ranges are sorted and disjoint, set items unique, by construction; a scalar is checked
+    // as the wire form carries it (its double).
+    if let Value::Scalar(s) = r.value {
+        let value = s.as_f64();
+        let fixed = Scalar::from_f64(value)?;
+        if value != 0.0 && fixed.milli() <= 0 {
+            return Err(ResourceError::ScalarNotPositive);
+        }
+    }
+    if let Some(disk) = &r.disk {
+        if &*r.name != "disk" {
+            return Err(ResourceError::DiskInfoOnNonDisk(r.name.to_string()));
+        }
+        if let Some(source) = &disk.source
+            && let kind @ (DiskSourceType::Block | DiskSourceType::Raw) = source.kind
+        {
+            if source.mount.is_some() {
+                return Err(ResourceError::SourceFieldNotAllowed {
+                    field: "Mount",
+                    kind: kind.as_str(),
+                });
+            }
+            if source.path.is_some() {
+                return Err(ResourceError::SourceFieldNotAllowed {
+                    field: "Path",
+                    kind: kind.as_str(),
+                });
+            }
+        }
+    }
+    // Roles are valid and never `*`, types are known and the legacy fields do not exist in the
+    // model: what is left of the reservation rules is the refinement of the stack.
+    for pair in r.reservations.windows(2) {
+        let [parent, child] = pair else { continue };
+        if child.kind == ReservationType::Static {
+            return Err(ResourceError::RefinedStatic);
+        }
+        if !child.role.is_strict_subrole_of(&parent.role) {
+            return Err(ResourceError::NotARefinement {
+                child: child.role.to_string(),
+                parent: parent.role.to_string(),
+            });
+        }
+    }
+    if r.shared {
+        if &*r.name != "disk" {
+            return Err(ResourceError::SharedNonDisk(r.name.to_string()));
+        }
+        if !r.is_persistent_volume() {
+            return Err(ResourceError::SharedNonPersistent);
+        }
+    }
+    Ok(())
+}
+
+/// The rendering [`validate_master`] gives a wire resource, for a resource of the model (error
+/// paths only).
+fn render_typed(r: &Resource) -> String {
+    render_proto(&r.to_proto())
+}
+
+/// The master's resource validation ([`validate_master`]) of resources of the model: each
+/// resource is checked once, with the same result as [`validate_master`] on their wire form.
+///
+/// # Errors
+/// The first failure, with the master's prefixes.
+pub fn validate_master_typed(list: &[Resource]) -> Result<(), ValidationError> {
+    for (index, r) in list.iter().enumerate() {
+        validate_typed(r).map_err(|error| ValidationError::Resource {
+            index,
+            resource: render_typed(r),
+            error,
+        })?;
+    }
+
+    // gpus: the total must be whole (see `validate_master`).
+    let mut gpus = Scalar::ZERO;
+    for r in list.iter().filter(|r| &*r.name == "gpus") {
+        if let Value::Scalar(s) = r.value {
+            gpus += Scalar::from_f64(s.as_f64()).map_err(|e| ValidationError::Gpus(e.into()))?;
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let thousandths = (gpus.as_f64() * 1000.0) as i64;
+    if thousandths % 1000 != 0 {
+        return Err(ValidationError::Gpus(ResourceError::GpusNotInteger));
+    }
+
+    for r in list {
+        let Some(disk) = &r.disk else { continue };
+        // A persistence id of the model is valid by construction.
+        if disk.persistence.is_some() {
+            if r.revocable {
+                return Err(ValidationError::Disk(ResourceError::PersistentRevocable));
+            }
+            if r.reservations.is_empty() {
+                return Err(ValidationError::Disk(ResourceError::PersistentUnreserved));
+            }
+            let Some(volume) = &disk.volume else {
+                return Err(ValidationError::Disk(
+                    ResourceError::PersistentWithoutVolume,
+                ));
+            };
+            if volume.host_path.is_some() {
+                return Err(ValidationError::Disk(ResourceError::PersistentWithHostPath));
+            }
+        } else if disk.volume.is_some() {
+            return Err(ValidationError::Disk(ResourceError::NonPersistentVolume));
+        } else if disk.source.is_none() {
+            return Err(ValidationError::Disk(ResourceError::EmptyDiskInfo));
+        }
+    }
+
+    for r in list {
+        if r.is_dynamically_reserved() && r.revocable {
+            return Err(ValidationError::Reservation(
+                ResourceError::DynamicRevocable(render_typed(r)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Resource {
+    /// Validates a resource built in Rust with Mesos's common rules (the same checks as input
+    /// from the wire).
+    ///
+    /// # Errors
+    /// The first rule that fails.
+    pub fn validate(&self) -> Result<(), ResourceError> {
+        validate_typed(self)
+    }
 }
 
 #[cfg(test)]

@@ -240,12 +240,24 @@ fn push_coalescing(out: &mut Vec<Range>, r: Range) {
     out.push(r);
 }
 
-fn coalesce_sorted(v: Vec<Range>) -> Vec<Range> {
-    let mut out = Vec::with_capacity(v.len());
-    for r in v {
-        push_coalescing(&mut out, r);
+/// Coalesces sorted ranges in place (no second buffer: a list of a million ranges is 16 MB).
+fn coalesce_sorted(mut v: Vec<Range>) -> Vec<Range> {
+    let mut kept = 0usize;
+    for i in 0..v.len() {
+        let Some(&r) = v.get(i) else { break };
+        if let Some(last) = kept.checked_sub(1).and_then(|k| v.get_mut(k))
+            && r.begin <= last.end.saturating_add(1)
+        {
+            last.end = last.end.max(r.end);
+            continue;
+        }
+        if let Some(slot) = v.get_mut(kept) {
+            *slot = r;
+        }
+        kept += 1;
     }
-    out
+    v.truncate(kept);
+    v
 }
 
 impl fmt::Display for Ranges {

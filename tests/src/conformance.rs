@@ -1,17 +1,18 @@
-//! The conformance engine: evaluates test vectors taken from Mesos's own test suite
+//! The conformance harness: evaluates test vectors taken from Mesos's own test suite
 //! (`tests/conformance/*.json`, format in `tests/conformance/README.md`) against berth.
 //!
-//! This module covers `resource_validation` vectors (of `operations.json`) and the
-//! `arithmetic.json` vectors; `berth-offers` extends it with the operation vectors. Each check
-//! returns `Ok(())` or a description of the mismatch, so a runner can print every failing name.
+//! `resource_validation` vectors (of `operations.json`) run through `berth-resources`'
+//! validation and codecs, the `arithmetic.json` vectors through its arithmetic, and the other
+//! operation vectors through [`berth_offers::pipeline::evaluate`] — the engine behind
+//! `berth-validator batch`. Each check returns `Ok(())` or a description of the mismatch, so a
+//! runner can print every failing name. Test support only: no production code links it.
 
+use berth_offers::StageError;
+use berth_offers::pipeline;
 use berth_proto::mesos::v1 as pb;
+use berth_resources::{Resource, Resources, format, validate};
 use serde::Deserialize;
 use serde_json::Value as Json;
-
-use crate::error::JsonError;
-use crate::json::from_json_value;
-use crate::{Resource, Resources, format, validate};
 
 /// One vector of `operations.json` (any category).
 #[derive(Debug, Clone, Deserialize)]
@@ -55,35 +56,6 @@ pub struct ArithmeticVector {
     pub expect: Json,
 }
 
-/// A failure of the system under test, with the stage it happened in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageError {
-    /// `parse`, `validate` or `apply`.
-    pub stage: &'static str,
-    /// The error text.
-    pub message: String,
-}
-
-impl StageError {
-    /// A parse-stage failure.
-    #[must_use]
-    pub fn parse(e: &JsonError) -> StageError {
-        StageError {
-            stage: "parse",
-            message: e.to_string(),
-        }
-    }
-
-    /// A validate-stage failure.
-    #[must_use]
-    pub fn validate(e: &impl std::fmt::Display) -> StageError {
-        StageError {
-            stage: "validate",
-            message: e.to_string(),
-        }
-    }
-}
-
 /// Checks an actual failure (or success) against `expect` (`valid`, `stage`, `error_contains`).
 ///
 /// # Errors
@@ -123,7 +95,7 @@ pub fn check_outcome(expect: &Json, actual: &Result<(), StageError>) -> Result<(
 pub fn parse_list(json: &Json) -> Result<Vec<pb::Resource>, StageError> {
     match json {
         Json::Null => Ok(Vec::new()),
-        other => crate::codec::parse_proto_list(other).map_err(|e| StageError::parse(&e)),
+        other => berth_resources::codec::parse_proto_list(other).map_err(|e| StageError::parse(&e)),
     }
 }
 
@@ -293,13 +265,26 @@ pub fn load_arithmetic_vectors(text: &str) -> Result<Vec<ArithmeticVector>, serd
     serde_json::from_str(text)
 }
 
-/// Parses a single wire message from JSON for engines built on this one.
+/// Evaluates one vector of `operations.json`, of any category: `resource_validation` (or no
+/// operation) as [`check_resource_validation`], the others through
+/// [`berth_offers::pipeline::evaluate`].
 ///
 /// # Errors
-/// The parse failure, at stage `parse`.
-pub fn parse_message<T>(json: &Json) -> Result<T, StageError>
-where
-    T: prost::Message + prost::Name + Default,
-{
-    from_json_value(json).map_err(|e| StageError::parse(&e))
+/// A description of the mismatch.
+pub fn check_vector(v: &OperationVector) -> Result<(), String> {
+    if v.category == "resource_validation" || v.operation.is_null() {
+        return check_resource_validation(v);
+    }
+    let result = pipeline::evaluate(&v.resources, &v.operation, &v.context, None);
+    check_outcome(
+        &v.expect,
+        &result.as_ref().map(|_| ()).map_err(Clone::clone),
+    )?;
+    if let (Ok(after), Some(want)) = (&result, v.expect.get("resources_after")) {
+        let want = fold(want).map_err(|e| e.message)?;
+        if *after != want {
+            return Err(format!("resources_after: got [{after}], want [{want}]"));
+        }
+    }
+    Ok(())
 }
