@@ -11,7 +11,7 @@
 //!   `<safePath>.marathon-<uuid>`). Everything else — unreserved, statically reserved,
 //!   unlabelled, another framework's, an unparseable task id, or ours under someone else's
 //!   refinement — is never touched.
-//! * Ours resources are grouped by instance. An instance is reclaimed when the scheduler does
+//! * Our resources are grouped by instance. An instance is reclaimed when the scheduler does
 //!   not know it ([`ReclaimReason::UnknownInstance`]), when its app or pod no longer exists
 //!   ([`ReclaimReason::UnknownRunSpec`], checked only when [`Known::run_specs`] is given), or
 //!   when it is known as decommissioned with terminal tasks
@@ -21,10 +21,11 @@
 //!   volume removed, disk source kept). One operation per resource provider, as Mesos requires.
 //!   UNRESERVE pops one reservation level only: a refined reservation returns to its parent.
 //!
-//! Differences from Marathon, all on the side of touching less: a task id's uuid must be a
-//! hyphenated UUID (Java's `UUID.fromString` is laxer); a reserved disk with a source but no
-//! persistence is unreserved, not destroyed; an instance with a shared volume offered in more
-//! than one copy is skipped (DESTROY would leave a copy behind). A shared volume in use by a
+//! Differences from Marathon: a task id's uuid must be a hyphenated UUID of canonical length
+//! (Java's `UUID.fromString` is laxer; Marathon's matcher throws on a task id it cannot parse);
+//! a reserved disk with a source but no persistence is only unreserved (Marathon sends it in a
+//! DESTROY, which the master refuses); an instance with a shared volume offered in more than
+//! one copy is skipped (DESTROY would leave a copy behind). A shared volume in use by a
 //! task is refused by the master's DESTROY ([`crate::OperationError::VolumesInUse`]), which
 //! leaves the volume and its reservation in place; each instance's operations are separate so
 //! that a refusal concerns that instance only.
@@ -254,7 +255,7 @@ pub fn plan_reclaim(
         .as_ref()
         .map(|specs| specs.iter().map(|s| safe_path(s)).collect());
 
-    // Ours resources by instance, each with its number of copies (shared volumes).
+    // Our resources by instance, each with its number of copies (shared volumes).
     let mut by_instance: BTreeMap<Key, Found> = BTreeMap::new();
     for (r, count) in offer.iter_with_counts() {
         if let Some((k, label)) = owner(r, config) {
