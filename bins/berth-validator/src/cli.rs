@@ -63,17 +63,20 @@ enum Command {
         output: Option<String>,
     },
     /// Plan a stateful Marathon app or pod on an offer: RESERVE + CREATE + LAUNCH for a first
-    /// launch, LAUNCH on the kept reservation for a relaunch (`--reservation`), or DESTROY +
-    /// UNRESERVE (`--reservation` with `--wipe`). Prints the `Offer.Operation` array.
+    /// launch, LAUNCH on the kept reservation for a relaunch (`--reservation`), DESTROY +
+    /// UNRESERVE (`--reservation` with `--wipe`), or DESTROY + UNRESERVE of everything
+    /// labelled for the framework whose instance it forgot (`--reclaim --known FILE`, no
+    /// `--app`). Prints the `Offer.Operation` array.
     Plan {
-        /// Marathon app or pod definition (JSON).
-        #[arg(long)]
-        app: String,
+        /// Marathon app or pod definition (JSON); not with `--reclaim`.
+        #[arg(long, required_unless_present = "reclaim", conflicts_with = "reclaim")]
+        app: Option<String>,
         /// The offer: a Mesos `Offer` object (`resources`, `framework_id`, `agent_id`) or a
         /// resource array.
         #[arg(long)]
         offer: String,
-        /// Framework id for the reservation labels (default: the offer's, else `berth`).
+        /// Framework id for the reservation labels (default: the offer's, else `berth`; with
+        /// `--reclaim`: the known file's, else the offer's, else an error).
         #[arg(long)]
         framework_id: Option<String>,
         /// Role to reserve for (default: the offer's allocation role).
@@ -91,6 +94,14 @@ enum Command {
         /// Write the instance's reservation (to keep for relaunch and wipe) to this file.
         #[arg(long)]
         reservation_out: Option<String>,
+        /// Reclaim the reservations and volumes labelled for this framework whose instance
+        /// `--known` does not keep; the reclaimed instances are printed on standard error.
+        #[arg(long, requires = "known", conflicts_with_all = ["reservation", "reservation_out"])]
+        reclaim: bool,
+        /// What the scheduler knows: `{"framework_id": .., "run_specs": ["/app", ..],
+        /// "instances": ["<instance id>" | {"instance_id": .., "decommissioned": bool}, ..]}`.
+        #[arg(long, requires = "reclaim")]
+        known: Option<String>,
     },
     /// Serve the `berth.v1.Validator` gRPC API (Validate, Apply, Batch, Ping) until SIGINT or
     /// SIGTERM. Prints `listening on <address>` on standard output once ready.
@@ -232,8 +243,13 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             reservation,
             wipe,
             reservation_out,
+            reclaim: _,
+            known,
         } => crate::plan::run(&crate::plan::Args {
-            app: read_text(Some(&app), "")?,
+            app: match app {
+                Some(path) => Some(read_text(Some(&path), "")?),
+                None => None,
+            },
             offer: read_json(Some(&offer), "", "the offer")?,
             framework_id,
             role,
@@ -244,6 +260,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             },
             wipe,
             reservation_out,
+            known: match known {
+                Some(path) => Some(read_json(Some(&path), "", "the known instances")?),
+                None => None,
+            },
         }),
         Command::Serve { listen } => {
             berth_validator::serve::run(&listen)?;

@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use berth_offers::Operation;
 use berth_offers::plan::{
-    PlanConfig, PlanError, Reservation, RunSpec, plan_launch, plan_relaunch, plan_wipe,
+    Known, PlanConfig, PlanError, Reservation, RunSpec, plan_launch, plan_reclaim, plan_relaunch,
+    plan_wipe,
 };
 use berth_resources::Resources;
 use berth_resources::json::to_json_value;
@@ -12,7 +14,8 @@ use serde_json::{Value as Json, json};
 
 /// Parsed command-line inputs.
 pub(crate) struct Args {
-    pub(crate) app: String,
+    /// The app or pod (absent with `--reclaim`).
+    pub(crate) app: Option<String>,
     pub(crate) offer: Json,
     pub(crate) framework_id: Option<String>,
     pub(crate) role: Option<String>,
@@ -20,6 +23,8 @@ pub(crate) struct Args {
     pub(crate) reservation: Option<Json>,
     pub(crate) wipe: bool,
     pub(crate) reservation_out: Option<String>,
+    /// `--reclaim --known FILE`: what the scheduler knows.
+    pub(crate) known: Option<Json>,
 }
 
 fn id_value(offer: &Json, key: &str) -> Option<String> {
@@ -30,8 +35,59 @@ fn id_value(offer: &Json, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The operations as Mesos JSON, LAUNCHes addressed to `agent_id`.
+fn operations_json(operations: &[Operation], agent_id: Option<&String>) -> Json {
+    Json::Array(
+        operations
+            .iter()
+            .map(|op| {
+                let mut wire = op.to_proto();
+                if let (Some(launch), Some(agent)) = (wire.launch.as_mut(), agent_id) {
+                    for task in &mut launch.task_infos {
+                        task.agent_id.value.clone_from(agent);
+                    }
+                }
+                to_json_value(&wire)
+            })
+            .collect(),
+    )
+}
+
+/// `plan --reclaim --known FILE`: the framework id is `--framework-id`, else the known file's,
+/// else the offer's.
+fn run_reclaim(args: &Args, known: &Json, offer: &Resources) -> Result<ExitCode> {
+    let known: Known =
+        serde_json::from_value(known.clone()).context("reading the known instances")?;
+    let framework_id = args
+        .framework_id
+        .clone()
+        .or_else(|| known.framework_id.clone())
+        .or_else(|| id_value(&args.offer, "framework_id"))
+        .context(
+            "no framework id: give --framework-id, or framework_id in the known file or the offer",
+        )?;
+    let role = args.role.clone().unwrap_or_default();
+    let config = PlanConfig::new(&framework_id, &role, args.principal.as_deref());
+    match plan_reclaim(offer, &config, &known) {
+        Ok(plan) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&operations_json(&plan.operations, None))?
+            );
+            eprintln!(
+                "reclaim: {}",
+                json!({"reclaimed": plan.reclaimed, "skipped": plan.skipped})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}", json!({"fits": false, "reasons": [e.to_string()]}));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 pub(crate) fn run(args: &Args) -> Result<ExitCode> {
-    let spec = RunSpec::from_json(&args.app).context("reading the app")?;
     let resources_json = match &args.offer {
         Json::Array(_) => args.offer.clone(),
         other => other
@@ -40,6 +96,11 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
             .context("the offer has no 'resources'")?,
     };
     let offer = Resources::from_json(&resources_json).context("reading the offer's resources")?;
+    if let Some(known) = &args.known {
+        return run_reclaim(args, known, &offer);
+    }
+    let spec = RunSpec::from_json(args.app.as_deref().context("give --app")?)
+        .context("reading the app")?;
     let role = match &args.role {
         Some(r) => r.clone(),
         None => offer
@@ -68,22 +129,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     };
     match result {
         Ok(plan) => {
-            let operations: Vec<Json> = plan
-                .operations
-                .iter()
-                .map(|op| {
-                    let mut wire = op.to_proto();
-                    if let (Some(launch), Some(agent)) = (wire.launch.as_mut(), &agent_id) {
-                        for task in &mut launch.task_infos {
-                            task.agent_id.value.clone_from(agent);
-                        }
-                    }
-                    to_json_value(&wire)
-                })
-                .collect();
             println!(
                 "{}",
-                serde_json::to_string_pretty(&Json::Array(operations))?
+                serde_json::to_string_pretty(&operations_json(
+                    &plan.operations,
+                    agent_id.as_ref()
+                ))?
             );
             let state = serde_json::to_string_pretty(&plan.reservation)?;
             match &args.reservation_out {

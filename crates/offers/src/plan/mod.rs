@@ -10,6 +10,8 @@
 //!   persistence ids: LAUNCH on exactly those resources, with no new RESERVE or CREATE.
 //! * Scale-down keeps everything: nothing to plan; a later [`plan_relaunch`] finds it again.
 //! * [`plan_wipe`] — wipe or app deletion: DESTROY every volume, then UNRESERVE everything.
+//! * [`plan_reclaim`] — what the scheduler forgot: DESTROY + UNRESERVE of every reservation
+//!   labelled for this framework whose instance it does not know ([`reclaim`]).
 //!
 //! External volumes become Mesos `Volume`s of the task (`DOCKER_VOLUME` or `CSI_VOLUME`);
 //! host-path volumes (the documented workaround for nested container paths) are passed through.
@@ -17,6 +19,7 @@
 //! path; the property tests check exactly that.
 
 pub mod ids;
+pub mod reclaim;
 pub mod spec;
 
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use serde_json::Value as Json;
 use thiserror::Error;
 
 pub use ids::{InstanceId, InstanceIdStyle, safe_path};
+pub use reclaim::{Known, KnownInstance, ReclaimError, ReclaimPlan, ReclaimReason, plan_reclaim};
 pub use spec::{DiskType, LocalVolume, RunSpec, SpecError, TaskVolume};
 
 use crate::operation::{Launch, Operation};
