@@ -25,7 +25,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
-        println!("{}: {} seeds in {}", target.name, seeds.len(), out.display());
+        println!(
+            "{}: {} seeds in {}",
+            target.name,
+            seeds.len(),
+            out.display()
+        );
     }
     ExitCode::SUCCESS
 }
