@@ -64,6 +64,13 @@ pub fn target(name: &str) -> Option<&'static Target> {
 pub fn run(target: &Target, data: &[u8]) {
     static WARM: OnceLock<()> = OnceLock::new();
     WARM.get_or_init(|| {
+        // A panic's report (its backtrace above all) is not the input's allocation: lift the
+        // budget before the hook that was installed (libFuzzer's, which aborts) runs.
+        let reporter = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = ALLOC.set_limit(usize::MAX);
+            reporter(info);
+        }));
         for t in TARGETS {
             (t.run)(&[]);
         }
