@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use std::io::{BufRead as _, BufReader, BufWriter, Read as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
@@ -53,7 +54,8 @@ enum Command {
         json: bool,
     },
     /// JSON-lines filter: one request per input line (conformance-vector format), one answer
-    /// per output line, in order.
+    /// per output line, in order. A line that is not UTF-8, not JSON or not an object gets its
+    /// own `parse` answer; the exit code is then 1 (0 when every line was a request).
     Batch {
         /// Input file (default: stdin).
         #[arg(long)]
@@ -105,11 +107,11 @@ enum Command {
     },
     /// Serve the `berth.v1.Validator` gRPC API (Validate, Apply, Batch, Ping) until SIGINT or
     /// SIGTERM. Prints `listening on <address>` on standard output once ready.
-    Serve {
-        /// `unix:PATH` or `tcp:IP:PORT` (port 0 picks a free port, printed on standard output).
-        #[arg(long)]
-        listen: berth_validator::serve::Listen,
-    },
+    ///
+    /// Principals come from authentication (client certificates, basic credentials, unix peer
+    /// uids), never from requests; without any, each request's principal is believed (and
+    /// `serve` warns). TCP is served over TLS; plain TCP only with --insecure-tcp on loopback.
+    Serve(Box<ServeArgs>),
     /// Convert between Mesos JSON and protobuf wire bytes (raw or base64).
     Convert {
         /// What the input holds.
@@ -124,6 +126,89 @@ enum Command {
         /// Input file (default: stdin).
         file: Option<String>,
     },
+}
+
+/// `serve`'s options.
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// `unix:PATH` or `tcp:IP:PORT` (port 0 picks a free port, printed on standard output).
+    #[arg(long)]
+    listen: berth_validator::serve::Listen,
+    /// The server's certificate chain (PEM), for TLS on a TCP listener.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for client certificates: a client must present one it signed, and
+    /// the certificate's subject common name is the caller's principal.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Serve plain TCP (no TLS), on a loopback address only.
+    #[arg(long)]
+    insecure_tcp: bool,
+    /// A Mesos credentials file (`{"credentials": [{"principal": .., "secret": ..}]}`): calls
+    /// may authenticate with `authorization: Basic base64(principal:secret)` metadata.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Unix socket peers' principals by uid: `{"principals": [{"uid": 1000, "principal": ..}]}`.
+    #[arg(long)]
+    uid_principals: Option<PathBuf>,
+    /// Make the unix socket 0660 with this group (default: 0600, the owner only).
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// A Mesos ACL file applied to every call (`permissive`, `reserve_resources`, ...).
+    #[arg(long)]
+    acls: Option<PathBuf>,
+    /// Accept ACLs carried by requests (refused by default). The server's --acls still win.
+    #[arg(long)]
+    allow_request_acls: bool,
+    /// The largest request message (a Validate/Apply request, a Batch line), in bytes.
+    #[arg(long, default_value_t = berth_validator::serve::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// The most resource objects one request may hold, all lists together.
+    #[arg(long, default_value_t = berth_validator::serve::limits::DEFAULT_MAX_RESOURCES)]
+    max_resources: usize,
+    /// How long one call (one Batch line) may take, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    call_timeout_ms: u64,
+    /// How many calls are answered at once; more wait for a slot (until their deadline).
+    #[arg(long, default_value_t = berth_validator::serve::limits::DEFAULT_MAX_CONCURRENT_CALLS)]
+    max_concurrent_calls: usize,
+    /// Runtime worker threads (default: the available cores, at least 2).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl ServeArgs {
+    fn options(&self) -> berth_validator::serve::Options {
+        use berth_validator::serve::{Limits, Options, TlsFiles, auth::AuthFiles};
+        Options {
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.client_ca.clone(),
+                }),
+                _ => None,
+            },
+            insecure_tcp: self.insecure_tcp,
+            auth: AuthFiles {
+                credentials: self.credentials.clone(),
+                uid_principals: self.uid_principals.clone(),
+            },
+            socket_group: self.socket_group.clone(),
+            acls: self.acls.clone(),
+            allow_request_acls: self.allow_request_acls,
+            limits: Limits {
+                max_request_bytes: self.max_request_bytes,
+                max_resources: self.max_resources,
+                call_timeout: std::time::Duration::from_millis(self.call_timeout_ms),
+                max_concurrent_calls: self.max_concurrent_calls,
+            },
+            threads: self.threads,
+        }
+    }
 }
 
 fn read_text(arg: Option<&str>, default: &str) -> Result<String> {
@@ -231,8 +316,15 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };
-            run_batch(reader, writer)?;
-            Ok(ExitCode::SUCCESS)
+            let unparsed = run_batch(reader, writer)?;
+            Ok(if unparsed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "berth-validator: {unparsed} line(s) were not requests (not UTF-8, not JSON or not an object)"
+                );
+                ExitCode::from(1)
+            })
         }
         Command::Plan {
             app,
@@ -265,8 +357,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 None => None,
             },
         }),
-        Command::Serve { listen } => {
-            berth_validator::serve::run(&listen)?;
+        Command::Serve(args) => {
+            berth_validator::serve::run(&args.listen, &args.options())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Convert {
@@ -303,33 +395,39 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Answers every line of `reader` on `writer`, in order, flushing whenever the input has no
-/// more buffered lines (so an interactive caller gets each answer at once).
+/// more buffered lines (so an interactive caller gets each answer at once). A line may be any
+/// bytes: one that is not UTF-8, not JSON or not a JSON object gets its own `parse` answer.
+/// Returns how many lines were not requests.
 pub(crate) fn run_batch(
     mut reader: Box<dyn std::io::BufRead>,
     writer: Box<dyn std::io::Write>,
-) -> Result<()> {
+) -> Result<usize> {
     let mut out = BufWriter::with_capacity(1 << 16, writer);
-    let mut line = String::new();
+    let mut line = Vec::new();
+    let mut answer = Vec::new();
+    let mut unparsed = 0;
+    let policy = batch::Policy::default();
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).context("reading input")?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .context("reading input")?;
         if n == 0 {
             break;
         }
-        let trimmed = line.trim();
-        let answer = if trimmed.is_empty() {
-            json!({"valid": false, "stage": "parse", "error": "empty line"})
-        } else {
-            batch::answer_line(trimmed)
-        };
-        serde_json::to_writer(&mut out, &answer).context("writing output")?;
-        out.write_all(b"\n").context("writing output")?;
+        answer.clear();
+        let verdict =
+            batch::write_answer_with(&line, &policy, &mut answer).context("writing output")?;
+        if verdict == batch::Verdict::Unparsed {
+            unparsed += 1;
+        }
+        out.write_all(&answer).context("writing output")?;
         if reader.fill_buf().map(<[u8]>::is_empty).unwrap_or(true) {
             out.flush().context("writing output")?;
         }
     }
     out.flush().context("writing output")?;
-    Ok(())
+    Ok(unparsed)
 }
 
 /// The resulting resources as the framework sees them in its next offer (research F-6): the

@@ -5,12 +5,16 @@
 //! berth-validator check [--resources FILE] [--operation FILE] [--context FILE] [--acls FILE]
 //! berth-validator batch [--input FILE] [--output FILE]
 //! berth-validator convert --message resource|resources|operation --from json|pb|pb64 --to json|pb|pb64 [FILE]
-//! berth-validator serve --listen unix:PATH|tcp:IP:PORT
+//! berth-validator serve --listen unix:PATH|tcp:IP:PORT [--tls-cert PEM --tls-key PEM [--client-ca PEM]]
+//!     [--insecure-tcp] [--credentials FILE] [--uid-principals FILE] [--socket-group NAME]
+//!     [--acls FILE] [--allow-request-acls] [--max-request-bytes N] [--max-resources N]
+//!     [--call-timeout-ms N] [--max-concurrent-calls N] [--threads N]
 //! ```
 //!
 //! Without arguments `check` runs the example of the Mesos persistent-volume documentation
 //! (an offer of 2048 MB of dynamically reserved disk and a CREATE of a volume on it), embedded
-//! in the binary. Exit codes: 0 valid, 1 invalid, 2 usage or I/O error. `serve` runs the
+//! in the binary. Exit codes: 0 valid, 1 invalid, 2 usage or I/O error; for `batch`, 1 when a
+//! line was not a request (not UTF-8, not JSON or not an object). `serve` runs the
 //! `berth.v1.Validator` gRPC service (`berth_validator::serve`) until SIGINT or SIGTERM.
 
 mod cli;

@@ -9,12 +9,8 @@
     clippy::indexing_slicing
 )] // test helpers abort on setup errors; JSON answers are read by index
 
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use berth_offers::StageError;
@@ -34,134 +30,9 @@ const CONTEXT: &str = include_str!("../src/defaults/context.json");
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+mod common;
 
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "berth-serve-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running `berth-validator serve`, killed on drop.
-struct Server {
-    child: Child,
-    /// The address from its `listening on ...` line.
-    address: String,
-}
-
-impl Server {
-    fn start(listen: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth-validator"))
-            .args(["serve", "--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let Some(address) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("server did not start: stdout {line:?}, stderr {err:?}");
-        };
-        Server {
-            address: address.to_owned(),
-            child,
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        use nix::sys::signal::{Signal, kill};
-        let signal = match name {
-            "TERM" => Signal::SIGTERM,
-            "INT" => Signal::SIGINT,
-            other => panic!("unknown signal {other}"),
-        };
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, signal).unwrap();
-    }
-
-    fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server still running");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a command to completion: (exit code, stderr).
-fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth-validator"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn connect(address: &str) -> ValidatorClient<Channel> {
-    // `unix:PATH` is understood by tonic as is; TCP needs a scheme.
-    let uri = match address.strip_prefix("tcp:") {
-        Some(addr) => format!("http://{addr}"),
-        None => address.to_owned(),
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .unwrap();
-    ValidatorClient::new(channel)
-}
+use common::{Server, TempDir, connect, run_to_end, runtime};
 
 fn json(text: &str) -> Json {
     serde_json::from_str(text).unwrap()
@@ -329,7 +200,9 @@ async fn exercise(client: &mut ValidatorClient<Channel>) {
     let requests = tokio_stream::iter(
         lines
             .iter()
-            .map(|l| pb::BatchRequest { json: l.clone() })
+            .map(|l| pb::BatchRequest {
+                json: l.clone().into_bytes(),
+            })
             .collect::<Vec<_>>(),
     );
     let mut answers = client.batch(requests).await.unwrap().into_inner();
@@ -384,7 +257,7 @@ fn serves_every_call_on_a_unix_socket_and_cleans_up_on_sigterm() {
 
 #[test]
 fn serves_on_loopback_tcp_with_port_zero_and_stops_on_sigint() {
-    let mut server = Server::start("tcp:127.0.0.1:0");
+    let mut server = Server::start_with("tcp:127.0.0.1:0", &["--insecure-tcp"]);
     let addr: std::net::SocketAddr = server
         .address
         .strip_prefix("tcp:")
@@ -417,7 +290,7 @@ fn shutdown_is_bounded_when_a_client_never_lets_go() {
         let (sender, receiver) = tokio::sync::mpsc::channel::<pb::BatchRequest>(1);
         sender
             .send(pb::BatchRequest {
-                json: "{}".to_owned(),
+                json: b"{}".to_vec(),
             })
             .await
             .unwrap();

@@ -1,0 +1,9 @@
+//! libFuzzer entry point of the `csi_plugin_info` target (see `berth_fuzz`).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Some(target) = berth_fuzz::target("csi_plugin_info") {
+        berth_fuzz::run(target, data);
+    }
+});

@@ -1,0 +1,9 @@
+//! libFuzzer entry point of the `dvdi_response` target (see `berth_fuzz`).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Some(target) = berth_fuzz::target("dvdi_response") {
+        berth_fuzz::run(target, data);
+    }
+});
