@@ -47,7 +47,15 @@ fn code(c: ErrorCode) -> tonic::Code {
 /// mistakes are `INVALID_ARGUMENT`, states that forbid the operation `FAILED_PRECONDITION` or
 /// `ALREADY_EXISTS`, a plugin nobody configured `NOT_FOUND`, the rest `INTERNAL`.
 fn status(e: &AgentError) -> Status {
-    Status::new(code(e.code()), e.to_string())
+    // The error and its causes, as the command line prints them.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    Status::new(code(e.code()), text)
 }
 
 /// Runs an operation on its own task, so a client that gives up (deadline, disconnect) does

@@ -8,11 +8,12 @@ use crate::error::ErrorCode;
 use crate::resources::ResourcesError;
 
 /// An agent's error: its own steps (the work dir, its lock, the plugins' start) or the error
-/// of the isolator or resources it drove.
+/// of the isolator or resources it drove. A step's text names the step; its cause is the
+/// error's [`source`](std::error::Error::source) (print the chain, as `{:#}` of `anyhow` does).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// A file-system step on the work directory failed.
-    #[error("{step} {}: {source}", .path.display())]
+    #[error("{step} {}", .path.display())]
     WorkDir {
         /// The step (`create work dir`, `canonicalize work dir`, `open`).
         step: &'static str,
@@ -38,7 +39,7 @@ pub enum AgentError {
         waited: Duration,
     },
     /// The CSI plugins of the configuration directory cannot start.
-    #[error("CSI plugin config dir {}: {source}", .dir.display())]
+    #[error("CSI plugin config dir {}", .dir.display())]
     CsiConfig {
         /// The directory.
         dir: PathBuf,
@@ -49,7 +50,7 @@ pub enum AgentError {
     #[error(transparent)]
     Dvdi(Box<berth_dvdi::DvdiError>),
     /// A checkpointed resource list is not a valid set of resources.
-    #[error("checkpointed resources: {source}")]
+    #[error("checkpointed resources")]
     CheckpointedResources {
         /// The resources error.
         source: berth_resources::InputError,

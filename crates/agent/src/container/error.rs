@@ -179,3 +179,37 @@ pub(crate) fn io_err(
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_kind_of_failure() {
+        assert_eq!(cfg_err("x").code(), ErrorCode::InvalidArgument);
+        assert_eq!(vol_err("c", "v", "x").code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            ContainerError::AlreadyPrepared {
+                container: "c".into()
+            }
+            .code(),
+            ErrorCode::AlreadyExists
+        );
+        let unknown = berth_csi::CsiError::UnknownPlugin {
+            plugin: "p".into(),
+            reason: String::new(),
+        };
+        assert_eq!(csi_err("c", "v", unknown).code(), ErrorCode::NotFound);
+        let io = io_err("c", "write record", Path::new("/x"))(std::io::Error::other("disk"));
+        assert_eq!(io.code(), ErrorCode::Internal);
+        let mount = mount_err(
+            "c",
+            "v",
+            berth_mount::MountError::StillMounted {
+                target: PathBuf::from("/x"),
+                mount_id: 1,
+            },
+        );
+        assert_eq!(mount.code(), ErrorCode::Internal);
+    }
+}

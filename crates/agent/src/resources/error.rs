@@ -265,3 +265,22 @@ pub(crate) fn io(step: Step, path: impl Into<PathBuf>, source: std::io::Error) -
 pub(crate) fn errno(step: Step, path: impl Into<PathBuf>, e: nix::errno::Errno) -> ResourcesError {
     io(step, path, std::io::Error::from(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_kind_of_failure() {
+        let invalid = ResourcesError::InvalidOperation { reason: "x".into() };
+        assert_eq!(invalid.code(), ErrorCode::InvalidArgument);
+        let busy = ResourcesError::VolumeInUse {
+            id: "pv".into(),
+            path: PathBuf::from("/v"),
+            users: vec!["c".into()],
+        };
+        assert_eq!(busy.code(), ErrorCode::FailedPrecondition);
+        let io = io(Step::WriteCheckpoint, "/x", std::io::Error::other("disk"));
+        assert_eq!(io.code(), ErrorCode::Internal);
+    }
+}
