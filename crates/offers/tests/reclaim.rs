@@ -450,6 +450,25 @@ fn refined_reservations_pop_one_level() {
     );
 }
 
+/// Marathon's PR #6073: reserved resources of an unknown instance with no volume offered are
+/// still unreserved (an UNRESERVE alone, no empty DESTROY).
+#[test]
+fn reservations_without_volumes_are_still_unreserved() {
+    let id = task("test", U1);
+    let start = offer(vec![
+        reserved(scalar("cpus", 1), &[ours(&id)]),
+        reserved(scalar("mem", 256), &[ours(&id)]),
+        scalar("cpus", 1),
+    ]);
+    let plan = plan_reclaim(&start, &config(), &known(&[])).unwrap();
+    assert_eq!(kinds(&plan), ["UNRESERVE"]);
+    assert!(plan.reclaimed[0].persistence_ids.is_empty());
+    assert_eq!(
+        run_all(&start, &plan.operations),
+        offer(vec![scalar("cpus", 2), scalar("mem", 256)])
+    );
+}
+
 #[test]
 fn reserved_disks_without_volumes_are_unreserved_not_destroyed() {
     let id = task("test", U1);
