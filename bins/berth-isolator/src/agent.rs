@@ -2,7 +2,6 @@
 //! of the environment, and the JSON shapes of the command line.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use berth_agent::container::ContainerConfig;
@@ -13,42 +12,13 @@ pub use berth_agent::agent::{
     docker_manager,
 };
 
-/// The test failpoint: with `BERTH_ISOLATOR_KILL_AT=<n>` in the environment, the process kills
-/// itself with SIGKILL at the n-th write-ahead point it passes (container intents and volume
-/// steps, resources intents, CSI and Docker volume intents and call completions). The crash
-/// tests use it to stop the binary at every point of prepare, cleanup, CREATE and DESTROY.
-/// Unset (always, outside tests), it costs nothing.
-#[derive(Debug, Clone)]
-pub struct Failpoint {
-    at: usize,
-    seen: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Failpoint {
-    /// The failpoint of the environment, if set.
-    #[must_use]
-    pub fn from_env() -> Option<Self> {
-        let at = std::env::var("BERTH_ISOLATOR_KILL_AT").ok()?.parse().ok()?;
-        Some(Self {
-            at,
-            seen: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        })
-    }
-
-    /// Counts one point; kills the process at the chosen one.
-    pub fn tick(&self) {
-        if self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.at {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-
-    /// The failpoint as the agent's step hook.
-    #[must_use]
-    pub fn hook(self) -> StepHook {
-        StepHook(Arc::new(move || self.tick()))
-    }
-}
+/// The test failpoint's variable: with `BERTH_ISOLATOR_KILL_AT=<n>` in the environment, the
+/// process kills itself with SIGKILL at the n-th write-ahead point it passes (container
+/// intents and volume steps, resources intents, CSI and Docker volume intents and call
+/// completions), through `berth_mount::hook::Failpoint`. The crash tests use it to stop the
+/// binary at every point of prepare, cleanup, CREATE and DESTROY. Unset (always, outside
+/// tests), it costs nothing.
+pub const KILL_AT: &str = "BERTH_ISOLATOR_KILL_AT";
 
 /// Opens the agent of `settings`, with the environment's failpoint as its step hook.
 ///
@@ -56,7 +26,8 @@ impl Failpoint {
 /// As [`Agent::open`].
 pub async fn open(mut settings: Settings) -> Result<Agent, AgentError> {
     if settings.step_hook.is_none() {
-        settings.step_hook = Failpoint::from_env().map(Failpoint::hook);
+        settings.step_hook =
+            berth_mount::hook::Failpoint::from_env(KILL_AT).map(|f| StepHook(f.hook()));
     }
     Agent::open(settings).await
 }

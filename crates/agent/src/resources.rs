@@ -55,7 +55,6 @@ pub mod layout;
 mod sync;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use berth_offers::{AgentCapabilities, Context, Operation};
 use berth_resources::{ReservationType, Resource, Resources};
@@ -111,23 +110,11 @@ pub struct Options {
     pub retain_destroyed_data: bool,
 }
 
-/// A point of a change where the test hook is called (crash injection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookPoint<'a> {
-    /// The target set (the intent) is durable; nothing else has changed yet.
-    TargetWritten,
-    /// A new volume's directory exists (durably).
-    VolumeCreated(&'a Path),
-    /// A destroyed volume was moved out of its path (into the trash or the retained area).
-    VolumeDetached(&'a Path),
-    /// A destroyed volume's data is gone (or retained).
-    VolumeRemoved(&'a Path),
-    /// The target was committed.
-    Committed,
-}
-
-/// A callback at every [`HookPoint`].
-pub type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
+/// The crash hook of a resources change: the shared `berth_mount::hook` type. Its points:
+/// the intent `target written` (the target set is durable, nothing else changed yet); the steps
+/// `volume created`, `volume detached` (moved into the trash or the retained area) and
+/// `volume removed`, whose subject is the volume's path; the done point `committed`.
+pub use berth_mount::hook::{Hook, HookPoint, Phase};
 
 /// What a sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -328,8 +315,19 @@ impl AgentResources {
     }
 
     fn hook(&self, point: HookPoint<'_>) {
-        if let Some(h) = &self.hook {
-            h(point);
+        berth_mount::hook::fire(self.hook.as_ref(), point);
+    }
+
+    /// A step point about the volume at `path`.
+    fn volume_step(&self, step: &'static str, path: &Path) {
+        if self.hook.is_some() {
+            let shown = path.to_string_lossy();
+            self.hook(HookPoint {
+                phase: Phase::Step,
+                subject: &[shown.as_ref()],
+                step,
+                index: None,
+            });
         }
     }
 
@@ -514,7 +512,7 @@ impl AgentResources {
         plan.check_users(users)?;
         plan.check_mounts()?;
         fs::write_atomic(&self.target_path(), &encode(&new)?)?;
-        self.hook(HookPoint::TargetWritten);
+        self.hook(HookPoint::intent(&[], "target written"));
         let report = self.sync(&plan)?;
         self.commit(new, total)?;
         Ok(report)
@@ -527,19 +525,19 @@ impl AgentResources {
             fs::create_volume_dir(d)?;
             tracing::info!(id = %d.id, path = %d.path.display(), "created persistent volume directory");
             report.created.push(d.path.clone());
-            self.hook(HookPoint::VolumeCreated(&d.path));
+            self.volume_step("volume created", &d.path);
         }
         for d in &plan.destroy {
             // Leftovers of an interrupted removal of the same volume.
             fs::purge_trash(d)?;
             match fs::detach(d, self.options.retain_destroyed_data)? {
                 Detached::Trashed => {
-                    self.hook(HookPoint::VolumeDetached(&d.path));
+                    self.volume_step("volume detached", &d.path);
                     fs::purge_trash(d)?;
                     report.removed.push(d.path.clone());
                 }
                 Detached::Retained(to) => {
-                    self.hook(HookPoint::VolumeDetached(&d.path));
+                    self.volume_step("volume detached", &d.path);
                     tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
                     report.retained.push((d.path.clone(), to));
                 }
@@ -551,7 +549,7 @@ impl AgentResources {
                 }
             }
             tracing::info!(id = %d.id, path = %d.path.display(), "destroyed persistent volume directory");
-            self.hook(HookPoint::VolumeRemoved(&d.path));
+            self.volume_step("volume removed", &d.path);
         }
         Ok(report)
     }
@@ -563,7 +561,7 @@ impl AgentResources {
         fs::fsync_dir(&self.meta_dir)?;
         self.checkpointed = new;
         self.total = total;
-        self.hook(HookPoint::Committed);
+        self.hook(HookPoint::done(&[], "committed"));
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use berth_agent::container::{
-    ContainerConfig, DockerVolumes, HookPoint, Isolator, PersistentVolumes, Source,
+    ContainerConfig, DockerVolumes, HookPoint, Isolator, PersistentVolumes, Phase, Source,
 };
 use berth_dvdi::driver::BoxFuture;
 use berth_dvdi::fake::{MemoryDriver, MemoryDrivers};
@@ -236,25 +236,19 @@ struct Activity {
 
 impl Activity {
     fn see(&mut self, p: HookPoint<'_>) {
-        match p {
-            HookPoint::Intent { container, step } => {
-                self.active.insert(container.to_owned(), step);
+        let [container] = p.subject else {
+            return;
+        };
+        match (p.phase, p.step, p.index) {
+            (Phase::Intent, step, _) => {
+                self.active.insert((*container).to_owned(), step);
             }
             // The last volume of a prepare (4 per container) is mounted / the first volume is
             // released last (teardown goes in reverse).
-            HookPoint::Volume {
-                container,
-                step: "mounted",
-                index: 3,
+            (Phase::Step, "mounted", Some(3)) | (Phase::Step, "released", Some(0)) => {
+                self.active.remove(*container);
             }
-            | HookPoint::Volume {
-                container,
-                step: "released",
-                index: 0,
-            } => {
-                self.active.remove(container);
-            }
-            HookPoint::Volume { .. } => {}
+            _ => {}
         }
         self.max_active = self.max_active.max(self.active.len());
         let kinds: BTreeSet<&str> = self.active.values().copied().collect();

@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use berth_offers::StageError;
 use berth_offers::acl::{Acls, Authorizer};
 use berth_offers::batch::{Policy, Refusal};
 use berth_offers::{
@@ -59,7 +60,6 @@ use berth_proto::berth::v1 as pb;
 use berth_proto::berth::v1::validator_server::{Validator, ValidatorServer};
 use berth_proto::mesos::v1 as mesos;
 use berth_resources::Resources;
-use berth_offers::StageError;
 use berth_resources::json::to_json_value;
 use prost::Message as _;
 use serde_json::{Value as Json, json};

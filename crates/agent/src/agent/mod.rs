@@ -29,8 +29,9 @@ pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 /// A hook called at every write-ahead point of the agent (container intents and volume
 /// steps, resources intents, CSI and Docker volume intents and call completions): tests
 /// inject crashes with it.
+/// It is the shared `berth_mount::hook` type: every manager's points reach it as they are.
 #[derive(Clone)]
-pub struct StepHook(pub Arc<dyn Fn() + Send + Sync>);
+pub struct StepHook(pub berth_mount::hook::Hook);
 
 impl std::fmt::Debug for StepHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,10 +159,7 @@ impl Agent {
             Some(dir) => {
                 let mut cfg = PluginsConfig::new(work, dir);
                 cfg.socket_dir.clone_from(&settings.csi_socket_dir);
-                if let Some(h) = &hook {
-                    let h = h.clone();
-                    cfg.hook = Some(Arc::new(move |_| (h.0)()));
-                }
+                cfg.hook = hook.as_ref().map(|h| h.0.clone());
                 let plugins =
                     CsiPlugins::start(cfg)
                         .await
@@ -178,8 +176,7 @@ impl Agent {
         };
         let mut docker = docker_manager(&settings, &work.join("dvdi"), MountMode::PerConsumer)?;
         if let Some(h) = &hook {
-            let h = h.clone();
-            docker.set_hook(Arc::new(move |_| (h.0)()));
+            docker.set_hook(h.0.clone());
         }
         let docker = Arc::new(docker);
         let mut isolator = Isolator::new(
@@ -191,8 +188,7 @@ impl Agent {
         )
         .with_docker(Arc::clone(&docker) as Arc<dyn DockerVolumes>);
         if let Some(h) = &hook {
-            let h = h.clone();
-            isolator.set_hook(Arc::new(move |_| (h.0)()));
+            isolator.set_hook(h.0.clone());
         }
         // As the Mesos agent: what --resources does not name is detected (cpus, mem, the work
         // dir's disk, ports).
@@ -208,8 +204,7 @@ impl Agent {
             },
         )?;
         if let Some(h) = &hook {
-            let h = h.clone();
-            resources.set_hook(Arc::new(move |_| (h.0)()));
+            resources.set_hook(h.0.clone());
         }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);

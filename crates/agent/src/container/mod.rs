@@ -37,9 +37,9 @@ mod sources;
 mod status;
 mod teardown;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use berth_csi::CsiPlugins;
 use berth_mount::path::RootDir;
@@ -47,7 +47,7 @@ use berth_mount::{LinuxMounter, Mounter};
 
 pub use config::{ContainerConfig, MAX_ID_LEN};
 pub use error::{ContainerError, Result};
-pub use record::{ContainerRecord, Hook, HookPoint, RecordState, SCHEMA_VERSION};
+pub use record::{ContainerRecord, Hook, HookPoint, Phase, RecordState, SCHEMA_VERSION};
 pub use recover::RecoveryReport;
 pub use sources::{BoxFuture, DockerVolumes, PersistentVolumes, Planned, Source, VolumeEntry};
 pub use status::{ContainerStatus, VolumeStatus};
@@ -74,7 +74,6 @@ pub struct Isolator {
     backends: Backends,
     records: RecordStore,
     work_dir: PathBuf,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Prepares and cleanups hold it shared, `recover` exclusively: recovery judges every
     /// record against one consistent mount table and set of records.
     ops: tokio::sync::RwLock<()>,
@@ -109,7 +108,6 @@ impl Isolator {
             },
             records: RecordStore::new(&work_dir),
             work_dir,
-            locks: Mutex::new(HashMap::new()),
             ops: tokio::sync::RwLock::new(()),
             busy: Mutex::new(BTreeSet::new()),
             hook: None,
@@ -149,9 +147,7 @@ impl Isolator {
     }
 
     fn hook(&self, p: HookPoint<'_>) {
-        if let Some(h) = &self.hook {
-            h(p);
-        }
+        berth_mount::hook::fire(self.hook.as_ref(), p);
     }
 
     /// Reads a container's record (`None` when there is none).
@@ -163,46 +159,16 @@ impl Isolator {
         self.records.load(id)
     }
 
-    /// Takes a container's operation lock. Its map entry is removed when the last holder (or
-    /// waiter) lets go, so the map holds only containers with an operation under way.
-    async fn lock_id(&self, id: &str) -> IdLock<'_> {
-        let lock = {
-            let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(l.entry(id.to_owned()).or_default())
-        };
-        IdLock {
-            locks: &self.locks,
-            id: id.to_owned(),
-            guard: Some(lock.lock_owned().await),
-        }
+    /// Takes a container's operation lock. Its entry goes with its last holder (or waiter),
+    /// so the store's lock map holds only containers with an operation under way.
+    async fn lock_id(&self, id: &str) -> berth_mount::store::KeyGuard<'_> {
+        self.records.lock(id).await
     }
 
     /// How many containers' operation locks are held or awaited now (0 when idle).
     #[must_use]
     pub fn locks_in_use(&self) -> usize {
-        self.locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
-
-/// A held container lock (see `Isolator::lock_id`).
-struct IdLock<'a> {
-    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    id: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for IdLock<'_> {
-    fn drop(&mut self) {
-        // Unlock and let go of this holder's reference first; under the map's lock, a count of
-        // one is the map's own (every other holder or waiter cloned it under that lock).
-        drop(self.guard.take());
-        let mut l = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        if l.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
-            l.remove(&self.id);
-        }
+        self.records.locks_in_use()
     }
 }
 

@@ -54,10 +54,7 @@ impl Isolator {
     ) -> Result<Vec<Prepared>> {
         let id = rec.container_id.as_str();
         self.records.save(rec)?;
-        self.hook(HookPoint::Intent {
-            container: id,
-            step: "preparing",
-        });
+        self.hook(HookPoint::intent(&[id], "preparing"));
         let mut done = Vec::with_capacity(plan.len());
         let mut roots = Roots::default();
         for (index, p) in plan.iter().enumerate() {
@@ -100,11 +97,7 @@ impl Isolator {
                 roots: &mut *roots,
             })
             .await?;
-        self.hook(HookPoint::Volume {
-            container: id,
-            step: "source",
-            index,
-        });
+        self.hook(HookPoint::step(&[id], "source", index));
         if !v.bind {
             // The DVDI contract without a container path: the task uses the host mount point.
             return Ok(Prepared {
@@ -119,11 +112,7 @@ impl Isolator {
             .mounter
             .bind_into_dir(&source, &root, &v.path_in_root, &opts)
             .map_err(|e| mount_err(id, &v.name, e))?;
-        self.hook(HookPoint::Volume {
-            container: id,
-            step: "mounted",
-            index,
-        });
+        self.hook(HookPoint::step(&[id], "mounted", index));
         Ok(Prepared {
             name: v.name.clone(),
             target,

@@ -6,9 +6,8 @@
 //! without touching the lifecycle code.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_mount::store::{KeyGuard, Layout, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::config::check_id;
@@ -49,73 +48,84 @@ pub struct ContainerRecord {
     pub last_error: Option<String>,
 }
 
-/// Where a test hook is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookPoint<'a> {
-    /// The intent record of `step` (`preparing`, `cleaning`) is durable.
-    Intent {
-        /// The container.
-        container: &'a str,
-        /// The step.
-        step: &'static str,
-    },
-    /// Volume number `index` of the plan got its source / its mount / was unmounted / released.
-    Volume {
-        /// The container.
-        container: &'a str,
-        /// `source`, `mounted`, `unmounted`, `released`.
-        step: &'static str,
-        /// Index in the plan.
-        index: usize,
-    },
+pub use berth_mount::hook::{Hook, HookPoint, Phase};
+
+impl berth_mount::store::Record for ContainerRecord {
+    fn check(&self, key: &[&str]) -> std::result::Result<(), String> {
+        if self.schema_version != SCHEMA_VERSION || key != [self.container_id.as_str()] {
+            return Err(format!(
+                "schema {} for container {:?}",
+                self.schema_version, self.container_id
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// A test hook (crash injection).
-pub type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
-
-/// Where records live, and the only code that touches them.
+/// Where records live: `berth_mount::store::RecordStore` with the flat layout
+/// (`<work_dir>/containers/<id>.json`, so a record's first write needs no new directory
+/// beyond `containers/`) and unsynced removals (a lost unlink brings back a `cleaning`
+/// record whose replay finds nothing left to do). This adapter only maps the store's errors
+/// to the container's.
 #[derive(Debug)]
 pub(crate) struct RecordStore {
-    dir: PathBuf,
+    store: berth_mount::store::RecordStore<ContainerRecord>,
     quarantine_dir: PathBuf,
-    writes: AtomicU64,
+}
+
+fn store_err(id: &str, e: StoreError) -> ContainerError {
+    match e {
+        StoreError::Io { step, path, source } => io_err(id, step, &path)(source),
+        StoreError::Corrupt { path, reason } => ContainerError::Record {
+            container: id.to_owned(),
+            path,
+            reason,
+        },
+        other @ (StoreError::Key { .. } | StoreError::KeyShape { .. }) => ContainerError::Record {
+            container: id.to_owned(),
+            path: PathBuf::new(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 impl RecordStore {
     /// The store under `<work_dir>/containers` (quarantine: `<work_dir>/containers-quarantine`).
     pub(crate) fn new(work_dir: &Path) -> Self {
         Self {
-            dir: work_dir.join("containers"),
+            store: berth_mount::store::RecordStore::new(
+                work_dir.join("containers"),
+                Layout::Flat { suffix: ".json" },
+            )
+            .unsynced_removal(),
             quarantine_dir: work_dir.join("containers-quarantine"),
-            writes: AtomicU64::new(0),
         }
     }
 
     /// How many fsync'd record writes this store made.
     pub(crate) fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
+        self.store.writes()
     }
 
-    /// `<work_dir>/containers/<id>.json`: flat, so a record's first write needs no new
-    /// directory (and no fsync of one) beyond `containers/` itself.
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    /// Takes a container's operation lock; its entry goes with its last holder.
+    pub(crate) async fn lock(&self, id: &str) -> KeyGuard<'_> {
+        self.store.lock(&[id]).await
     }
 
-    /// The ids of every record (file names `<id>.json`; berth's own temp files and anything
-    /// else are skipped), sorted.
+    /// How many containers' operation locks are held or awaited now.
+    pub(crate) fn locks_in_use(&self) -> usize {
+        self.store.locks_in_use()
+    }
+
+    /// The ids of every record (berth's own temp files and anything else are skipped), sorted.
     pub(crate) fn ids(&self) -> Result<Vec<String>> {
-        let dir = &self.dir;
-        let mut ids: Vec<String> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.starts_with(berth_mount::durable::TEMP_PREFIX))
-                .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err("", "list records", dir)(e)),
-        };
+        let mut ids: Vec<String> = self
+            .store
+            .list()
+            .map_err(|e| store_err("", e))?
+            .into_iter()
+            .filter_map(|key| key.into_iter().next())
+            .collect();
         ids.sort();
         Ok(ids)
     }
@@ -123,94 +133,33 @@ impl RecordStore {
     /// Reads a container's record (`None` when there is none).
     pub(crate) fn load(&self, id: &str) -> Result<Option<ContainerRecord>> {
         check_id(id)?;
-        let path = self.path(id);
-        let bad = |reason: String| ContainerError::Record {
-            container: id.to_owned(),
-            path: path.clone(),
-            reason,
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(id, "read record", &path)(e)),
-        };
-        let rec: ContainerRecord =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("parse: {e}")))?;
-        if rec.schema_version != SCHEMA_VERSION || rec.container_id != id {
-            return Err(bad(format!(
-                "schema {} for container {:?}",
-                rec.schema_version, rec.container_id
-            )));
-        }
-        Ok(Some(rec))
+        self.store.load(&[id]).map_err(|e| store_err(id, e))
     }
 
     /// Writes a record durably (atomic replace, fsync'd).
     pub(crate) fn save(&self, rec: &ContainerRecord) -> Result<()> {
-        let id = &rec.container_id;
-        let dir = &self.dir;
-        if !dir.is_dir() {
-            berth_mount::durable::create_dir_durable(dir).map_err(io_err(
-                id,
-                "create records dir",
-                dir,
-            ))?;
-        }
-        let path = self.path(id);
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| ContainerError::Record {
-            container: id.clone(),
-            path: path.clone(),
-            reason: format!("encode: {e}"),
-        })?;
-        berth_mount::durable::write_atomic(&path, &bytes).map_err(io_err(
-            id,
-            "write record",
-            &path,
-        ))?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let id = rec.container_id.as_str();
+        self.store.persist(&[id], rec).map_err(|e| store_err(id, e))
     }
 
-    /// Removes a record once everything it describes is undone. The unlink is not fsync'd:
-    /// if a crash loses it, the `cleaning` record comes back and recovery replays a teardown
-    /// that finds nothing left to do.
+    /// Removes a record once everything it describes is undone (unlink not fsync'd).
     pub(crate) fn remove(&self, id: &str) -> Result<()> {
-        let path = self.path(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(id, "remove record", &path)(e)),
-        }
+        self.store.remove(&[id]).map_err(|e| store_err(id, e))
     }
 
     /// Removes the temp files of record writes a crash interrupted.
     pub(crate) fn remove_stale_temps(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in entries.filter_map(|e| e.ok()) {
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(berth_mount::durable::TEMP_PREFIX))
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        self.store.remove_stale_temps();
     }
 
     /// Moves a corrupt record aside, to `<work_dir>/containers-quarantine/<id>.<seconds>`.
     pub(crate) fn quarantine(&self, name: &str) {
-        let from = self.path(name);
-        let to_dir = &self.quarantine_dir;
-        if std::fs::create_dir_all(to_dir).is_ok() {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let to = to_dir.join(format!("{name}.{stamp}"));
-            if let Err(e) = std::fs::rename(&from, &to) {
-                tracing::warn!(container = name, error = %e, "cannot move a corrupt record aside");
-            } else {
+        match self.store.quarantine(&[name], &self.quarantine_dir) {
+            Ok(to) => {
                 tracing::warn!(container = name, to = %to.display(), "corrupt container record quarantined");
+            }
+            Err(e) => {
+                tracing::warn!(container = name, error = %e, "cannot move a corrupt record aside");
             }
         }
     }

@@ -73,11 +73,7 @@ impl Isolator {
                     }
                 }
             }
-            self.hook(HookPoint::Volume {
-                container: id,
-                step: "unmounted",
-                index,
-            });
+            self.hook(HookPoint::step(&[id], "unmounted", index));
         }
         // 2. Whatever of ours is still mounted in the container's sandbox or rootfs (a mount
         //    point the task renamed, or one reached through a replaced symlink), found by its
@@ -157,11 +153,7 @@ impl Isolator {
                 first.get_or_insert(e);
                 continue;
             }
-            self.hook(HookPoint::Volume {
-                container: id,
-                step: "released",
-                index,
-            });
+            self.hook(HookPoint::step(&[id], "released", index));
         }
         first.map_or(Ok(()), Err)
     }
@@ -225,10 +217,7 @@ impl Isolator {
             rec.state = RecordState::Cleaning;
             self.records.save(rec)?;
         }
-        self.hook(HookPoint::Intent {
-            container: &rec.container_id,
-            step: "cleaning",
-        });
+        self.hook(HookPoint::intent(&[&rec.container_id], "cleaning"));
         if let Err(e) = self.teardown(rec).await {
             rec.last_error = Some(e.to_string());
             if let Err(w) = self.records.save(rec) {
