@@ -660,13 +660,6 @@ fn seeds_marathon_app() -> Vec<Vec<u8>> {
 }
 
 fn mountinfo(data: &[u8]) {
-    // Known finding, kept in `pending/mountinfo/` until berth-mount's fix lands (the path
-    // index's comparator maps both '/' and NUL to 0: not a total order, `sort_by` panics).
-    // The kernel never writes a NUL into mountinfo; skipping those inputs lets the campaign
-    // look for other findings. Remove this line with the fix.
-    if data.contains(&0) {
-        return;
-    }
     let Ok(table) = berth_mount::MountTable::parse(data.to_vec()) else {
         return;
     };
