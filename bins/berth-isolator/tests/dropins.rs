@@ -56,21 +56,36 @@ fn version_names_the_crate_and_the_revision() {
         text.starts_with(&format!("berth-isolator {}", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
-    // Built from a checkout (as here and in CI): the revision too, the one HEAD names.
+    // Built from a checkout (as here and in CI): the revision too, a commit of this checkout
+    // that HEAD contains (HEAD itself unless a commit was made after the build).
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let head = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(&repo)
-        .output();
-    if let Ok(head) = head
-        && head.status.success()
-    {
-        let rev = String::from_utf8(head.stdout).unwrap();
-        assert!(
-            text.contains(&format!("(git {})", rev.trim())),
-            "{text} lacks the revision {rev}"
-        );
+    assert_names_a_commit_of_head(&text, &repo);
+}
+
+/// `text` holds `(git <rev>)` with `rev` a commit that HEAD contains, when `repo` is a git
+/// checkout with git installed.
+fn assert_names_a_commit_of_head(text: &str, repo: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    if git(&["rev-parse", "HEAD"]).is_none() {
+        return; // not a checkout, or no git: the version stands alone
     }
+    let rev = text
+        .split("(git ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("{text} names no revision"));
+    assert_eq!(rev.len(), 12, "{text}");
+    assert!(
+        git(&["merge-base", "--is-ancestor", rev, "HEAD"]).is_some(),
+        "{text}: {rev} is not a commit HEAD contains"
+    );
 }
 
 /// Mesos's rule on the work dir's filesystem, computed here from `statvfs` independently.
