@@ -399,3 +399,14 @@ fn many_identical_mount_disks() {
     }
     assert!(back.is_empty());
 }
+
+/// Shrunk from a failure of a broken index (a removal that did not re-point the entry moved
+/// into the freed position): an indexed collection, then a removal that moves an entry.
+#[test]
+fn regression_a_removal_repoints_the_moved_entry() {
+    run(&[
+        Step::AddMany(3, 5),
+        Step::AddAll(vec![0, 2, 5]),
+        Step::Subtract(0),
+    ]);
+}

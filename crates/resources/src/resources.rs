@@ -48,14 +48,19 @@ const TOMBSTONE: u32 = u32::MAX;
 #[derive(Clone, Debug)]
 enum Bucket {
     One(u32),
-    Many {
-        /// Entry positions by slot (`TOMBSTONE` for removed entries).
-        slots: Vec<u32>,
-        /// The first live slot.
-        head: usize,
-        /// Live slots.
-        live: usize,
-    },
+    /// Boxed: rare, and it keeps the index's entries small (copied with every clone).
+    Many(Box<Slots>),
+}
+
+/// The positions of a bucket of more than one entry.
+#[derive(Clone, Debug)]
+struct Slots {
+    /// Entry positions by slot (`TOMBSTONE` for removed entries).
+    slots: Vec<u32>,
+    /// The first live slot.
+    head: usize,
+    /// Live slots.
+    live: usize,
 }
 
 impl Bucket {
@@ -63,7 +68,7 @@ impl Bucket {
     fn positions(&self) -> impl Iterator<Item = usize> + '_ {
         let slots = match self {
             Bucket::One(i) => std::slice::from_ref(i),
-            Bucket::Many { slots, head, .. } => slots.get(*head..).unwrap_or_default(),
+            Bucket::Many(m) => m.slots.get(m.head..).unwrap_or_default(),
         };
         slots
             .iter()
@@ -77,17 +82,17 @@ impl Bucket {
         match self {
             Bucket::One(first) => {
                 *first_slot = Some((*first, 0));
-                *self = Bucket::Many {
+                *self = Bucket::Many(Box::new(Slots {
                     slots: vec![*first, i],
                     head: 0,
                     live: 2,
-                };
+                }));
                 1
             }
-            Bucket::Many { slots, live, .. } => {
-                slots.push(i);
-                *live += 1;
-                check_u32(slots.len() - 1)
+            Bucket::Many(m) => {
+                m.slots.push(i);
+                m.live += 1;
+                check_u32(m.slots.len() - 1)
             }
         }
     }
@@ -96,8 +101,8 @@ impl Bucket {
     fn set(&mut self, slot: u32, to: u32) {
         match self {
             Bucket::One(x) => *x = to,
-            Bucket::Many { slots, .. } => {
-                if let Some(x) = slots.get_mut(slot as usize) {
+            Bucket::Many(m) => {
+                if let Some(x) = m.slots.get_mut(slot as usize) {
                     *x = to;
                 }
             }
@@ -310,10 +315,11 @@ impl Resources {
         let Some(bucket) = index.get_mut(&removed.hash) else {
             return;
         };
-        let Bucket::Many { slots, head, live } = bucket else {
+        let Bucket::Many(m) = bucket else {
             index.remove(&removed.hash);
             return;
         };
+        let Slots { slots, head, live } = &mut **m;
         if let Some(x) = slots.get_mut(removed.slot as usize) {
             *x = TOMBSTONE;
         }
