@@ -684,7 +684,15 @@ fn stopped(ctx: &Ctx) {
 /// Keeps the plugin running until the stop sender is dropped.
 async fn monitor(ctx: Arc<Ctx>, mut child: Child, mut stop: watch::Receiver<()>) {
     let opts = ctx.opts;
-    let mut backoff = opts.initial_backoff;
+    // The workspace's one backoff (doubling from `initial_backoff`, capped at `max_backoff`);
+    // restarts have no overall budget, and a plugin that stayed up `reset_after` starts over.
+    let policy = berth_mount::retry::RetryPolicy {
+        initial_backoff: opts.initial_backoff,
+        max_backoff: opts.max_backoff,
+        overall: Duration::MAX,
+        full_jitter: false,
+    };
+    let mut attempt: u32 = 0;
     let mut ready_at = Instant::now();
     loop {
         tokio::select! {
@@ -703,10 +711,10 @@ async fn monitor(ctx: Arc<Ctx>, mut child: Child, mut stop: watch::Receiver<()>)
             }
         }
         if ready_at.elapsed() >= opts.reset_after {
-            backoff = opts.initial_backoff;
+            attempt = 0;
         }
         loop {
-            let delay = backoff;
+            let delay = policy.backoff(attempt);
             update(&ctx, |s| {
                 s.state = PluginState::BackingOff { delay };
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
@@ -718,7 +726,7 @@ async fn monitor(ctx: Arc<Ctx>, mut child: Child, mut stop: watch::Receiver<()>)
                     return;
                 }
             }
-            backoff = backoff.saturating_mul(2).min(opts.max_backoff);
+            attempt = attempt.saturating_add(1);
             update(&ctx, |s| s.restarts = s.restarts.saturating_add(1));
             match launch(&ctx, &mut stop).await {
                 Ok(c) => {
