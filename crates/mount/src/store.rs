@@ -404,10 +404,11 @@ impl<R: Record> RecordStore<R> {
         let mut out = Vec::new();
         match self.layout {
             Layout::Flat { suffix } => {
-                for name in entries(&self.root, false)? {
+                // Regular files only, by the listing's own types: one `getdents` for the
+                // directory, no `stat` per record.
+                for name in entries(&self.root, Want::Files)? {
                     if let Some(key) = name.strip_suffix(suffix)
                         && !name.starts_with(durable::TEMP_PREFIX)
-                        && self.root.join(&name).is_file()
                     {
                         out.push(vec![key.to_owned()]);
                     }
@@ -418,7 +419,7 @@ impl<R: Record> RecordStore<R> {
                 for _ in 0..depth {
                     let mut next = Vec::new();
                     for (dir, key) in level {
-                        for name in entries(&dir, true)? {
+                        for name in entries(&dir, Want::Dirs)? {
                             let Ok(part) = names::decode_component(&name) else {
                                 continue;
                             };
@@ -455,7 +456,7 @@ impl<R: Record> RecordStore<R> {
                     level = level
                         .iter()
                         .flat_map(|d| {
-                            entries(d, true)
+                            entries(d, Want::Dirs)
                                 .unwrap_or_default()
                                 .into_iter()
                                 .map(|n| d.join(n))
@@ -467,7 +468,7 @@ impl<R: Record> RecordStore<R> {
         };
         let mut n = 0;
         for dir in dirs {
-            for name in entries(&dir, false).unwrap_or_default() {
+            for name in entries(&dir, Want::Any).unwrap_or_default() {
                 let p = dir.join(&name);
                 if name.starts_with(durable::TEMP_PREFIX)
                     && p.is_file()
@@ -499,7 +500,16 @@ impl<R: Record> RecordStore<R> {
 }
 
 /// Names in `dir` (directories only when `dirs`), as UTF-8; a missing `dir` is empty.
-fn entries(dir: &Path, dirs: bool) -> Result<Vec<String>, StoreError> {
+/// Which directory entries [`entries`] returns, judged by the entry's own type (never through
+/// a symlink, and without a `stat` where the file system reports the type in the listing).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Any,
+    Dirs,
+    Files,
+}
+
+fn entries(dir: &Path, want: Want) -> Result<Vec<String>, StoreError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if not_found(&e) => return Ok(Vec::new()),
@@ -508,7 +518,12 @@ fn entries(dir: &Path, dirs: bool) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for e in rd {
         let e = e.map_err(io_err("list records", dir))?;
-        if dirs && !e.file_type().is_ok_and(|t| t.is_dir()) {
+        let keep = match want {
+            Want::Any => true,
+            Want::Dirs => e.file_type().is_ok_and(|t| t.is_dir()),
+            Want::Files => e.file_type().is_ok_and(|t| t.is_file()),
+        };
+        if !keep {
             continue;
         }
         if let Ok(n) = e.file_name().into_string() {
