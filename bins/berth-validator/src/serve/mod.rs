@@ -38,11 +38,9 @@ pub use limits::Limits;
 
 use std::fmt;
 use std::future::Future;
-use std::io::{ErrorKind, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{
-    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
@@ -74,9 +72,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// How long in-flight calls may run on after a shutdown signal before the server stops anyway.
 pub const GRACE: Duration = Duration::from_secs(5);
-
-/// How long probing an existing socket file for a live server may take.
-const PROBE: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
 // The address.
@@ -722,7 +717,7 @@ pub struct Bound {
 enum Listener {
     Unix {
         listener: tokio::net::UnixListener,
-        file: SocketFile,
+        file: berth_rpc::unix::SocketFile,
     },
     Tcp(tokio::net::TcpListener),
 }
@@ -888,18 +883,11 @@ impl Bound {
         match listen {
             Listen::Unix(path) => {
                 let group = match &options.socket_group {
-                    Some(name) => Some(
-                        nix::unistd::Group::from_name(name)
-                            .with_context(|| format!("looking up group '{name}'"))?
-                            .with_context(|| format!("no group named '{name}'"))?
-                            .gid,
-                    ),
+                    Some(name) => Some(berth_rpc::unix::group_gid(name)?),
                     None => None,
                 };
-                create_socket_dir(path, group)?;
-                clear_stale_socket(path).await?;
-                let listener = bind_unix(path, group)?;
-                let file = SocketFile::of(path)?;
+                let berth_rpc::BoundSocket { listener, file } =
+                    berth_rpc::BoundSocket::bind(path, group).await?;
                 Ok(Bound {
                     local: listen.clone(),
                     listener: Listener::Unix { listener, file },
@@ -962,46 +950,6 @@ impl Bound {
     }
 }
 
-/// Creates the socket's directory 0750 when it is missing (with `group` as its group).
-fn create_socket_dir(path: &Path, group: Option<nix::unistd::Gid>) -> Result<()> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    if dir.exists() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    // The umask may have taken bits away; 0750 is what is meant.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
-        .with_context(|| format!("setting the mode of {}", dir.display()))?;
-    if let Some(gid) = group {
-        nix::unistd::chown(dir, None, Some(gid))
-            .with_context(|| format!("giving {} to group {gid}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Binds a unix socket that is never accessible beyond 0600 (0660 with `group`): created under
-/// a umask of 0177, then opened to the group.
-fn bind_unix(path: &Path, group: Option<nix::unistd::Gid>) -> Result<tokio::net::UnixListener> {
-    use nix::sys::stat::{Mode, umask};
-    let previous = umask(Mode::from_bits_truncate(0o177));
-    let bound = tokio::net::UnixListener::bind(path);
-    umask(previous);
-    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
-    if let Some(gid) = group {
-        nix::unistd::chown(path, None, Some(gid))
-            .with_context(|| format!("giving {} to group {gid}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-            .with_context(|| format!("setting the mode of {}", path.display()))?;
-    }
-    Ok(listener)
-}
-
 async fn serve_incoming<L, I, IO, IE>(
     router: tonic::transport::server::Router<L>,
     incoming: I,
@@ -1022,84 +970,10 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = router.serve_with_incoming_shutdown(incoming, async move {
-        stopped.await.ok();
-    });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.context("serving gRPC"),
-        () = shutdown => {}
-    }
-    stop.send(()).ok();
-    match tokio::time::timeout(GRACE, &mut server).await {
-        Ok(result) => result.context("serving gRPC"),
-        Err(_) => {
-            tracing::warn!("calls still running {GRACE:?} after the shutdown signal; stopping");
-            Ok(())
-        }
-    }
-}
-
-/// Refuses a path that is not a socket or that a live server accepts on; removes a socket
-/// file nobody accepts on.
-async fn clear_stale_socket(path: &Path) -> Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
-    };
-    if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        );
-    }
-    match tokio::time::timeout(PROBE, tokio::net::UnixStream::connect(path)).await {
-        Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing the stale socket {}", path.display()))?;
-            tracing::info!(path = %path.display(), "removed a stale socket");
-            Ok(())
-        }
-        Ok(Ok(_)) | Err(_) => bail!(
-            "another server is listening on {}; stop it or choose another --listen path",
-            path.display()
-        ),
-        Ok(Err(e)) => {
-            Err(e).with_context(|| format!("probing the existing socket {}", path.display()))
-        }
-    }
-}
-
-/// The socket file a server bound; removed on drop if the path still holds that very file.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
-impl SocketFile {
-    fn of(path: &Path) -> Result<SocketFile> {
-        let meta = std::fs::symlink_metadata(path)
-            .with_context(|| format!("inspecting the bound socket {}", path.display()))?;
-        Ok(SocketFile {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.file_type().is_socket() && m.dev() == self.dev && m.ino() == self.ino);
-        if ours && let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the socket");
-        }
-    }
+    berth_rpc::shutdown::serve_with_grace(router, incoming, shutdown, GRACE)
+        .await
+        .map(drop)
+        .context("serving gRPC")
 }
 
 #[cfg(test)]
