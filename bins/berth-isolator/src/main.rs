@@ -10,7 +10,7 @@
 //!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
 //!   apply-operation --operation FILE           apply one accepted offer operation (JSON)
 //!   resources                                  the checkpointed and total resources
-//!   serve --listen unix:PATH [--metrics IP:PORT]
+//!   serve --listen unix:PATH [--socket-group G] [--allow-uid UID]... [--shutdown-grace SECS] [--metrics [IP:]PORT]
 //!   demo                                       a persistent volume across two containers
 //! ```
 //!
@@ -124,11 +124,24 @@ enum Command {
     Resources,
     /// Serves `berth.v1.Isolator` over gRPC.
     Serve {
-        /// `unix:/path.sock`.
+        /// `unix:/path.sock`: created 0600 (0660 with --socket-group), a live socket refused.
         #[arg(long)]
         listen: String,
-        /// `IP:PORT` for Prometheus metrics (`GET /metrics`).
-        #[arg(long)]
+        /// The socket is 0660 with this group, and the group's members may call.
+        #[arg(long = "socket-group", alias = "socket_group")]
+        socket_group: Option<String>,
+        /// A uid besides root that may call (repeatable or comma separated).
+        #[arg(long = "allow-uid", alias = "allow_uid", value_delimiter = ',')]
+        allow_uid: Vec<u32>,
+        /// Seconds calls in flight may run on after SIGTERM before the server stops anyway.
+        #[arg(
+            long = "shutdown-grace",
+            alias = "shutdown_grace",
+            default_value_t = 10
+        )]
+        shutdown_grace: u64,
+        /// Prometheus metrics (`GET /metrics`): `PORT` on loopback, or `IP:PORT`.
+        #[arg(long, value_parser = berth_isolator::serve::parse_metrics)]
         metrics: Option<std::net::SocketAddr>,
     },
     /// Shows a persistent volume surviving two containers (needs root; uses a temporary work
@@ -172,17 +185,30 @@ fn main() -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The server runs every call on the blocking pool, driven by a multi-thread runtime; a
+    // one-shot command needs one thread.
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let built = if serving {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth-isolator: runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli)) {
+    let out = rt.block_on(run(cli));
+    // A call stuck in a hung filesystem past the grace period is left behind (its intent is
+    // recorded): the process exits instead of waiting for it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match out {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth-isolator: {e:#}");
@@ -208,13 +234,25 @@ async fn run(cli: Cli) -> Result<()> {
         step_hook: None,
     };
     match cli.command {
-        Command::Serve { listen, metrics } => {
-            let socket = berth_isolator::serve::parse_listen(&listen)?;
+        Command::Serve {
+            listen,
+            socket_group,
+            allow_uid,
+            shutdown_grace,
+            metrics,
+        } => {
+            let options = berth_isolator::serve::ServeOptions {
+                socket: berth_isolator::serve::parse_listen(&listen)?,
+                socket_group,
+                allow_uids: allow_uid,
+                grace: std::time::Duration::from_secs(shutdown_grace),
+                metrics,
+            };
             let agent = Arc::new(berth_isolator::agent::open(settings).await?);
-            berth_isolator::serve::run(agent, &socket, metrics, || {
+            berth_isolator::serve::run(agent, &options, || {
                 eprintln!(
                     "berth-isolator: serving berth.v1.Isolator on unix:{}",
-                    socket.display()
+                    options.socket.display()
                 );
             })
             .await

@@ -5,14 +5,34 @@
 //! prepares are kept, interrupted ones rolled back, interrupted cleanups finished. The
 //! containerizer's own `Recover` call (with its real live and orphan lists) then settles the
 //! rest. Nothing a running container uses is torn down before someone says it is gone.
+//!
+//! The server runs as root and whoever may call it can bind host paths and destroy volumes,
+//! so it trusts no caller (the rules live in `berth-rpc`, shared with `berth-validator`):
+//!
+//! - the socket is created 0600, or 0660 with `--socket-group`, whatever the umask; its
+//!   directory 0750 when missing; a live socket at the path is refused ("another server is
+//!   listening"), a stale one replaced, anything else at the path refused and left alone;
+//! - every call's peer credentials (`SO_PEERCRED`) are checked: root, `--allow-uid`, members of
+//!   the socket group; anyone else gets PERMISSION_DENIED and a log line with pid and uid;
+//! - every operation runs on the blocking pool, one thread per call, with the isolator's
+//!   per-container locks: a call stuck in a hung filesystem (a FUSE or NFS server that never
+//!   answers) holds only its own thread, and the other containers' calls, `Ping` and
+//!   `/metrics` go on;
+//! - SIGTERM/SIGINT stop accepting, give calls in flight `--shutdown-grace` (default 10 s) and
+//!   then stop without them: every side effect is preceded by its fsync'd intent, so the next
+//!   start's recovery finishes or undoes an abandoned call;
+//! - the metrics listener is loopback unless told otherwise, with a warning then.
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use berth_agent::ErrorCode;
 use berth_agent::container::ContainerConfig;
 use berth_proto::berth::v1 as pb;
+use berth_rpc::{BoundSocket, PeerPolicy};
 use pb::isolator_server::{Isolator as IsolatorRpc, IsolatorServer};
 use tonic::{Request, Response, Status};
 
@@ -58,12 +78,17 @@ fn status(e: &AgentError) -> Status {
     Status::new(code(e.code()), text)
 }
 
-/// Runs an operation on its own task, so a client that gives up (deadline, disconnect) does
-/// not cancel it half-way: a prepare always finishes or undoes itself.
+/// Runs an operation on a thread of the blocking pool (driving its own future there), so
+///
+/// - a client that gives up (deadline, disconnect) does not cancel it half-way: a prepare
+///   always finishes or undoes itself;
+/// - a system call that never returns (a hung FUSE or NFS server) holds that thread only,
+///   never a runtime worker: other calls, `Ping` and `/metrics` go on.
 async fn detached<T: Send + 'static>(
     fut: impl std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
 ) -> Result<T, Status> {
-    match tokio::spawn(fut).await {
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(fut)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(status(&e)),
         Err(join) => Err(Status::internal(format!("operation task failed: {join}"))),
@@ -142,11 +167,8 @@ impl IsolatorRpc for Service {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let containers = self
-            .agent
-            .isolator()
-            .status()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let agent = Arc::clone(&self.agent);
+        let containers = detached(async move { Ok(agent.isolator().status()?) }).await?;
         Ok(Response::new(pb::StatusResponse {
             containers: containers
                 .into_iter()
@@ -203,6 +225,15 @@ impl IsolatorRpc for Service {
             self.agent.resources().await,
         )))
     }
+
+    async fn ping(
+        &self,
+        _request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        Ok(Response::new(pb::PingResponse {
+            version: env!("BERTH_VERSION").to_owned(),
+        }))
+    }
 }
 
 /// Parses `unix:PATH` (also `unix://PATH`).
@@ -218,32 +249,88 @@ pub fn parse_listen(s: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Serves until SIGINT or SIGTERM: binds `socket` (a stale socket file is replaced), recovers,
-/// serves, and on the signal stops accepting, lets calls in flight finish and stops managed
-/// plugins. `ready` is called once the socket accepts connections.
+/// How `serve` listens and whom it admits.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The socket's path (`--listen unix:PATH`).
+    pub socket: PathBuf,
+    /// `--socket-group`: the socket is 0660 with this group, whose members may call.
+    pub socket_group: Option<String>,
+    /// `--allow-uid`: uids besides root that may call.
+    pub allow_uids: Vec<u32>,
+    /// `--shutdown-grace`: how long calls in flight may run on after SIGTERM.
+    pub grace: Duration,
+    /// `--metrics`: where to serve `GET /metrics`.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl ServeOptions {
+    /// Listening on `socket`, root only, 10 s of grace, no metrics.
+    #[must_use]
+    pub fn new(socket: impl Into<PathBuf>) -> ServeOptions {
+        ServeOptions {
+            socket: socket.into(),
+            socket_group: None,
+            allow_uids: Vec::new(),
+            grace: DEFAULT_GRACE,
+            metrics: None,
+        }
+    }
+}
+
+/// The default `--shutdown-grace`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Parses `--metrics`: `PORT` (loopback, the default address), `IP:PORT` or `[IPv6]:PORT`.
 ///
 /// # Errors
-/// Bind failures, recovery failures, server errors.
-pub async fn run(
-    agent: Arc<Agent>,
-    socket: &Path,
-    metrics: Option<std::net::SocketAddr>,
-    ready: impl FnOnce(),
-) -> Result<()> {
-    agent.recover_on_start().await?;
-    if socket.exists() {
-        std::fs::remove_file(socket)
-            .with_context(|| format!("remove stale socket {}", socket.display()))?;
+/// Anything else.
+pub fn parse_metrics(s: &str) -> Result<SocketAddr> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
     }
-    if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let uds = tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("bind {}", socket.display()))?;
+    s.parse::<SocketAddr>()
+        .with_context(|| format!("--metrics: expected PORT or IP:PORT, got {s:?}"))
+}
+
+/// Serves until SIGINT or SIGTERM: binds the socket (see the module docs), recovers, serves,
+/// and on the signal stops accepting, gives calls in flight the grace period, and stops
+/// managed plugins. `ready` is called once the socket accepts connections. Must run on a
+/// multi-thread runtime.
+///
+/// # Errors
+/// The socket is refused or cannot be bound, recovery fails, the server fails.
+pub async fn run(agent: Arc<Agent>, options: &ServeOptions, ready: impl FnOnce()) -> Result<()> {
+    let group = match &options.socket_group {
+        Some(name) => Some(berth_rpc::unix::group_gid(name)?),
+        None => None,
+    };
+    // Bound before recovery: a second server on the path is refused at once, and clients
+    // queue in the backlog until the service is ready.
+    let BoundSocket { listener, file } = BoundSocket::bind(&options.socket, group)
+        .await
+        .with_context(|| format!("--listen unix:{}", options.socket.display()))?;
+    let policy = PeerPolicy::new(options.allow_uids.iter().copied(), group);
+    tracing::info!(
+        socket = %options.socket.display(),
+        allow_uids = ?options.allow_uids,
+        socket_group = ?options.socket_group,
+        "admitting root{}",
+        if options.allow_uids.is_empty() && group.is_none() { " only" } else { ", the listed uids and the socket group" }
+    );
+    let recovering = Arc::clone(&agent);
+    detached(async move { recovering.recover_on_start().await })
+        .await
+        .map_err(|s| anyhow::anyhow!("start-up recovery: {}", s.message()))?;
     // The persisted retry queues (failed unpublish/unstage/unmount) drain in the background.
-    let retry = agent.spawn_retry_loops(std::time::Duration::from_secs(30));
-    let metrics_task = match metrics {
-        Some(addr) => Some(crate::serve::metrics::spawn(Arc::clone(&agent), addr).await?),
+    let retry = agent.spawn_retry_loops(Duration::from_secs(30));
+    let metrics_task = match options.metrics {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "metrics served beyond loopback: anyone who can reach it sees container ids, volumes and plugin names");
+            }
+            Some(crate::serve::metrics::spawn(Arc::clone(&agent), addr).await?)
+        }
         None => None,
     };
     ready();
@@ -255,20 +342,35 @@ pub async fn run(
         }
         tracing::info!("shutting down");
     };
-    tonic::transport::Server::builder()
-        .add_service(IsolatorServer::new(Service::new(Arc::clone(&agent))))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(uds),
-            shutdown,
-        )
-        .await
-        .context("gRPC server")?;
+    let router = tonic::transport::Server::builder().add_service(IsolatorServer::with_interceptor(
+        Service::new(Arc::clone(&agent)),
+        policy.interceptor(),
+    ));
+    let ended = berth_rpc::shutdown::serve_with_grace(
+        router,
+        tokio_stream::wrappers::UnixListenerStream::new(listener),
+        shutdown,
+        options.grace,
+    )
+    .await
+    .context("gRPC server")?;
+    drop(file);
     if let Some(t) = metrics_task {
         t.abort();
     }
     retry.stop();
-    let _ = std::fs::remove_file(socket);
-    agent.shutdown().await;
+    if ended == berth_rpc::shutdown::Ended::GraceExpired {
+        tracing::warn!(
+            containers = agent.isolator().locks_in_use(),
+            "stopping with operations still running; their intents are recorded and the next start recovers them"
+        );
+    }
+    if tokio::time::timeout(options.grace, agent.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("managed plugins did not stop within the grace period");
+    }
     Ok(())
 }
 
@@ -414,5 +516,40 @@ pub mod metrics {
                 tracing::warn!(error = %e, "metrics server stopped");
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn metrics_address_defaults_to_loopback() {
+        assert_eq!(
+            parse_metrics("9100").unwrap(),
+            "127.0.0.1:9100".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_metrics("0.0.0.0:9100").unwrap(),
+            "0.0.0.0:9100".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_metrics("[::1]:9100").unwrap(),
+            "[::1]:9100".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_metrics("localhost:9100").is_err());
+        assert!(parse_metrics("").is_err());
+    }
+
+    #[test]
+    fn listen_takes_absolute_unix_paths_only() {
+        assert_eq!(
+            parse_listen("unix:///run/berth.sock").unwrap(),
+            PathBuf::from("/run/berth.sock")
+        );
+        assert!(parse_listen("unix:relative.sock").is_err());
+        assert!(parse_listen("tcp:127.0.0.1:1").is_err());
     }
 }

@@ -128,24 +128,26 @@ impl BoundSocket {
     }
 }
 
-/// Creates the socket's directory 0750 when it is missing (with `group` as its group).
+/// Creates the socket's directory when it is missing: every directory created is 0750 and,
+/// with `group`, that group's, so the group can reach the socket and nobody else can.
 fn create_dir(path: &Path, group: Option<Gid>) -> Result<(), SocketError> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
-    if dir.exists() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(io("creating", dir))?;
-    // The umask may have taken bits away; 0750 is what is meant.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
-        .map_err(io("setting the mode of", dir))?;
-    if let Some(gid) = group {
-        nix::unistd::chown(dir, None, Some(gid)).map_err(sys("giving its group to", dir))?;
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o750).create(d) {
+            Ok(()) => {}
+            // Made by someone else meanwhile: theirs, left as it is.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("creating", d)(e)),
+        }
+        // The umask may have taken bits away; 0750 is what is meant.
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750))
+            .map_err(io("setting the mode of", d))?;
+        if let Some(gid) = group {
+            nix::unistd::chown(d, None, Some(gid)).map_err(sys("giving its group to", d))?;
+        }
     }
     Ok(())
 }
@@ -249,15 +251,16 @@ mod tests {
     #[test]
     fn bound_0600_under_any_umask_and_removed_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/s.sock");
+        let path = dir.path().join("sub/deeper/s.sock");
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
         let bound = rt().block_on(BoundSocket::bind(&path, None));
         nix::sys::stat::umask(old);
         let bound = bound.unwrap();
         let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777;
-        assert_eq!(dmode, 0o750);
+        for d in [path.parent().unwrap(), &dir.path().join("sub")] {
+            assert_eq!(std::fs::metadata(d).unwrap().mode() & 0o777, 0o750);
+        }
         drop(bound);
         assert!(!path.exists());
     }
