@@ -162,6 +162,8 @@ pub struct NodeCapabilities {
     pub get_volume_stats: bool,
     /// `EXPAND_VOLUME`.
     pub expand_volume: bool,
+    /// `VOLUME_CONDITION`: `NodeGetVolumeStats` reports the volume's condition.
+    pub volume_condition: bool,
 }
 
 impl NodeCapabilities {
@@ -176,10 +178,69 @@ impl NodeCapabilities {
                 Ok(Rpc::StageUnstageVolume) => caps.stage_unstage = true,
                 Ok(Rpc::GetVolumeStats) => caps.get_volume_stats = true,
                 Ok(Rpc::ExpandVolume) => caps.expand_volume = true,
+                Ok(Rpc::VolumeCondition) => caps.volume_condition = true,
                 _ => {}
             }
         }
         caps
+    }
+}
+
+/// One unit's figures of a `NodeGetVolumeStats` answer (a figure the plugin left out, or
+/// sent negative, is `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageFigures {
+    /// `total`.
+    pub total: Option<u64>,
+    /// `used`.
+    pub used: Option<u64>,
+    /// `available`.
+    pub available: Option<u64>,
+}
+
+/// The condition a plugin with `VOLUME_CONDITION` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeCondition {
+    /// Whether the volume is abnormal.
+    pub abnormal: bool,
+    /// The plugin's message.
+    pub message: String,
+}
+
+/// What `NodeGetVolumeStats` said, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeStats {
+    /// The `BYTES` figures.
+    pub bytes: Option<UsageFigures>,
+    /// The `INODES` figures.
+    pub inodes: Option<UsageFigures>,
+    /// The condition (plugins with `VOLUME_CONDITION` only).
+    pub condition: Option<VolumeCondition>,
+}
+
+impl VolumeStats {
+    fn from_response(resp: &pb::NodeGetVolumeStatsResponse) -> Self {
+        use pb::volume_usage::Unit;
+        // Zero is what proto3 sends for a figure left out; the spec gives no other signal.
+        let figure = |v: i64| u64::try_from(v).ok();
+        let mut out = Self::default();
+        for u in &resp.usage {
+            let figures = UsageFigures {
+                total: figure(u.total),
+                used: figure(u.used),
+                available: figure(u.available),
+            };
+            match Unit::try_from(u.unit) {
+                Ok(Unit::Bytes) => out.bytes = Some(figures),
+                Ok(Unit::Inodes) => out.inodes = Some(figures),
+                _ => {}
+            }
+        }
+        out.condition = resp.volume_condition.as_ref().map(|c| VolumeCondition {
+            abnormal: c.abnormal,
+            message: c.message.clone(),
+        });
+        out
     }
 }
 
@@ -505,6 +566,41 @@ impl CsiClient {
             }
             tokio::time::sleep(sleep).await;
         }
+    }
+
+    /// `NodeGetVolumeStats` of a published volume: its id, the path it is published at
+    /// (`volume_path`) and, for a staged volume, its staging path. Callers check
+    /// [`NodeCapabilities::get_volume_stats`] first; a plugin without it answers
+    /// `UNIMPLEMENTED`, which fails at once.
+    ///
+    /// # Errors
+    /// [`CsiError::Rpc`] / [`CsiError::Timeout`].
+    pub async fn node_volume_stats(
+        &self,
+        volume_id: &str,
+        volume_path: &Path,
+        staging: Option<&Path>,
+    ) -> Result<VolumeStats> {
+        let request = pb::NodeGetVolumeStatsRequest {
+            volume_id: volume_id.to_owned(),
+            volume_path: volume_path.to_string_lossy().into_owned(),
+            staging_target_path: staging
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let resp = self
+            .call("NodeGetVolumeStats", Some(volume_id), &[], |ch, t| {
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(t);
+                async move {
+                    NodeClient::new(ch)
+                        .node_get_volume_stats(req)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok(VolumeStats::from_response(&resp))
     }
 
     /// `NodeGetInfo` (not cached).

@@ -15,6 +15,9 @@ pub mod record;
 pub mod secrets;
 pub mod supervisor;
 
-pub use client::{ClientConfig, CsiClient, NodeCapabilities, NodeService, PluginInfo, RetryPolicy};
+pub use client::{
+    ClientConfig, CsiClient, NodeCapabilities, NodeService, PluginInfo, RetryPolicy, UsageFigures,
+    VolumeCondition, VolumeStats,
+};
 pub use error::{CsiError, Result};
 pub use plugins::{CsiPlugins, PluginsConfig};

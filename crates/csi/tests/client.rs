@@ -257,3 +257,88 @@ async fn secret_values_never_reach_errors() {
     assert!(!text.contains("s3cr3t-VALUE"), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
 }
+
+#[tokio::test]
+async fn volume_stats_are_decoded_with_the_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("p.sock");
+    let p = FakePlugin::start(&sock).await;
+    p.state.lock().unwrap().stage_unstage = false;
+    let c = CsiClient::new("fake", &sock.display().to_string(), fast()).unwrap();
+    // Without the capability: advertised as absent, and the call fails at once.
+    let caps = c.node_capabilities().await.unwrap();
+    assert!(!caps.get_volume_stats && !caps.volume_condition);
+    let target = dir.path().join("target");
+    c.publish(publish_req(&target)).await.unwrap();
+    let e = c.node_volume_stats("v1", &target, None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CsiError::Rpc {
+                code: Code::Unimplemented,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    use pb::volume_usage::Unit;
+    p.state.lock().unwrap().volume_stats = Some(pb::NodeGetVolumeStatsResponse {
+        usage: vec![
+            pb::VolumeUsage {
+                available: 700,
+                total: 1000,
+                used: 300,
+                unit: Unit::Bytes as i32,
+            },
+            pb::VolumeUsage {
+                available: 90,
+                total: 100,
+                used: -1,
+                unit: Unit::Inodes as i32,
+            },
+        ],
+        volume_condition: Some(pb::VolumeCondition {
+            abnormal: true,
+            message: "disk degraded".into(),
+        }),
+    });
+    // A fresh client: capabilities are cached per plugin run.
+    let c = CsiClient::new("fake", &sock.display().to_string(), fast()).unwrap();
+    let caps = c.node_capabilities().await.unwrap();
+    assert!(caps.get_volume_stats && caps.volume_condition);
+    let stats = c
+        .node_volume_stats("v1", &target, Some(&dir.path().join("staging")))
+        .await
+        .unwrap();
+    let bytes = stats.bytes.unwrap();
+    assert_eq!(
+        (bytes.total, bytes.used, bytes.available),
+        (Some(1000), Some(300), Some(700))
+    );
+    let inodes = stats.inodes.unwrap();
+    assert_eq!(inodes.used, None, "a negative figure is no figure");
+    assert_eq!(inodes.total, Some(100));
+    let cond = stats.condition.unwrap();
+    assert!(cond.abnormal);
+    assert_eq!(cond.message, "disk degraded");
+    let last = p.state.lock().unwrap().calls.last().cloned().unwrap();
+    assert_eq!(last.method, "NodeGetVolumeStats");
+    assert_eq!(last.path, target.display().to_string());
+    assert!(last.staging.ends_with("staging"));
+    // A path the volume is not published at: the plugin's NOT_FOUND, not a retry loop.
+    let e = c
+        .node_volume_stats("v1", &dir.path().join("elsewhere"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CsiError::Rpc {
+                code: Code::NotFound,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

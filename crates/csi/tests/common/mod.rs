@@ -59,6 +59,9 @@ pub struct FakeState {
     pub stack_mounts: bool,
     /// The next this-many unpublishes answer OK without unmounting anything.
     pub ignore_unpublish: usize,
+    /// With `Some`, the plugin advertises `GET_VOLUME_STATS` (and `VOLUME_CONDITION` when the
+    /// answer carries a condition) and answers `NodeGetVolumeStats` of a published volume so.
+    pub volume_stats: Option<pb::NodeGetVolumeStatsResponse>,
 }
 
 impl Default for FakeState {
@@ -77,6 +80,7 @@ impl Default for FakeState {
             real_mounts: None,
             stack_mounts: false,
             ignore_unpublish: 0,
+            volume_stats: None,
         }
     }
 }
@@ -352,9 +356,24 @@ impl Node for Svc {
     }
     async fn node_get_volume_stats(
         &self,
-        _r: Request<pb::NodeGetVolumeStatsRequest>,
+        r: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
-        Err(Status::unimplemented("no stats"))
+        let r = r.into_inner();
+        let mut c = call("NodeGetVolumeStats", &r.volume_id);
+        c.path = r.volume_path.clone();
+        c.staging = r.staging_target_path.clone();
+        self.enter(c).await?;
+        let s = self.0.lock().unwrap();
+        let Some(stats) = s.volume_stats.clone() else {
+            return Err(Status::unimplemented("no stats"));
+        };
+        if r.volume_path.is_empty() {
+            return Err(Status::invalid_argument("volume_path is required"));
+        }
+        if !s.published.contains_key(&r.volume_path) {
+            return Err(Status::not_found("not published at that path"));
+        }
+        Ok(Response::new(stats))
     }
     async fn node_expand_volume(
         &self,
@@ -369,13 +388,20 @@ impl Node for Svc {
         self.enter(call("NodeGetCapabilities", "")).await?;
         use pb::node_service_capability::{Rpc, Type, rpc::Type as T};
         let mut caps = vec![];
-        if self.0.lock().unwrap().stage_unstage {
-            caps.push(pb::NodeServiceCapability {
-                r#type: Some(Type::Rpc(Rpc {
-                    r#type: T::StageUnstageVolume as i32,
-                })),
-            });
+        let s = self.0.lock().unwrap();
+        let rpc = |t: T| pb::NodeServiceCapability {
+            r#type: Some(Type::Rpc(Rpc { r#type: t as i32 })),
+        };
+        if s.stage_unstage {
+            caps.push(rpc(T::StageUnstageVolume));
         }
+        if let Some(stats) = &s.volume_stats {
+            caps.push(rpc(T::GetVolumeStats));
+            if stats.volume_condition.is_some() {
+                caps.push(rpc(T::VolumeCondition));
+            }
+        }
+        drop(s);
         Ok(Response::new(pb::NodeGetCapabilitiesResponse {
             capabilities: caps,
         }))
