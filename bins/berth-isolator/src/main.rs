@@ -10,6 +10,7 @@
 //!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
 //!   apply-operation --operation FILE           apply one accepted offer operation (JSON)
 //!   resources                                  the checkpointed and total resources
+//!   usage [--json]                             how full each volume is, and how it was measured
 //!   serve --listen unix:PATH [--socket-group G] [--allow-uid UID]... [--shutdown-grace SECS] [--metrics [IP:]PORT]
 //!   demo                                       a persistent volume across two containers
 //! ```
@@ -143,6 +144,19 @@ enum Command {
         /// Prometheus metrics (`GET /metrics`): `PORT` on loopback, or `IP:PORT`.
         #[arg(long, value_parser = berth_isolator::serve::parse_metrics)]
         metrics: Option<std::net::SocketAddr>,
+        /// Seconds between measurements of the volumes' usage for the metrics.
+        #[arg(
+            long = "usage-interval",
+            alias = "usage_interval",
+            default_value_t = 15
+        )]
+        usage_interval: u64,
+    },
+    /// How full each volume is (persistent, CSI, Docker), and how it was measured.
+    Usage {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Shows a persistent volume surviving two containers (needs root; uses a temporary work
     /// dir in a private mount namespace).
@@ -240,6 +254,7 @@ async fn run(cli: Cli) -> Result<()> {
             allow_uid,
             shutdown_grace,
             metrics,
+            usage_interval,
         } => {
             let options = berth_isolator::serve::ServeOptions {
                 socket: berth_isolator::serve::parse_listen(&listen)?,
@@ -247,6 +262,7 @@ async fn run(cli: Cli) -> Result<()> {
                 allow_uids: allow_uid,
                 grace: std::time::Duration::from_secs(shutdown_grace),
                 metrics,
+                usage_interval: std::time::Duration::from_secs(usage_interval.max(1)),
             };
             let agent = Arc::new(berth_isolator::agent::open(settings).await?);
             berth_isolator::serve::run(agent, &options, || {
@@ -361,6 +377,38 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 .with_context(|| format!("operation {}", operation.display()))?;
             let out = agent.apply_operation(op).await?;
             print_json(&berth_isolator::agent::resources_json(&out))
+        }
+        Command::Usage { json } => {
+            let usage = agent.usage().await;
+            if json {
+                return print_json(&serde_json::json!({ "volumes": usage }));
+            }
+            if usage.is_empty() {
+                println!("no volumes");
+            }
+            let figure = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            for u in usage {
+                let id = u
+                    .persistence_id
+                    .as_deref()
+                    .or(u.volume_id.as_deref())
+                    .unwrap_or("-");
+                println!(
+                    "{} {} {}: used {} of {} bytes, {} inodes ({}){}{}",
+                    u.kind,
+                    id,
+                    u.path.display(),
+                    figure(u.used_bytes),
+                    figure(u.limit_bytes),
+                    figure(u.used_inodes),
+                    u.enforcement.as_str(),
+                    u.abnormal
+                        .map(|m| format!("; abnormal: {m}"))
+                        .unwrap_or_default(),
+                    u.error.map(|e| format!("; error: {e}")).unwrap_or_default(),
+                );
+            }
+            Ok(())
         }
         Command::Resources => {
             let out = agent.resources().await;

@@ -95,6 +95,22 @@ async fn detached<T: Send + 'static>(
     }
 }
 
+fn usage_message(u: berth_agent::agent::usage::VolumeUsage) -> pb::VolumeUsage {
+    pb::VolumeUsage {
+        kind: u.kind.to_owned(),
+        persistence_id: u.persistence_id.unwrap_or_default(),
+        volume_id: u.volume_id.unwrap_or_default(),
+        role: u.role.unwrap_or_default(),
+        path: u.path.display().to_string(),
+        limit_bytes: u.limit_bytes,
+        used_bytes: u.used_bytes,
+        used_inodes: u.used_inodes,
+        enforcement: u.enforcement.as_str().to_owned(),
+        abnormal: u.abnormal.unwrap_or_default(),
+        error: u.error.unwrap_or_default(),
+    }
+}
+
 fn resources_response(r: ResourcesView) -> pb::ResourcesResponse {
     pb::ResourcesResponse {
         checkpointed: r.checkpointed,
@@ -226,6 +242,17 @@ impl IsolatorRpc for Service {
         )))
     }
 
+    async fn usage(
+        &self,
+        _request: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let agent = Arc::clone(&self.agent);
+        let volumes = detached(async move { Ok(agent.usage().await) }).await?;
+        Ok(Response::new(pb::UsageResponse {
+            volumes: volumes.into_iter().map(usage_message).collect(),
+        }))
+    }
+
     async fn ping(
         &self,
         _request: Request<pb::PingRequest>,
@@ -262,6 +289,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// `--metrics`: where to serve `GET /metrics`.
     pub metrics: Option<SocketAddr>,
+    /// `--usage-interval`: how often the volumes' usage is measured for `/metrics`.
+    pub usage_interval: Duration,
 }
 
 impl ServeOptions {
@@ -274,9 +303,13 @@ impl ServeOptions {
             allow_uids: Vec::new(),
             grace: DEFAULT_GRACE,
             metrics: None,
+            usage_interval: DEFAULT_USAGE_INTERVAL,
         }
     }
 }
+
+/// The default `--usage-interval` (Mesos's `--container_disk_watch_interval` default).
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The default `--shutdown-grace`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -329,7 +362,12 @@ pub async fn run(agent: Arc<Agent>, options: &ServeOptions, ready: impl FnOnce()
             if !addr.ip().is_loopback() {
                 tracing::warn!(%addr, "metrics served beyond loopback: anyone who can reach it sees container ids, volumes and plugin names");
             }
-            Some(crate::serve::metrics::spawn(Arc::clone(&agent), addr).await?)
+            let usage = metrics::UsageCache::default();
+            let refresh = usage.spawn_refresh(Arc::clone(&agent), options.usage_interval);
+            Some((
+                crate::serve::metrics::spawn(Arc::clone(&agent), addr, usage).await?,
+                refresh,
+            ))
         }
         None => None,
     };
@@ -355,8 +393,9 @@ pub async fn run(agent: Arc<Agent>, options: &ServeOptions, ready: impl FnOnce()
     .await
     .context("gRPC server")?;
     drop(file);
-    if let Some(t) = metrics_task {
-        t.abort();
+    if let Some((server, refresh)) = metrics_task {
+        server.abort();
+        refresh.abort();
     }
     retry.stop();
     if ended == berth_rpc::shutdown::Ended::GraceExpired {
@@ -382,6 +421,7 @@ pub mod metrics {
     use anyhow::{Context as _, Result};
 
     use crate::agent::Agent;
+    use berth_agent::agent::usage::VolumeUsage;
 
     /// A label value as the exposition format wants it (`\\`, `\"` and `\n` escaped).
     fn label(v: &str) -> String {
@@ -390,8 +430,92 @@ pub mod metrics {
             .replace('\n', "\\n")
     }
 
-    /// The metrics text of `agent` (Prometheus exposition format 0.0.4).
-    pub async fn render(agent: &Agent) -> String {
+    /// The last usage measured, refreshed in the background: `/metrics` reads it and never
+    /// measures (a walk of a large volume, or a plugin that hangs, never holds a scrape).
+    #[derive(Debug, Default, Clone)]
+    pub struct UsageCache(Arc<std::sync::Mutex<Vec<VolumeUsage>>>);
+
+    impl UsageCache {
+        /// What was measured last (empty before the first measurement).
+        #[must_use]
+        pub fn get(&self) -> Vec<VolumeUsage> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        }
+
+        /// Measures now and every `every`, each time on the blocking pool.
+        #[must_use]
+        pub fn spawn_refresh(
+            &self,
+            agent: Arc<Agent>,
+            every: std::time::Duration,
+        ) -> tokio::task::JoinHandle<()> {
+            let cache = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let a = Arc::clone(&agent);
+                    match super::detached(async move { Ok(a.usage().await) }).await {
+                        Ok(v) => {
+                            *cache
+                                .0
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e.message(), "measuring volume usage failed")
+                        }
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            })
+        }
+    }
+
+    fn usage_gauges(out: &mut String, usage: &[VolumeUsage]) {
+        type Figure = fn(&VolumeUsage) -> Option<u64>;
+        let gauges: [(&str, &str, Figure); 3] = [
+            (
+                "berth_volume_used_bytes",
+                "Bytes used on a volume (see enforcement for how it was measured).",
+                |u| u.used_bytes,
+            ),
+            (
+                "berth_volume_limit_bytes",
+                "A volume's size: promised (persistent volumes) or reported (CSI, Docker).",
+                |u| u.limit_bytes,
+            ),
+            (
+                "berth_volume_used_inodes",
+                "Inodes used on a volume.",
+                |u| u.used_inodes,
+            ),
+        ];
+        for (name, help, figure) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for u in usage {
+                let Some(v) = figure(u) else { continue };
+                let id = u
+                    .persistence_id
+                    .as_deref()
+                    .or(u.volume_id.as_deref())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{name}{{kind=\"{}\",id=\"{}\",enforcement=\"{}\"}} {v}",
+                    u.kind,
+                    label(id),
+                    u.enforcement.as_str()
+                );
+            }
+        }
+    }
+
+    /// The metrics text of `agent` (Prometheus exposition format 0.0.4), with the volumes'
+    /// `usage` as last measured.
+    pub async fn render(agent: &Agent, usage: &[VolumeUsage]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -416,6 +540,7 @@ pub mod metrics {
         );
         let _ = writeln!(out, "# TYPE berth_isolator_containers gauge");
         let _ = writeln!(out, "berth_isolator_containers {containers}");
+        usage_gauges(&mut out, usage);
         let _ = writeln!(
             out,
             "# HELP berth_plugin_calls_total Calls made to volume plugins (CSI RPC attempts, Docker volume plugin endpoint calls)."
@@ -492,6 +617,7 @@ pub mod metrics {
     pub async fn spawn(
         agent: Arc<Agent>,
         addr: std::net::SocketAddr,
+        usage: UsageCache,
     ) -> Result<tokio::task::JoinHandle<()>> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -500,13 +626,14 @@ pub mod metrics {
             "/metrics",
             axum::routing::get(move || {
                 let agent = Arc::clone(&agent);
+                let usage = usage.get();
                 async move {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4",
                         )],
-                        render(&agent).await,
+                        render(&agent, &usage).await,
                     )
                 }
             }),

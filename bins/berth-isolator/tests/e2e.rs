@@ -304,6 +304,130 @@ fn three_volume_kinds_in_one_container_through_the_binary() {
 }
 
 #[test]
+fn usage_of_every_volume_kind_through_the_binary_and_the_service() {
+    if !privileged("usage_of_every_volume_kind") {
+        return;
+    }
+    let Some((cfgd, easyfuse)) = peers("usage_of_every_volume_kind") else {
+        return;
+    };
+    let w = World::start(&cfgd, &easyfuse);
+    w.create_volume();
+    let (sandbox, cfg) = w.container("c1");
+    let _ = ok(&w.run(&["prepare", "--container-id", "c1", "--config", &cfg]));
+    let sb = sandbox.clone();
+    w.ns.run(move || std::fs::write(sb.join("data/blob"), vec![1u8; 3 << 20]).unwrap());
+
+    let usage = ok(&w.run(&["usage", "--json"]));
+    let volumes = usage["volumes"].as_array().unwrap();
+    let by_kind = |k: &str| -> Vec<&Value> { volumes.iter().filter(|v| v["kind"] == k).collect() };
+    let persistent = by_kind("persistent");
+    assert_eq!(persistent.len(), 1, "{usage}");
+    let p = persistent[0];
+    assert_eq!(p["persistence_id"], "pv-e2e");
+    assert_eq!(p["role"], "db");
+    assert_eq!(p["enforcement"], "du");
+    assert_eq!(p["limit_bytes"], 64u64 << 20);
+    assert!(p["used_bytes"].as_u64().unwrap() >= 3 << 20, "{p}");
+    assert!(p["used_inodes"].as_u64().unwrap() >= 2, "{p}");
+    // cfgd-csi advertises GET_VOLUME_STATS: its NodeGetVolumeStats figures.
+    let csi = by_kind("csi");
+    assert_eq!(csi.len(), 1, "{usage}");
+    assert_eq!(csi[0]["volume_id"], "vol-module");
+    assert_eq!(csi[0]["enforcement"], "csi", "{usage}");
+    assert!(csi[0]["used_bytes"].as_u64().is_some(), "{usage}");
+    assert!(csi[0].get("error").is_none(), "{usage}");
+    // The Docker volume (easyfuse's FUSE mount): statvfs of its mount point.
+    let docker = by_kind("docker");
+    assert_eq!(docker.len(), 1, "{usage}");
+    assert_eq!(docker[0]["enforcement"], "statvfs");
+    assert!(docker[0]["limit_bytes"].as_u64().is_some(), "{usage}");
+
+    // The service: the same figures by gRPC, and as gauges at /metrics.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sock = w.root.join("isolator.sock");
+    let mut args = w.global.clone();
+    args.extend([
+        "serve".to_owned(),
+        format!("--listen=unix:{}", sock.display()),
+        format!("--metrics={port}"),
+        "--usage-interval=1".to_owned(),
+    ]);
+    let mut cmd = Command::new(BIN);
+    cmd.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut ns_children = Vec::new();
+    let child = w.ns.run(move || cmd.spawn().unwrap());
+    ns_children.push(child);
+    wait_for(&sock);
+    let s2 = sock.clone();
+    let grpc = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use berth_proto::berth::v1 as pb;
+            let channel = tonic::transport::Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = s2.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await
+                .unwrap();
+            pb::isolator_client::IsolatorClient::new(channel)
+                .usage(pb::UsageRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        });
+    assert_eq!(grpc.volumes.len(), volumes.len(), "{grpc:?}");
+    let pv = grpc
+        .volumes
+        .iter()
+        .find(|v| v.persistence_id == "pv-e2e")
+        .unwrap();
+    assert_eq!(pv.limit_bytes, Some(64 << 20));
+    assert!(pv.used_bytes.unwrap() >= 3 << 20);
+    assert_eq!(pv.enforcement, "du");
+    let mut text = String::new();
+    for _ in 0..100 {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        text.clear();
+        std::io::Read::read_to_string(&mut conn, &mut text).unwrap();
+        if text.contains("berth_volume_used_bytes{kind=\"persistent\",id=\"pv-e2e\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        text.contains("berth_volume_limit_bytes{kind=\"persistent\",id=\"pv-e2e\",enforcement=\"du\"} 67108864"),
+        "{text}"
+    );
+    assert!(
+        text.contains("berth_volume_used_bytes{kind=\"docker\""),
+        "{text}"
+    );
+    for mut c in ns_children {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(c.wait().unwrap().success());
+    }
+    let _ = ok(&w.run(&["cleanup", "--container-id", "c1"]));
+    w.assert_nothing_mounted();
+}
+
+#[test]
 fn sigkill_at_random_moments_then_recover_leaks_nothing() {
     if !privileged("sigkill_at_random_moments") {
         return;

@@ -559,6 +559,18 @@ impl<N: NodeService> VolumeManager<N> {
             .map(|_| ())
     }
 
+    /// Every volume record, in key order (records that cannot be read are left out: recovery
+    /// reports them). Reads every record.
+    #[must_use]
+    pub fn records(&self) -> Vec<VolumeRecord> {
+        let Ok(keys) = self.store.list() else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|k| self.store.load(&key(k)).ok().flatten())
+            .collect()
+    }
+
     /// How many volumes have a pending intent (the retry queue's depth): records that are not
     /// settled (see [`VolumeRecord::is_settled`]). Reads every record.
     #[must_use]

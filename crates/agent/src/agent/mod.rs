@@ -5,6 +5,7 @@
 
 mod error;
 mod lock;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
