@@ -52,6 +52,7 @@ pub mod detect;
 mod error;
 mod fs;
 pub mod layout;
+pub mod quota;
 mod sync;
 
 use std::path::{Path, PathBuf};
