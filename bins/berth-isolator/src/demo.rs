@@ -88,6 +88,28 @@ async fn steps<W: Write>(out: &mut W) -> Result<()> {
         "2. CREATE persistent volume demo-volume (role demo-role, 64 MB): directory {}",
         dir.display()
     )?;
+    let usage = agent.usage().await;
+    let u = usage
+        .iter()
+        .find(|u| u.persistence_id.as_deref() == Some("demo-volume"))
+        .context("no usage reported for demo-volume")?;
+    ensure!(
+        u.limit_bytes == Some(64 << 20),
+        "limit reported: {:?}",
+        u.limit_bytes
+    );
+    match u.enforcement {
+        berth_agent::agent::usage::Enforcement::ProjectQuota => writeln!(
+            out,
+            "   its 64 MB are enforced by a project quota: a task writing more gets ENOSPC/EDQUOT"
+        )?,
+        other => writeln!(
+            out,
+            "   its 64 MB are measured ({}), not enforced: this work dir's filesystem has no \
+             project quotas (XFS or ext4 mounted prjquota would enforce them)",
+            other.as_str()
+        )?,
+    }
 
     // Container 1 writes.
     let sandbox1 = root.join("sandbox-1");

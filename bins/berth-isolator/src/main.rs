@@ -70,6 +70,31 @@ struct Cli {
         global = true
     )]
     retain_destroyed_data: bool,
+    /// How persistent volumes' sizes are enforced: `auto` (project quotas where the
+    /// filesystem has them, else du accounting), `project-quota` (required), `du`, `none`.
+    #[arg(
+        long = "disk-isolation",
+        alias = "disk_isolation",
+        global = true,
+        default_value = "auto"
+    )]
+    disk_isolation: berth_agent::resources::quota::DiskIsolation,
+    /// Project ids for volume quotas, `BEGIN-END` (Mesos: `--xfs_project_range=[5000-10000]`).
+    #[arg(
+        long = "project-ids",
+        alias = "xfs_project_range",
+        global = true,
+        default_value = "5000-10000"
+    )]
+    project_ids: berth_agent::resources::quota::ProjectRange,
+    /// A soft limit this many bytes below each volume's hard limit (0: none).
+    #[arg(
+        long = "quota-headroom",
+        alias = "quota_headroom",
+        global = true,
+        default_value_t = 0
+    )]
+    quota_headroom: u64,
     /// Seconds to wait for the work dir's lock held by another berth-isolator.
     #[arg(long = "lock-wait", global = true, default_value_t = 10)]
     lock_wait: u64,
@@ -246,6 +271,11 @@ async fn run(cli: Cli) -> Result<()> {
         retain_destroyed_data: cli.retain_destroyed_data,
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
+        quota: berth_agent::resources::quota::QuotaConfig {
+            isolation: cli.disk_isolation,
+            range: cli.project_ids,
+            headroom_bytes: cli.quota_headroom,
+        },
     };
     match cli.command {
         Command::Serve {

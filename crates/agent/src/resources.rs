@@ -113,8 +113,9 @@ pub struct Options {
 
 /// The crash hook of a resources change: the shared `berth_mount::hook` type. Its points:
 /// the intent `target written` (the target set is durable, nothing else changed yet); the steps
-/// `volume created`, `volume detached` (moved into the trash or the retained area) and
-/// `volume removed`, whose subject is the volume's path; the done point `committed`.
+/// `volume created`, `volume limited` (its project quota set, with quotas only), `volume
+/// detached` (moved into the trash or the retained area) and `volume removed`, whose subject
+/// is the volume's path; the done point `committed`.
 pub use berth_mount::hook::{Hook, HookPoint, Phase};
 
 /// What a sync did.
@@ -229,6 +230,7 @@ pub struct AgentResources {
     total: Resources,
     options: Options,
     hook: Option<Hook>,
+    quotas: Option<quota::VolumeQuotas>,
     _lock: Flock<std::fs::File>,
 }
 
@@ -306,8 +308,149 @@ impl AgentResources {
             total,
             options,
             hook: None,
+            quotas: None,
             _lock: lock,
         })
+    }
+
+    /// Gives volumes on ROOT and PATH disks project quotas as `config` says (see [`quota`]),
+    /// with `quotas` making the calls. Call [`reconcile_quotas`](Self::reconcile_quotas) next.
+    ///
+    /// # Errors
+    /// The record of project ids cannot be read.
+    pub fn set_quotas(
+        &mut self,
+        config: quota::QuotaConfig,
+        quotas: std::sync::Arc<dyn berth_mount::quota::Quotas>,
+    ) -> Result<()> {
+        let q = quota::VolumeQuotas::open(&self.meta_dir, config, quotas).map_err(|source| {
+            ResourcesError::Quota {
+                path: self.meta_dir.join(quota::PROJECTS_FILE),
+                source,
+            }
+        })?;
+        self.quotas = Some(q);
+        Ok(())
+    }
+
+    /// The project quotas, when set.
+    #[must_use]
+    pub fn quotas(&self) -> Option<&quota::VolumeQuotas> {
+        self.quotas.as_ref()
+    }
+
+    /// Brings every committed volume's quota in line with the record and the checkpoint (after
+    /// a restart; see [`quota::VolumeQuotas::reconcile`]). Without quotas, nothing.
+    ///
+    /// # Errors
+    /// [`ResourcesError::RecoveryRequired`] with a change pending; the quota failure.
+    pub fn reconcile_quotas(&mut self) -> Result<quota::ReconcileReport> {
+        self.ensure_settled()?;
+        let sizes = sync::volume_sizes(&self.work_dir, &self.checkpointed)?;
+        let dirs = volume_dirs(&self.work_dir, &self.checkpointed)?;
+        let live: std::collections::BTreeMap<PathBuf, (u64, PathBuf)> = sizes
+            .into_iter()
+            .filter(|(p, _)| p.is_dir())
+            .filter_map(|(p, size)| {
+                let root = dirs.get(&p)?.root.clone();
+                Some((p, (size, root)))
+            })
+            .collect();
+        let Some(q) = &mut self.quotas else {
+            return Ok(quota::ReconcileReport::default());
+        };
+        // A recorded volume is gone when it is not live and its directory does not exist.
+        let report = q
+            .reconcile(&live, &|d: &Path| std::fs::symlink_metadata(d).is_err())
+            .map_err(|source| ResourcesError::Quota {
+                path: self.meta_dir.join(quota::PROJECTS_FILE),
+                source,
+            })?;
+        if report != quota::ReconcileReport::default() {
+            tracing::info!(?report, "reconciled the volumes' project quotas");
+        }
+        Ok(report)
+    }
+
+    /// Refuses what a change would do against quotas: a new volume that needs a project quota
+    /// its filesystem lacks (`--disk-isolation project-quota`), a shrink below the volume's
+    /// usage (its quota's count, or a walk of the directory).
+    fn check_quotas(&self, plan: &Plan) -> Result<()> {
+        if let Some(q) = &self.quotas {
+            let mut limited = 0;
+            for d in plan.create.iter().filter(|d| d.kind != DiskKind::Mount) {
+                let how = q
+                    .enforcement(&d.root)
+                    .map_err(|source| ResourcesError::Quota {
+                        path: d.path.clone(),
+                        source,
+                    })?;
+                if how == quota::VolumeEnforcement::ProjectQuota {
+                    limited += 1;
+                }
+            }
+            q.check_free(limited)
+                .map_err(|source| ResourcesError::Quota {
+                    path: self.meta_dir.join(quota::PROJECTS_FILE),
+                    source,
+                })?;
+        }
+        for (d, old, new) in &plan.resize {
+            if new >= old {
+                continue;
+            }
+            if let Some(q) = self
+                .quotas
+                .as_ref()
+                .filter(|q| q.assigned(&d.path).is_some())
+            {
+                q.check_shrink(&d.path, *new)
+                    .map_err(|source| ResourcesError::Quota {
+                        path: d.path.clone(),
+                        source,
+                    })?;
+            } else if let Ok(used) = berth_mount::usage::tree_usage(&d.path)
+                && used.bytes > *new
+            {
+                return Err(ResourcesError::ShrinkBelowUsage {
+                    path: d.path.clone(),
+                    used_bytes: used.bytes,
+                    new_bytes: *new,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the volume at `path` its quota of `bytes`, firing the `volume limited` step
+    /// point when it has one (nothing without quotas).
+    fn limit(&mut self, path: &Path, bytes: u64) -> Result<()> {
+        let Some(q) = &mut self.quotas else {
+            return Ok(());
+        };
+        let project = q
+            .limit(path, bytes)
+            .map_err(|source| ResourcesError::Quota {
+                path: path.to_owned(),
+                source,
+            })?;
+        if project.is_some() {
+            self.volume_step("volume limited", path);
+        }
+        Ok(())
+    }
+
+    /// Releases the quota of a destroyed volume whose data is gone (`fs_dir`: a directory on
+    /// its filesystem).
+    fn release(&mut self, path: &Path, fs_dir: &Path) -> Result<()> {
+        if let Some(q) = &mut self.quotas {
+            q.release(path, fs_dir)
+                .map_err(|source| ResourcesError::Quota {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Installs a callback run at every [`HookPoint`] (tests: crash injection).
@@ -512,6 +655,7 @@ impl AgentResources {
         plan.check_paths()?;
         plan.check_users(users)?;
         plan.check_mounts()?;
+        self.check_quotas(&plan)?;
         fs::write_atomic(&self.target_path(), &encode(&new)?)?;
         self.hook(HookPoint::intent(&[], "target written"));
         let report = self.sync(&plan)?;
@@ -519,7 +663,7 @@ impl AgentResources {
         Ok(report)
     }
 
-    fn sync(&self, plan: &Plan) -> Result<SyncReport> {
+    fn sync(&mut self, plan: &Plan) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         // New volumes first, as Mesos does: a failure leaves every old volume in place.
         for d in &plan.create {
@@ -527,6 +671,13 @@ impl AgentResources {
             tracing::info!(id = %d.id, path = %d.path.display(), "created persistent volume directory");
             report.created.push(d.path.clone());
             self.volume_step("volume created", &d.path);
+            if let Some(bytes) = plan.sizes.get(&d.path) {
+                self.limit(&d.path, *bytes)?;
+            }
+        }
+        // GROW and SHRINK: the limit follows the size, before the new size is committed.
+        for (d, _, new) in &plan.resize {
+            self.limit(&d.path, *new)?;
         }
         for d in &plan.destroy {
             // Leftovers of an interrupted removal of the same volume.
@@ -535,10 +686,23 @@ impl AgentResources {
                 Detached::Trashed => {
                     self.volume_step("volume detached", &d.path);
                     fs::purge_trash(d)?;
+                    // The data is gone: its project id may serve another volume.
+                    self.release(&d.path, &d.root)?;
                     report.removed.push(d.path.clone());
                 }
                 Detached::Retained(to) => {
                     self.volume_step("volume detached", &d.path);
+                    // Kept data is no volume any more: untagged, its id released.
+                    if let Some(q) = self
+                        .quotas
+                        .as_ref()
+                        .filter(|q| q.assigned(&d.path).is_some())
+                    {
+                        if let Err(e) = q.untag(&to) {
+                            tracing::warn!(path = %to.display(), error = %e, "cannot clear the project id of retained data");
+                        }
+                        self.release(&d.path, &d.root)?;
+                    }
                     tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
                     report.retained.push((d.path.clone(), to));
                 }

@@ -775,3 +775,123 @@ fn one_open_at_a_time() {
         Err(ResourcesError::InvalidConfigured { .. })
     ));
 }
+
+/// Project quotas through a volume's whole life, against the recording fake: CREATE gives the
+/// volume an id (recorded first) and a hard limit of its size, GROW and SHRINK move the limit,
+/// a SHRINK below what the volume holds is refused with nothing changed, DESTROY releases the
+/// id for the next volume, and a reopened agent reconciles what the kernel lost.
+#[test]
+fn project_quotas_follow_create_grow_shrink_and_destroy() {
+    use berth_agent::resources::quota::{DiskIsolation, ProjectRange, QuotaConfig};
+    use berth_mount::quota::{FakeQuotas, Limits, Quotas, Support};
+    let (_t, work) = tempdir();
+    let fake = Arc::new(FakeQuotas::new(Support::Enforced));
+    let config = QuotaConfig {
+        isolation: DiskIsolation::Auto,
+        range: ProjectRange::new(100, 101).unwrap(),
+        headroom_bytes: 0,
+    };
+    let mut ar = open(&work, FLAG, Options::default());
+    ar.set_quotas(config, Arc::clone(&fake) as Arc<dyn Quotas>)
+        .unwrap();
+    let mib = |n: u64| n << 20;
+    ar.apply_operation_json(
+        &json!({"type": "RESERVE", "reserve": {"resources": [disk(3000, "db")]}}),
+        &NoUsers,
+    )
+    .unwrap();
+    ar.apply_operation_json(
+        &json!({"type": "CREATE", "create": {"volumes": [volume(1000, "db", "v1")]}}),
+        &NoUsers,
+    )
+    .unwrap();
+    let v1 = work.join("volumes/roles/db/v1");
+    assert_eq!(fake.project_of(&v1).unwrap(), 100);
+    assert_eq!(fake.limits_of(100).unwrap().hard_bytes, mib(1000));
+    let record: Json =
+        serde_json::from_slice(&std::fs::read(work.join("meta/resources/projects.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["volumes"][v1.to_str().unwrap()]["project"], 100);
+
+    ar.apply_operation_json(
+        &json!({"type": "GROW_VOLUME", "grow_volume": {
+            "volume": volume(1000, "db", "v1"), "addition": disk(500, "db")}}),
+        &NoUsers,
+    )
+    .unwrap();
+    assert_eq!(fake.limits_of(100).unwrap().hard_bytes, mib(1500));
+
+    // 1200 MiB in use: a SHRINK to 1000 MB is refused, nothing changes.
+    fake.set_used(100, mib(1200), 10);
+    let before = ar.checkpointed().clone();
+    let e = ar
+        .apply_operation_json(
+            &json!({"type": "SHRINK_VOLUME", "shrink_volume": {
+                "volume": volume(1500, "db", "v1"), "subtract": {"value": 500}}}),
+            &NoUsers,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("holds {} bytes", mib(1200))),
+        "{e}"
+    );
+    assert_eq!(e.code(), berth_agent::ErrorCode::FailedPrecondition);
+    assert_eq!(ar.checkpointed(), &before);
+    assert_eq!(fake.limits_of(100).unwrap().hard_bytes, mib(1500));
+    assert!(!ar.is_pending());
+    fake.set_used(100, mib(900), 10);
+    ar.apply_operation_json(
+        &json!({"type": "SHRINK_VOLUME", "shrink_volume": {
+            "volume": volume(1500, "db", "v1"), "subtract": {"value": 500}}}),
+        &NoUsers,
+    )
+    .unwrap();
+    assert_eq!(fake.limits_of(100).unwrap().hard_bytes, mib(1000));
+
+    // A second volume gets the next id; the kernel loses v2's limit (a crash between record
+    // and limit); a reopened agent puts it back.
+    ar.apply_operation_json(
+        &json!({"type": "CREATE", "create": {"volumes": [volume(200, "db", "v2")]}}),
+        &NoUsers,
+    )
+    .unwrap();
+    let v2 = work.join("volumes/roles/db/v2");
+    assert_eq!(fake.project_of(&v2).unwrap(), 101);
+    fake.set_limits(&v2, 101, Limits::default()).unwrap();
+    drop(ar);
+    let mut ar = open(&work, FLAG, Options::default());
+    ar.set_quotas(config, Arc::clone(&fake) as Arc<dyn Quotas>)
+        .unwrap();
+    let report = ar.reconcile_quotas().unwrap();
+    assert_eq!(report.fixed, vec![v2.clone()]);
+    assert_eq!(fake.limits_of(101).unwrap().hard_bytes, mib(200));
+
+    // Every id is taken: a third volume is refused before anything is written.
+    let e = ar
+        .apply_operation_json(
+            &json!({"type": "CREATE", "create": {"volumes": [volume(100, "db", "v3")]}}),
+            &NoUsers,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no free project id"), "{e}");
+    assert!(!ar.is_pending(), "refused before the target was written");
+    assert!(!work.join("volumes/roles/db/v3").exists());
+
+    // DESTROY releases v1's id, and the next volume takes it.
+    ar.apply_operation_json(
+        &json!({"type": "DESTROY", "destroy": {"volumes": [volume(1000, "db", "v1")]}}),
+        &NoUsers,
+    )
+    .unwrap();
+    assert_eq!(fake.limits_of(100), None);
+    ar.apply_operation_json(
+        &json!({"type": "CREATE", "create": {"volumes": [volume(100, "db", "v3")]}}),
+        &NoUsers,
+    )
+    .unwrap();
+    assert_eq!(
+        fake.project_of(&work.join("volumes/roles/db/v3")).unwrap(),
+        100
+    );
+}

@@ -59,6 +59,9 @@ pub struct Settings {
     pub lock_wait: Duration,
     /// Called at every write-ahead point (tests: crash injection).
     pub step_hook: Option<StepHook>,
+    /// `--disk-isolation`, `--project-ids`, `--quota-headroom`: project quotas of persistent
+    /// volumes.
+    pub quota: crate::resources::quota::QuotaConfig,
 }
 
 /// Counters of the metrics endpoint.
@@ -207,10 +210,18 @@ impl Agent {
         if let Some(h) = &hook {
             resources.set_hook(h.0.clone());
         }
+        resources.set_quotas(
+            settings.quota,
+            Arc::new(berth_mount::quota::LinuxQuotas::new()),
+        )?;
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
             let report = resources.recover(&users)?;
             tracing::info!(?report, "finished an interrupted resources change");
+        }
+        // A quota that cannot be put right is reported; it never stops the agent.
+        if let Err(e) = resources.reconcile_quotas() {
+            tracing::warn!(error = %e, "reconciling the volumes' project quotas");
         }
         Ok(Self {
             settings,

@@ -7,6 +7,7 @@
 //!
 //! | volume                               | used                               | limit                | `enforcement` |
 //! |--------------------------------------|------------------------------------|----------------------|---------------|
+//! | persistent, ROOT/PATH, project quota | the kernel's count (`quotactl`)    | the volume's size    | `project-quota` |
 //! | persistent, ROOT or PATH disk        | a walk of the directory (`du`)     | the volume's size    | `du`          |
 //! | persistent, MOUNT disk               | `statvfs` of the mount root        | the volume's size    | `statvfs`     |
 //! | CSI, plugin with `GET_VOLUME_STATS`  | `NodeGetVolumeStats` (+ condition) | the plugin's total   | `csi`         |
@@ -128,9 +129,20 @@ fn statvfs_into(u: &mut VolumeUsage, path: &Path, size_is_limit: bool) {
     }
 }
 
-/// The usage of every persistent volume in `checkpointed` (blocking: walks directories).
+/// The project quotas of persistent volumes, as [`persistent_usage`] reads them.
+pub type ProjectQuotas<'a> = (
+    &'a std::collections::BTreeMap<PathBuf, crate::resources::quota::Assigned>,
+    &'a dyn berth_mount::quota::Quotas,
+);
+
+/// The usage of every persistent volume in `checkpointed` (blocking: walks directories):
+/// volumes with a project quota (`quotas`) by the kernel's count, the others by a walk.
 #[must_use]
-pub fn persistent_usage(work_dir: &Path, checkpointed: &Resources) -> Vec<VolumeUsage> {
+pub fn persistent_usage(
+    work_dir: &Path,
+    checkpointed: &Resources,
+    quotas: Option<ProjectQuotas<'_>>,
+) -> Vec<VolumeUsage> {
     let mut out = Vec::new();
     for r in checkpointed.iter() {
         let Some(id) = r.persistence_id() else {
@@ -159,8 +171,18 @@ pub fn persistent_usage(work_dir: &Path, checkpointed: &Resources) -> Vec<Volume
         u.persistence_id = Some(id.as_str().to_owned());
         u.role = r.reservation_role().map(|role| role.as_str().to_owned());
         u.limit_bytes = r.scalar_value().and_then(|s| mb_to_bytes(s.milli()));
+        let quota = quotas.and_then(|(map, calls)| Some((map.get(&dir.path)?, calls)));
         if mount {
             statvfs_into(&mut u, &dir.path, false);
+        } else if let Some((assigned, calls)) = quota {
+            u.enforcement = Enforcement::ProjectQuota;
+            match calls.usage(&dir.path, assigned.project) {
+                Ok(q) => {
+                    u.used_bytes = Some(q.used_bytes);
+                    u.used_inodes = Some(q.used_inodes);
+                }
+                Err(e) => u.error = Some(e.to_string()),
+            }
         } else {
             match tree_usage(&dir.path) {
                 Ok(t) => {
@@ -180,8 +202,16 @@ impl Agent {
     /// volumes (published), Docker volume-driver volumes (mounted). Blocking (directory
     /// walks, `statvfs`, plugin calls): a server runs it off its serving threads.
     pub async fn usage(&self) -> Vec<VolumeUsage> {
-        let checkpointed = self.resources.lock().await.checkpointed().clone();
-        let mut out = persistent_usage(&self.settings.work_dir, &checkpointed);
+        let (checkpointed, quotas) = {
+            let r = self.resources.lock().await;
+            let quotas = r.quotas().map(|q| (q.all().clone(), q.calls()));
+            (r.checkpointed().clone(), quotas)
+        };
+        let mut out = persistent_usage(
+            &self.settings.work_dir,
+            &checkpointed,
+            quotas.as_ref().map(|(map, calls)| (map, calls.as_ref())),
+        );
         if let Some(csi) = &self.csi {
             for plugin in csi.started().await {
                 let manager = plugin.manager();
@@ -276,7 +306,7 @@ mod tests {
         let path = work.join("volumes/roles/db/v1");
         std::fs::create_dir_all(&path).unwrap();
         std::fs::write(path.join("f"), vec![7u8; 100_000]).unwrap();
-        let usage = persistent_usage(&work, &set);
+        let usage = persistent_usage(&work, &set, None);
         assert_eq!(usage.len(), 1);
         let u = &usage[0];
         assert_eq!(u.persistence_id.as_deref(), Some("v1"));
@@ -303,7 +333,7 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(work.join("volumes/roles/db/here")).unwrap();
-        let usage = persistent_usage(&work, &set);
+        let usage = persistent_usage(&work, &set, None);
         assert_eq!(usage.len(), 2);
         let gone = usage
             .iter()

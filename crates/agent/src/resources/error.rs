@@ -217,6 +217,28 @@ pub enum ResourcesError {
         #[source]
         source: berth_mount::MountError,
     },
+    /// A volume's project quota could not be given, changed, checked or released.
+    #[error("persistent volume at {path}: {source}")]
+    Quota {
+        /// The volume directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: super::quota::QuotaFailure,
+    },
+    /// A SHRINK_VOLUME below what the volume already holds (measured with `du`, the volume
+    /// having no project quota).
+    #[error(
+        "persistent volume at {path}: cannot shrink to {new_bytes} bytes: it holds {used_bytes} bytes"
+    )]
+    ShrinkBelowUsage {
+        /// The volume directory.
+        path: PathBuf,
+        /// The bytes it holds.
+        used_bytes: u64,
+        /// The size asked for.
+        new_bytes: u64,
+    },
 }
 
 impl ResourcesError {
@@ -240,12 +262,21 @@ impl ResourcesError {
             | Self::InvalidComponent { .. }
             | Self::DuplicateVolume { .. } => ErrorCode::InvalidArgument,
             Self::VolumeInUse { .. }
+            | Self::ShrinkBelowUsage { .. }
+            | Self::Quota {
+                source:
+                    super::quota::QuotaFailure::ShrinkBelowUsage { .. }
+                    | super::quota::QuotaFailure::Unsupported { .. }
+                    | super::quota::QuotaFailure::Exhausted { .. },
+                ..
+            }
             | Self::MountedInside { .. }
             | Self::RecoveryRequired { .. }
             | Self::Locked { .. } => ErrorCode::FailedPrecondition,
             Self::Io { .. }
             | Self::Corrupt { .. }
             | Self::NotADirectory { .. }
+            | Self::Quota { .. }
             | Self::Mount { .. } => ErrorCode::Internal,
         }
     }

@@ -301,6 +301,12 @@ impl VolumeQuotas {
         })
     }
 
+    /// The quota calls (for measuring usage without holding the agent's resources).
+    #[must_use]
+    pub fn calls(&self) -> Arc<dyn Quotas> {
+        Arc::clone(&self.quotas)
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> QuotaConfig {
@@ -355,6 +361,27 @@ impl VolumeQuotas {
                 source,
             }
         })
+    }
+
+    /// Refuses `n` more volumes with quotas when fewer ids than that are free.
+    ///
+    /// # Errors
+    /// [`QuotaFailure::Exhausted`].
+    pub fn check_free(&self, n: usize) -> Result<(), QuotaFailure> {
+        let ProjectRange { begin, end } = self.config.range;
+        let size = usize::try_from(end - begin)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let taken = self
+            .record
+            .volumes
+            .values()
+            .filter(|a| self.config.range.contains(a.project))
+            .count();
+        if size.saturating_sub(taken) < n {
+            return Err(QuotaFailure::Exhausted { begin, end });
+        }
+        Ok(())
     }
 
     fn free_id(&self) -> Result<u32, QuotaFailure> {
@@ -446,6 +473,15 @@ impl VolumeQuotas {
             Some(a) => Ok(Some(self.quotas.usage(dir, a.project)?)),
             None => Ok(None),
         }
+    }
+
+    /// Clears the project id of `dir` and everything below it (data that is no volume any
+    /// more, such as a destroyed volume's retained data).
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn untag(&self, dir: &Path) -> Result<(), QuotaFailure> {
+        Ok(self.quotas.assign(dir, 0)?)
     }
 
     /// Releases the quota of a volume whose data is gone (`dir` need not exist): its limit is

@@ -31,17 +31,49 @@ pub(super) fn volume_dirs(
     Ok(out)
 }
 
+/// The sizes of a set's volumes on ROOT and PATH disks (the ones a project quota can
+/// limit), in bytes, by directory.
+pub(super) fn volume_sizes(work_dir: &Path, set: &Resources) -> Result<BTreeMap<PathBuf, u64>> {
+    let mut out = BTreeMap::new();
+    for r in set.iter().filter(|r| r.is_persistent_volume()) {
+        let dir = layout::volume_dir(work_dir, r)?;
+        if dir.kind == layout::DiskKind::Mount {
+            continue;
+        }
+        let milli = r.scalar_value().map_or(0, berth_resources::Scalar::milli);
+        // MB (2^20 bytes) in milli-units.
+        let bytes = u64::try_from(milli).unwrap_or(0).saturating_mul(1 << 20) / 1000;
+        out.insert(dir.path, bytes);
+    }
+    Ok(out)
+}
+
 /// The directory changes between two sets.
 pub(super) struct Plan {
     pub(super) create: Vec<VolumeDir>,
     pub(super) destroy: Vec<VolumeDir>,
+    /// Volumes on ROOT/PATH disks in both sets whose size changed: (directory, old, new bytes).
+    pub(super) resize: Vec<(VolumeDir, u64, u64)>,
+    /// The new set's ROOT/PATH volume sizes.
+    pub(super) sizes: BTreeMap<PathBuf, u64>,
 }
 
 impl Plan {
     pub(super) fn new(work_dir: &Path, old: &Resources, new: &Resources) -> Result<Plan> {
+        let old_sizes = volume_sizes(work_dir, old)?;
+        let sizes = volume_sizes(work_dir, new)?;
         let old = volume_dirs(work_dir, old)?;
         let new = volume_dirs(work_dir, new)?;
+        let resize = new
+            .iter()
+            .filter_map(|(p, d)| {
+                let (was, now) = (old_sizes.get(p)?, sizes.get(p)?);
+                (old.contains_key(p) && was != now).then(|| (d.clone(), *was, *now))
+            })
+            .collect();
         Ok(Plan {
+            resize,
+            sizes,
             create: new
                 .iter()
                 .filter(|(p, _)| !old.contains_key(*p))

@@ -1,0 +1,422 @@
+//! Volume sizes enforced for real, through the binary: a work dir on XFS and on ext4 mounted
+//! `prjquota`, a persistent volume created with `apply-operation` gets a project quota of its
+//! size, a task writing past it stops there (ENOSPC on XFS, EDQUOT on ext4), GROW lets it
+//! write more, a SHRINK below what it holds is refused, DESTROY gives the id back, `usage`
+//! reports the kernel's count; and `kill -9` at every write-ahead point of CREATE, GROW and
+//! DESTROY leaves, after the next command's recovery, every volume with its recorded id and
+//! limit and no id shared or leaked.
+//!
+//! This machine's kernel has no project quotas: `vm_tier` runs the cases in one boot of
+//! Debian's kernel under qemu (see `crates/mount/tests/quota.rs` and `berth_testkit::vm`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth_mount::quota::{LinuxQuotas, Quotas};
+use berth_testkit::Ns;
+use berth_testkit::vm::{
+    in_vm, kernel_has_project_quotas, mount_prjquota, quota_fs, quota_required as required,
+    run_in_vm,
+};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_berth-isolator");
+const MIB: u64 = 1 << 20;
+const TASK_UID: u32 = 65534;
+
+fn may_run(test: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(!required(), "{test}: needs root");
+        eprintln!("SKIPPED {test}: needs root");
+        return false;
+    }
+    if in_vm() || kernel_has_project_quotas() {
+        return true;
+    }
+    eprintln!("SKIPPED {test} here: this kernel cannot mount prjquota; vm_tier runs it in a VM");
+    false
+}
+
+/// The writer child: only acts when `BERTH_QUOTA_WRITE` names a file (the parent's
+/// re-execution as the task user); a no-op otherwise.
+#[test]
+fn writer_child() {
+    let Ok(spec) = std::env::var("BERTH_QUOTA_WRITE") else {
+        return;
+    };
+    let (path, bytes) = spec.rsplit_once(':').unwrap();
+    let bytes: u64 = bytes.parse().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    let (mut written, mut errno) = (0, 0);
+    while written < bytes {
+        match f.write_all(&chunk).and_then(|()| f.sync_data()) {
+            Ok(()) => written += MIB,
+            Err(e) => {
+                errno = e.raw_os_error().unwrap_or(-1);
+                break;
+            }
+        }
+    }
+    println!("WROTE {written} {errno}");
+}
+
+/// A work dir on a quota filesystem, in a private mount namespace.
+struct World {
+    _dir: tempfile::TempDir,
+    _dev: berth_mount::loopdev::LoopDevice,
+    ns: Ns,
+    /// The temporary directory (outside the quota filesystem).
+    root: PathBuf,
+    /// On the quota filesystem, which only the namespace sees.
+    work: PathBuf,
+}
+
+impl World {
+    fn new(fstype: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        let dev = quota_fs(&d, fstype, 160);
+        let mnt = d.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let ns = Ns::new();
+        let (devp, m, fs) = (dev.path().to_owned(), mnt.clone(), fstype.to_owned());
+        ns.run(move || mount_prjquota(&devp, &m, &fs).unwrap());
+        World {
+            _dir: dir,
+            _dev: dev,
+            ns,
+            root: d,
+            work: mnt.join("work"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str], kill_at: Option<usize>) -> Output {
+        let mut c = Command::new(BIN);
+        c.arg(format!("--work-dir={}", self.work.display()))
+            .arg("--resources=disk(db):120")
+            .arg("--project-ids=300-309")
+            .args(args);
+        if let Some(n) = kill_at {
+            c.env("BERTH_ISOLATOR_KILL_AT", n.to_string());
+        }
+        self.ns.output(c)
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.cmd(args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn op(&self, op: &Value) -> PathBuf {
+        let p = self.root.join(format!(
+            "op-{}.json",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::write(&p, op.to_string()).unwrap();
+        p
+    }
+
+    fn apply(&self, op: &Value) -> Output {
+        let p = self.op(op);
+        self.cmd(
+            &["apply-operation", "--operation", p.to_str().unwrap()],
+            None,
+        )
+    }
+
+    fn usage(&self) -> Vec<Value> {
+        self.ok(&["usage", "--json"])["volumes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn project_of(&self, path: &Path) -> u32 {
+        let p = path.to_owned();
+        self.ns
+            .run(move || LinuxQuotas::new().project_of(&p).unwrap())
+    }
+
+    fn record(&self) -> Value {
+        let path = self.work.join("meta/resources/projects.json");
+        let text = self.ns.run(move || std::fs::read(path).unwrap());
+        serde_json::from_slice(&text).unwrap()
+    }
+
+    /// Runs `f` on a path inside the namespace (where the quota filesystem is mounted).
+    fn at<T: Send + 'static>(&self, path: &Path, f: impl FnOnce(&Path) -> T + Send + 'static) -> T {
+        let p = path.to_owned();
+        self.ns.run(move || f(&p))
+    }
+
+    /// Writes as the task user, in the namespace: (bytes written, errno).
+    fn write_as_task(&self, file: &Path, bytes: u64) -> (u64, i32) {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", "writer_child", "--nocapture", "--test-threads=1"])
+            .env("BERTH_QUOTA_WRITE", format!("{}:{bytes}", file.display()))
+            .uid(TASK_UID)
+            .gid(TASK_UID);
+        let out = self.ns.output(c);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("WROTE ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("writer child said nothing: {out:?}"));
+        let (n, errno) = line.split_once(' ').unwrap();
+        (n.parse().unwrap(), errno.parse().unwrap())
+    }
+}
+
+fn volume(mb: u64, id: &str) -> Value {
+    json!({"name": "disk", "type": "SCALAR", "scalar": {"value": mb},
+           "reservations": [{"type": "STATIC", "role": "db"}],
+           "disk": {"persistence": {"id": id, "principal": "p"},
+                    "volume": {"mode": "RW", "container_path": "data"}}})
+}
+
+fn create(mb: u64, id: &str) -> Value {
+    json!({"type": "CREATE", "create": {"volumes": [volume(mb, id)]}})
+}
+
+fn destroy(mb: u64, id: &str) -> Value {
+    json!({"type": "DESTROY", "destroy": {"volumes": [volume(mb, id)]}})
+}
+
+fn grow(mb: u64, id: &str, by: u64) -> Value {
+    json!({"type": "GROW_VOLUME", "grow_volume": {"volume": volume(mb, id),
+           "addition": {"name": "disk", "type": "SCALAR", "scalar": {"value": by},
+                        "reservations": [{"type": "STATIC", "role": "db"}]}}})
+}
+
+fn shrink(mb: u64, id: &str, by: u64) -> Value {
+    json!({"type": "SHRINK_VOLUME", "shrink_volume": {"volume": volume(mb, id),
+           "subtract": {"value": by}}})
+}
+
+fn usage_of<'a>(usage: &'a [Value], id: &str) -> &'a Value {
+    usage
+        .iter()
+        .find(|v| v["persistence_id"] == id)
+        .unwrap_or_else(|| panic!("no usage of {id}: {usage:?}"))
+}
+
+/// The whole life of one volume on `fstype`.
+fn enforced_through_the_binary(fstype: &str, over_limit_errno: i32) {
+    let w = World::new(fstype);
+    let out = w.apply(&create(16, "pv-q"));
+    assert!(out.status.success(), "{out:?}");
+    let vol = w.work.join("volumes/roles/db/pv-q");
+    assert_eq!(
+        w.project_of(&vol),
+        300,
+        "{fstype}: the first id of the range"
+    );
+    assert_eq!(
+        w.record()["volumes"][vol.to_str().unwrap()]["hard_bytes"],
+        16 * MIB
+    );
+    let u = w.usage();
+    let pv = usage_of(&u, "pv-q");
+    assert_eq!(pv["enforcement"], "project-quota", "{fstype}: {pv}");
+    assert_eq!(pv["limit_bytes"], 16 * MIB);
+
+    // A task writing 32 MiB stops at about 16.
+    w.at(&vol, |v| {
+        nix::unistd::chown(v, Some(TASK_UID.into()), Some(TASK_UID.into())).unwrap();
+    });
+    let (written, errno) = w.write_as_task(&vol.join("big"), 32 * MIB);
+    assert_eq!(errno, over_limit_errno, "{fstype}: wrote {written}");
+    assert!(
+        (14 * MIB..=16 * MIB).contains(&written),
+        "{fstype}: stopped after {written} bytes"
+    );
+    let used = usage_of(&w.usage(), "pv-q")["used_bytes"].as_u64().unwrap();
+    assert!(
+        (14 * MIB..=17 * MIB).contains(&used),
+        "{fstype}: usage {used}"
+    );
+
+    // GROW by 16 MB: the limit follows, the task writes on.
+    let out = w.apply(&grow(16, "pv-q", 16));
+    assert!(out.status.success(), "{out:?}");
+    w.at(&vol.join("big"), |f| std::fs::remove_file(f).unwrap());
+    let (written, errno) = w.write_as_task(&vol.join("big"), 24 * MIB);
+    assert_eq!((written, errno), (24 * MIB, 0), "{fstype}: after GROW");
+    assert_eq!(usage_of(&w.usage(), "pv-q")["limit_bytes"], 32 * MIB);
+
+    // SHRINK to 8 MB while it holds 24 MiB: refused, nothing changes.
+    let out = w.apply(&shrink(32, "pv-q", 24));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot shrink"),
+        "{out:?}"
+    );
+    assert_eq!(usage_of(&w.usage(), "pv-q")["limit_bytes"], 32 * MIB);
+    // ...and to 28 MB it is fine.
+    let out = w.apply(&shrink(32, "pv-q", 4));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(usage_of(&w.usage(), "pv-q")["limit_bytes"], 28 * MIB);
+
+    // DESTROY gives the id back: the next volume gets it.
+    let out = w.apply(&destroy(28, "pv-q"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(w.record()["volumes"], json!({}));
+    let out = w.apply(&create(8, "pv-r"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(w.project_of(&w.work.join("volumes/roles/db/pv-r")), 300);
+}
+
+#[test]
+fn xfs_volumes_are_limited_through_the_binary() {
+    if may_run("xfs_volumes_are_limited_through_the_binary") {
+        enforced_through_the_binary("xfs", nix::errno::Errno::ENOSPC as i32);
+    }
+}
+
+#[test]
+fn ext4_volumes_are_limited_through_the_binary() {
+    if may_run("ext4_volumes_are_limited_through_the_binary") {
+        enforced_through_the_binary("ext4", nix::errno::Errno::EDQUOT as i32);
+    }
+}
+
+/// After recovery: every recorded volume is checkpointed, has its id on its directory and its
+/// size as its limit; no id is shared.
+fn assert_consistent(w: &World, what: &str) {
+    let _ = w.ok(&["resources"]);
+    let record = w.record();
+    let recorded = record["volumes"].as_object().unwrap();
+    let usage = w.usage();
+    let mut ids = BTreeSet::new();
+    for v in &usage {
+        let path = v["path"].as_str().unwrap();
+        let entry = &recorded
+            .get(path)
+            .unwrap_or_else(|| panic!("{what}: {path} has no recorded id: {record}"));
+        assert_eq!(v["enforcement"], "project-quota", "{what}: {v}");
+        assert_eq!(entry["hard_bytes"], v["limit_bytes"], "{what}: {v}");
+        let id = u32::try_from(entry["project"].as_u64().unwrap()).unwrap();
+        assert_eq!(w.project_of(Path::new(path)), id, "{what}: {path}");
+        assert!(ids.insert(id), "{what}: id {id} shared: {record}");
+    }
+    assert_eq!(
+        recorded.len(),
+        usage.len(),
+        "{what}: an id recorded for a volume that is gone: {record}"
+    );
+}
+
+#[test]
+fn kill_at_every_write_ahead_point_keeps_quotas_consistent() {
+    if !may_run("kill_at_every_write_ahead_point_keeps_quotas_consistent") {
+        return;
+    }
+    let w = World::new("ext4");
+    let run_killed = |op: &Value, n: usize| -> bool {
+        let p = w.op(op);
+        let out = w.cmd(
+            &["apply-operation", "--operation", p.to_str().unwrap()],
+            Some(n),
+        );
+        out.status.success()
+    };
+    let mut points = 0;
+    for n in 1.. {
+        let id = format!("k{n}");
+        let done = run_killed(&create(4, &id), n);
+        assert_consistent(&w, &format!("CREATE killed at {n}"));
+        // Whatever happened, the volume exists now (recovery finished the intent).
+        let size = usage_of(&w.usage(), &id)["limit_bytes"].as_u64().unwrap() / MIB;
+        assert_eq!(size, 4);
+        let grown = run_killed(&grow(4, &id, 2), n);
+        assert_consistent(&w, &format!("GROW killed at {n}"));
+        assert_eq!(usage_of(&w.usage(), &id)["limit_bytes"], 6 * MIB);
+        let destroyed = run_killed(&destroy(6, &id), n);
+        assert_consistent(&w, &format!("DESTROY killed at {n}"));
+        assert!(
+            !w.usage().iter().any(|v| v["persistence_id"] == id.as_str()),
+            "DESTROY killed at {n}: {id} still there"
+        );
+        points = n;
+        if done && grown && destroyed {
+            break;
+        }
+        assert!(n < 20, "more points than expected");
+    }
+    assert!(points >= 3, "only {points} points were tried");
+    println!("quota crash points tried: {points}");
+}
+
+/// Runs every other case of this binary inside a VM whose kernel has project quotas, when this
+/// kernel has none.
+#[test]
+fn vm_tier() {
+    if in_vm() || !nix::unistd::geteuid().is_root() || kernel_has_project_quotas() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let Some(run) = run_in_vm(
+        &exe,
+        &["--test-threads=1", "--skip", "vm_tier"],
+        &[("BERTH_REQUIRE_QUOTA", "1")],
+    ) else {
+        assert!(
+            !required(),
+            "vm_tier: this kernel has no project quotas and the VM tools are missing \
+             (scripts/install-vm.sh)"
+        );
+        eprintln!("SKIPPED vm_tier: no VM tools (scripts/install-vm.sh)");
+        return;
+    };
+    println!(
+        "vm_tier: {} ran for {:.0?}; the cases' output:\n{}",
+        run.kernel.display(),
+        run.elapsed,
+        run.output
+    );
+    assert_eq!(
+        run.status, "0",
+        "the quota cases failed in the VM:\n{}\nvng stderr: {}",
+        run.output, run.vng_stderr
+    );
+    for case in [
+        "xfs_volumes_are_limited_through_the_binary",
+        "ext4_volumes_are_limited_through_the_binary",
+        "kill_at_every_write_ahead_point_keeps_quotas_consistent",
+    ] {
+        assert!(
+            run.output.contains(&format!("test {case} ... ok")),
+            "{case} did not run in the VM:\n{}",
+            run.output
+        );
+    }
+    assert!(
+        !run.output.contains("SKIPPED"),
+        "a case skipped in the VM:\n{}",
+        run.output
+    );
+}
