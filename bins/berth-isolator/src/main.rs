@@ -95,6 +95,14 @@ struct Cli {
         default_value_t = 0
     )]
     quota_headroom: u64,
+    /// Refuse to prepare a container on a persistent volume measured over its size (volumes
+    /// without a project quota, found by the server's periodic `du`).
+    #[arg(
+        long = "enforce-disk-limits",
+        alias = "enforce_disk_limits",
+        global = true
+    )]
+    enforce_disk_limits: bool,
     /// Seconds to wait for the work dir's lock held by another berth-isolator.
     #[arg(long = "lock-wait", global = true, default_value_t = 10)]
     lock_wait: u64,
@@ -169,7 +177,8 @@ enum Command {
         /// Prometheus metrics (`GET /metrics`): `PORT` on loopback, or `IP:PORT`.
         #[arg(long, value_parser = berth_isolator::serve::parse_metrics)]
         metrics: Option<std::net::SocketAddr>,
-        /// Seconds between measurements of the volumes' usage for the metrics.
+        /// Seconds between measurements of the volumes' usage (metrics, `Watch`,
+        /// `--enforce-disk-limits`).
         #[arg(
             long = "usage-interval",
             alias = "usage_interval",
@@ -271,6 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
         retain_destroyed_data: cli.retain_destroyed_data,
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
+        enforce_disk_limits: cli.enforce_disk_limits,
         quota: berth_agent::resources::quota::QuotaConfig {
             isolation: cli.disk_isolation,
             range: cli.project_ids,

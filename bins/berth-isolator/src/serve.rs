@@ -118,8 +118,60 @@ fn resources_response(r: ResourcesView) -> pb::ResourcesResponse {
     }
 }
 
+fn limitation_message(l: &berth_agent::agent::usage::Limitation) -> pb::Limitation {
+    pb::Limitation {
+        persistence_id: l.persistence_id.clone(),
+        role: l.role.clone().unwrap_or_default(),
+        path: l.path.display().to_string(),
+        limit_bytes: l.limit_bytes,
+        used_bytes: l.used_bytes,
+        enforcement: l.enforcement.as_str().to_owned(),
+        message: l.message(),
+    }
+}
+
+/// The stream of a `Watch` call.
+type LimitationStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Limitation, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl IsolatorRpc for Service {
+    type WatchStream = LimitationStream;
+
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let limitations = self.agent.limitations();
+        // Subscribed before the current set is read: nothing raised in between is lost.
+        let mut raised = limitations.subscribe();
+        let current = limitations.current();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for l in &current {
+                if tx.send(Ok(limitation_message(l))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match raised.recv().await {
+                    Ok(l) => {
+                        if tx.send(Ok(limitation_message(&l))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "a Watch client fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn prepare(
         &self,
         request: Request<pb::PrepareRequest>,
@@ -289,7 +341,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// `--metrics`: where to serve `GET /metrics`.
     pub metrics: Option<SocketAddr>,
-    /// `--usage-interval`: how often the volumes' usage is measured for `/metrics`.
+    /// `--usage-interval`: how often the volumes' usage is measured (for `/metrics` and
+    /// `Watch`).
     pub usage_interval: Duration,
 }
 
@@ -357,17 +410,16 @@ pub async fn run(agent: Arc<Agent>, options: &ServeOptions, ready: impl FnOnce()
         .map_err(|s| anyhow::anyhow!("start-up recovery: {}", s.message()))?;
     // The persisted retry queues (failed unpublish/unstage/unmount) drain in the background.
     let retry = agent.spawn_retry_loops(Duration::from_secs(30));
+    // Volumes are measured in the background: the metrics read the last measurement, and
+    // `Watch` hears of every volume found over its size.
+    let usage = metrics::UsageCache::default();
+    let refresh = usage.spawn_refresh(Arc::clone(&agent), options.usage_interval);
     let metrics_task = match options.metrics {
         Some(addr) => {
             if !addr.ip().is_loopback() {
                 tracing::warn!(%addr, "metrics served beyond loopback: anyone who can reach it sees container ids, volumes and plugin names");
             }
-            let usage = metrics::UsageCache::default();
-            let refresh = usage.spawn_refresh(Arc::clone(&agent), options.usage_interval);
-            Some((
-                crate::serve::metrics::spawn(Arc::clone(&agent), addr, usage).await?,
-                refresh,
-            ))
+            Some(crate::serve::metrics::spawn(Arc::clone(&agent), addr, usage).await?)
         }
         None => None,
     };
@@ -393,10 +445,10 @@ pub async fn run(agent: Arc<Agent>, options: &ServeOptions, ready: impl FnOnce()
     .await
     .context("gRPC server")?;
     drop(file);
-    if let Some((server, refresh)) = metrics_task {
+    if let Some(server) = metrics_task {
         server.abort();
-        refresh.abort();
     }
+    refresh.abort();
     retry.stop();
     if ended == berth_rpc::shutdown::Ended::GraceExpired {
         tracing::warn!(
@@ -456,7 +508,7 @@ pub mod metrics {
             tokio::spawn(async move {
                 loop {
                     let a = Arc::clone(&agent);
-                    match super::detached(async move { Ok(a.usage().await) }).await {
+                    match super::detached(async move { Ok(a.measure().await) }).await {
                         Ok(v) => {
                             *cache
                                 .0

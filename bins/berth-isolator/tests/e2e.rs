@@ -427,6 +427,173 @@ fn usage_of_every_volume_kind_through_the_binary_and_the_service() {
     w.assert_nothing_mounted();
 }
 
+/// Without project quotas (a tmpfs work dir) sizes fall back to `du` accounting: a volume
+/// written past its size is reported through `Watch`, and with `--enforce-disk-limits` no new
+/// container may use it until it is back under; `--disk-isolation project-quota` refuses to
+/// create a volume there at all.
+#[test]
+fn without_project_quotas_a_volume_over_its_size_is_watched_and_refused() {
+    if !privileged("without_project_quotas_a_volume_over_its_size_is_watched") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let mut ns = Ns::new();
+    let work_dir = root.join("work");
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let w2 = work_dir.clone();
+    ns.run(move || {
+        nix::mount::mount(
+            Some("tmpfs"),
+            &w2,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64m"),
+        )
+        .unwrap();
+    });
+    let work = format!("--work-dir={}", work_dir.display());
+    let resources = "--resources=disk(db):64".to_owned();
+    let small = json!({
+        "name": "disk", "type": "SCALAR", "scalar": {"value": 1},
+        "reservations": [{"type": "STATIC", "role": "db"}],
+        "disk": {"persistence": {"id": "small", "principal": "p"},
+                 "volume": {"mode": "RW", "container_path": "data"}}
+    });
+    let op = root.join("create.json");
+    std::fs::write(
+        &op,
+        json!({"type": "CREATE", "create": {"volumes": [small.clone()]}}).to_string(),
+    )
+    .unwrap();
+    // project-quota is required and tmpfs has none: refused, nothing created.
+    let refused = isolator(
+        &ns,
+        vec![
+            work.clone(),
+            resources.clone(),
+            "--disk-isolation=project-quota".into(),
+            "apply-operation".into(),
+            "--operation".into(),
+            op.display().to_string(),
+        ],
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not enforce project quotas"),
+        "{refused:?}"
+    );
+    let _ = ok(&isolator(
+        &ns,
+        vec![
+            work.clone(),
+            resources.clone(),
+            "apply-operation".into(),
+            "--operation".into(),
+            op.display().to_string(),
+        ],
+    ));
+
+    let sock = root.join("isolator.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        work.clone(),
+        resources,
+        "--enforce-disk-limits".into(),
+        "serve".into(),
+        format!("--listen=unix:{}", sock.display()),
+        "--usage-interval=1".into(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let pid = ns.spawn(cmd);
+    wait_for(&sock);
+    let vol_dir = work_dir.join("volumes/roles/db/small");
+    let sandbox = root.join("sandbox");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let vol: berth_resources::proto::Resource =
+        berth_resources::json::from_json_value(&small).unwrap();
+    let (s2, v2, sb) = (sock.clone(), vol_dir.clone(), sandbox.clone());
+    ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use berth_proto::berth::v1 as pb;
+                let channel = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let path = s2.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                    .unwrap();
+                let mut c = pb::isolator_client::IsolatorClient::new(channel);
+                let usage = c.usage(pb::UsageRequest {}).await.unwrap().into_inner();
+                assert_eq!(usage.volumes.len(), 1, "{usage:?}");
+                assert_eq!(
+                    usage.volumes[0].enforcement, "du",
+                    "tmpfs has no project quotas"
+                );
+                assert_eq!(usage.volumes[0].limit_bytes, Some(1 << 20));
+                let mut watch = c.watch(pb::WatchRequest {}).await.unwrap().into_inner();
+                // 2 MiB in a 1 MB volume: nothing stops the write, the next measurement
+                // raises the limitation.
+                std::fs::write(v2.join("too-much"), vec![7u8; 2 << 20]).unwrap();
+                let l = tokio::time::timeout(Duration::from_secs(20), watch.message())
+                    .await
+                    .expect("a limitation within 20 s")
+                    .unwrap()
+                    .expect("the stream is open");
+                assert_eq!(l.persistence_id, "small");
+                assert_eq!(l.enforcement, "du");
+                assert_eq!(l.limit_bytes, 1 << 20);
+                assert!(l.used_bytes >= 2 << 20, "{l:?}");
+                assert!(l.message.contains("over its size"), "{l:?}");
+                let req = || pb::PrepareRequest {
+                    container_id: "c-over".into(),
+                    sandbox: sb.display().to_string(),
+                    resources: vec![vol.clone()],
+                    ..Default::default()
+                };
+                let e = c.prepare(req()).await.unwrap_err();
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+                assert!(e.message().contains("--enforce-disk-limits"), "{e:?}");
+                assert!(!sb.join("data").exists(), "nothing was prepared");
+                // Back under its size: after the next measurement, prepare goes through.
+                std::fs::remove_file(v2.join("too-much")).unwrap();
+                let mut prepared = None;
+                for _ in 0..40 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if let Ok(r) = c.prepare(req()).await {
+                        prepared = Some(r.into_inner());
+                        break;
+                    }
+                }
+                assert_eq!(
+                    prepared.expect("prepare once under the size").mounts.len(),
+                    1
+                );
+                c.cleanup(pb::CleanupRequest {
+                    container_id: "c-over".into(),
+                })
+                .await
+                .unwrap();
+            });
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut child = ns.children.pop().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 fn sigkill_at_random_moments_then_recover_leaks_nothing() {
     if !privileged("sigkill_at_random_moments") {

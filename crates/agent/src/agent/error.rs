@@ -61,6 +61,23 @@ pub enum AgentError {
     /// The container isolator refused or failed the operation.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// `--enforce-disk-limits`: a container would use a volume that holds more than its size
+    /// (measured with `du`; volumes with a project quota cannot get there).
+    #[error(
+        "persistent volume {persistence_id} at {} holds {used_bytes} bytes, over its {limit_bytes}: \
+         no new container may use it until it is back under its size (--enforce-disk-limits)",
+        .path.display()
+    )]
+    OverDiskLimit {
+        /// The persistence id.
+        persistence_id: String,
+        /// Its directory.
+        path: PathBuf,
+        /// What it holds.
+        used_bytes: u64,
+        /// Its size.
+        limit_bytes: u64,
+    },
 }
 
 impl From<berth_dvdi::DvdiError> for AgentError {
@@ -77,6 +94,7 @@ impl AgentError {
         match self {
             Self::Container(e) => e.code(),
             Self::Resources(e) => e.code(),
+            Self::OverDiskLimit { .. } => ErrorCode::FailedPrecondition,
             // As before the split: an invalid checkpointed list was never told apart.
             Self::WorkDir { .. }
             | Self::Locked { .. }

@@ -62,6 +62,8 @@ pub struct Settings {
     /// `--disk-isolation`, `--project-ids`, `--quota-headroom`: project quotas of persistent
     /// volumes.
     pub quota: crate::resources::quota::QuotaConfig,
+    /// `--enforce-disk-limits`: prepare refuses a container on a volume over its size.
+    pub enforce_disk_limits: bool,
 }
 
 /// Counters of the metrics endpoint.
@@ -124,6 +126,7 @@ pub struct Agent {
     csi: Option<Arc<CsiPlugins>>,
     docker: Arc<DockerManager>,
     resources: tokio::sync::Mutex<AgentResources>,
+    limitations: usage::Limitations,
     /// Counters for `/metrics`.
     pub counters: Counters,
 }
@@ -230,6 +233,7 @@ impl Agent {
             csi,
             docker,
             resources: tokio::sync::Mutex::new(resources),
+            limitations: usage::Limitations::default(),
             counters: Counters::default(),
         })
     }
@@ -351,6 +355,10 @@ impl Agent {
     /// # Errors
     /// The isolator's error.
     pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
+        if let Err(e) = self.check_disk_limits(cfg) {
+            self.counters.count("prepare", false);
+            return Err(e);
+        }
         let out = self.isolator.prepare(cfg).await;
         self.counters.count("prepare", out.is_ok());
         Ok(out?)

@@ -105,6 +105,122 @@ impl VolumeUsage {
     }
 }
 
+/// A volume over its size, as a client of `Watch` sees it (Mesos isolators' `watch()`
+/// limitation).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Limitation {
+    /// The persistence id.
+    pub persistence_id: String,
+    /// The role.
+    pub role: Option<String>,
+    /// The volume directory.
+    pub path: PathBuf,
+    /// Its size.
+    pub limit_bytes: u64,
+    /// What it holds.
+    pub used_bytes: u64,
+    /// How it was measured.
+    pub enforcement: Enforcement,
+}
+
+impl Limitation {
+    /// The limitation of `u`, when it is a persistent volume measured without enforcement
+    /// (`du`) holding more than its size. (A project quota stops writes at the size; a MOUNT
+    /// disk is limited by its filesystem.)
+    #[must_use]
+    pub fn of(u: &VolumeUsage) -> Option<Limitation> {
+        if u.kind != "persistent" || u.enforcement != Enforcement::Du {
+            return None;
+        }
+        let (used, limit) = (u.used_bytes?, u.limit_bytes?);
+        (used > limit).then(|| Limitation {
+            persistence_id: u.persistence_id.clone().unwrap_or_default(),
+            role: u.role.clone(),
+            path: u.path.clone(),
+            limit_bytes: limit,
+            used_bytes: used,
+            enforcement: u.enforcement,
+        })
+    }
+
+    /// What a client is told.
+    #[must_use]
+    pub fn message(&self) -> String {
+        format!(
+            "persistent volume {} holds {} bytes, over its size of {} bytes (measured with {})",
+            self.persistence_id,
+            self.used_bytes,
+            self.limit_bytes,
+            self.enforcement.as_str()
+        )
+    }
+}
+
+/// The volumes over their size, from the last measurement, and the channel that tells
+/// watchers of each one as it is found.
+#[derive(Debug)]
+pub struct Limitations {
+    current: std::sync::Mutex<std::collections::BTreeMap<PathBuf, Limitation>>,
+    raised: tokio::sync::broadcast::Sender<Limitation>,
+}
+
+impl Default for Limitations {
+    fn default() -> Self {
+        Self {
+            current: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            raised: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+}
+
+impl Limitations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PathBuf, Limitation>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the set with what `usage` shows; every volume newly over its size (or over it
+    /// by more than before) is sent to the watchers.
+    pub fn update(&self, usage: &[VolumeUsage]) {
+        let now: std::collections::BTreeMap<PathBuf, Limitation> = usage
+            .iter()
+            .filter_map(Limitation::of)
+            .map(|l| (l.path.clone(), l))
+            .collect();
+        let mut current = self.lock();
+        for (path, l) in &now {
+            let news = current.get(path).is_none_or(|old| {
+                old.used_bytes < l.used_bytes || old.limit_bytes != l.limit_bytes
+            });
+            if news {
+                tracing::warn!(volume = %l.persistence_id, path = %path.display(), used = l.used_bytes, limit = l.limit_bytes, "volume over its size");
+                // No watcher is fine.
+                let _ = self.raised.send(l.clone());
+            }
+        }
+        *current = now;
+    }
+
+    /// The volumes over their size now.
+    #[must_use]
+    pub fn current(&self) -> Vec<Limitation> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The limitation of the volume at `path`, if it is over its size.
+    #[must_use]
+    pub fn of_path(&self, path: &Path) -> Option<Limitation> {
+        self.lock().get(path).cloned()
+    }
+
+    /// A receiver of the limitations raised from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Limitation> {
+        self.raised.subscribe()
+    }
+}
+
 /// MB (Mesos disk units) to bytes, for a scalar in milli-units; negative is none.
 fn mb_to_bytes(milli: i64) -> Option<u64> {
     let milli = u64::try_from(milli).ok()?;
@@ -198,6 +314,51 @@ pub fn persistent_usage(
 }
 
 impl Agent {
+    /// Measures every volume ([`Agent::usage`]) and updates the limitations (a server's
+    /// periodic measurement).
+    pub async fn measure(&self) -> Vec<VolumeUsage> {
+        let usage = self.usage().await;
+        self.limitations.update(&usage);
+        usage
+    }
+
+    /// The volumes over their size and their watchers' channel.
+    #[must_use]
+    pub fn limitations(&self) -> &Limitations {
+        &self.limitations
+    }
+
+    /// With `--enforce-disk-limits`, refuses a container that would use a persistent volume
+    /// over its size (as last measured).
+    pub(super) fn check_disk_limits(
+        &self,
+        cfg: &crate::container::ContainerConfig,
+    ) -> super::Result<()> {
+        if !self.settings.enforce_disk_limits {
+            return Ok(());
+        }
+        for r in &cfg.resources {
+            let Ok(typed) = berth_resources::Resource::from_proto(r) else {
+                continue;
+            };
+            if typed.persistence_id().is_none() {
+                continue;
+            }
+            let Ok(path) = crate::resources::volume_path(&self.settings.work_dir, &typed) else {
+                continue;
+            };
+            if let Some(l) = self.limitations.of_path(&path) {
+                return Err(super::AgentError::OverDiskLimit {
+                    persistence_id: l.persistence_id,
+                    path: l.path,
+                    used_bytes: l.used_bytes,
+                    limit_bytes: l.limit_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The usage of every volume on this agent: persistent volumes (checkpointed), CSI
     /// volumes (published), Docker volume-driver volumes (mounted). Blocking (directory
     /// walks, `statvfs`, plugin calls): a server runs it off its serving threads.
