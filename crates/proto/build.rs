@@ -13,7 +13,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: a target directory shared
+    // by two checkouts of the same sources reuses the compiled script.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [root.join("mesos/v1/mesos.proto")];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

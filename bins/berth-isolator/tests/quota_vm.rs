@@ -344,6 +344,81 @@ fn ext4_volumes_are_limited_through_the_binary() {
     }
 }
 
+/// A container's non-persistent `disk` becomes its sandbox's quota (Mesos's `disk/xfs`):
+/// the task stops there; cleanup gives the id back and untags the sandbox; a prepare killed
+/// after its record leaves a quota that the next `recover` releases with the container.
+#[test]
+fn a_sandbox_gets_the_containers_disk_as_its_quota() {
+    if !may_run("a_sandbox_gets_the_containers_disk_as_its_quota") {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let w = World::new("xfs");
+    let sandbox = w.work.parent().unwrap().join("sandboxes/c1");
+    w.at(&sandbox, |s| {
+        std::fs::create_dir_all(s).unwrap();
+        nix::unistd::chown(s, Some(TASK_UID.into()), Some(TASK_UID.into())).unwrap();
+    });
+    let config = |id: &str| {
+        let p = w.root.join(format!("{id}.json"));
+        std::fs::write(
+            &p,
+            json!({"container_id": id, "sandbox": sandbox,
+                   "resources": [{"name": "disk", "type": "SCALAR", "scalar": {"value": 8}}]})
+            .to_string(),
+        )
+        .unwrap();
+        p
+    };
+    let c1 = config("c1");
+    let _ = w.ok(&[
+        "prepare",
+        "--container-id",
+        "c1",
+        "--config",
+        c1.to_str().unwrap(),
+    ]);
+    let entry = w.record()["volumes"][sandbox.to_str().unwrap()].clone();
+    assert_eq!(entry["container"], "c1", "{entry}");
+    assert_eq!(entry["hard_bytes"], 8 * MIB);
+    let (written, errno) = w.write_as_task(&sandbox.join("out"), 16 * MIB);
+    assert_eq!(errno, nix::errno::Errno::ENOSPC as i32, "wrote {written}");
+    assert!(
+        (6 * MIB..=8 * MIB).contains(&written),
+        "stopped after {written}"
+    );
+    let _ = w.ok(&["cleanup", "--container-id", "c1"]);
+    assert_eq!(w.record()["volumes"], json!({}));
+    assert_eq!(w.project_of(&sandbox), 0, "the sandbox is untagged");
+    assert_eq!(w.project_of(&sandbox.join("out")), 0);
+
+    // Killed right after the record: the next recover cleans the container and its quota.
+    let c2 = config("c2");
+    let out = w.cmd(
+        &[
+            "prepare",
+            "--container-id",
+            "c2",
+            "--config",
+            c2.to_str().unwrap(),
+        ],
+        Some(1),
+    );
+    assert!(!out.status.success(), "killed: {out:?}");
+    assert_eq!(
+        w.record()["volumes"][sandbox.to_str().unwrap()]["container"],
+        "c2"
+    );
+    let _ = w.ok(&["recover"]);
+    assert_eq!(
+        w.record()["volumes"],
+        json!({}),
+        "released with its container"
+    );
+    assert_eq!(w.project_of(&sandbox), 0);
+    println!("sandbox quota: {:.0?}", started.elapsed());
+}
+
 /// After recovery (the `usage` command opens the agent, which finishes a pending change and
 /// reconciles the quotas): every recorded volume is checkpointed, has its id on its directory
 /// and its size as its limit; no id is shared. Returns the usage.
@@ -451,7 +526,8 @@ fn vm_tier() {
         "xfs volume life:",
         "ext4 volume life:",
         "quota crash points:",
-        "test result: ok. 4 passed",
+        "sandbox quota:",
+        "test result: ok. 5 passed",
     ] {
         assert!(
             run.output.contains(marker),

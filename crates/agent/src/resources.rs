@@ -440,6 +440,57 @@ impl AgentResources {
         Ok(())
     }
 
+    /// Gives `container`'s sandbox a project quota of `bytes` (its non-persistent `disk`, as
+    /// Mesos's `disk/xfs` does) when project quotas apply to the sandbox's filesystem;
+    /// `Ok(false)` when they do not.
+    ///
+    /// # Errors
+    /// The quota failure (`--disk-isolation project-quota` on a filesystem without them, no
+    /// free id, the kernel).
+    pub fn limit_sandbox(&mut self, sandbox: &Path, bytes: u64, container: &str) -> Result<bool> {
+        let Some(q) = &mut self.quotas else {
+            return Ok(false);
+        };
+        let project = q
+            .limit_sandbox(sandbox, bytes, container)
+            .map_err(|source| ResourcesError::Quota {
+                path: sandbox.to_owned(),
+                source,
+            })?;
+        Ok(project.is_some())
+    }
+
+    /// Releases the sandbox quota of `container` (untagging the sandbox), if it has one.
+    ///
+    /// # Errors
+    /// The quota failure.
+    pub fn release_sandbox_of(&mut self, container: &str) -> Result<()> {
+        let Some(q) = &mut self.quotas else {
+            return Ok(());
+        };
+        for (sandbox, _) in q
+            .sandboxes()
+            .into_iter()
+            .filter(|(_, c)| c.as_str() == container)
+        {
+            q.release_sandbox(&sandbox)
+                .map_err(|source| ResourcesError::Quota {
+                    path: sandbox.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The containers with a sandbox quota.
+    #[must_use]
+    pub fn sandbox_quota_containers(&self) -> Vec<String> {
+        self.quotas
+            .as_ref()
+            .map(|q| q.sandboxes().into_iter().map(|(_, c)| c).collect())
+            .unwrap_or_default()
+    }
+
     /// Releases the quota of a destroyed volume whose data is gone (`fs_dir`: a directory on
     /// its filesystem).
     fn release(&mut self, path: &Path, fs_dir: &Path) -> Result<()> {

@@ -355,13 +355,40 @@ impl Agent {
     /// # Errors
     /// The isolator's error.
     pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
-        if let Err(e) = self.check_disk_limits(cfg) {
-            self.counters.count("prepare", false);
-            return Err(e);
-        }
-        let out = self.isolator.prepare(cfg).await;
+        let out = self.prepare_inner(cfg).await;
         self.counters.count("prepare", out.is_ok());
-        Ok(out?)
+        out
+    }
+
+    async fn prepare_inner(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
+        self.check_disk_limits(cfg)?;
+        // The sandbox's quota (its non-persistent disk) before anything is mounted into it;
+        // recorded write-ahead with the container's id, released if the prepare fails.
+        let disk = sandbox_disk_bytes(cfg);
+        let limited = if disk > 0 && cfg.sandbox.is_absolute() && cfg.sandbox.is_dir() {
+            self.resources
+                .lock()
+                .await
+                .limit_sandbox(&cfg.sandbox, disk, &cfg.container_id)?
+        } else {
+            false
+        };
+        match self.isolator.prepare(cfg).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                if limited
+                    && !matches!(e, crate::container::ContainerError::AlreadyPrepared { .. })
+                    && let Err(undo) = self
+                        .resources
+                        .lock()
+                        .await
+                        .release_sandbox_of(&cfg.container_id)
+                {
+                    tracing::warn!(container = %cfg.container_id, error = %undo, "cannot release the sandbox quota of a failed prepare");
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Cleans up a container.
@@ -369,9 +396,18 @@ impl Agent {
     /// # Errors
     /// The isolator's error.
     pub async fn cleanup(&self, id: &str) -> Result<()> {
-        let out = self.isolator.cleanup(id).await;
+        let out = self.isolator.cleanup(id).await.map_err(AgentError::from);
+        let out = match out {
+            Ok(()) => self
+                .resources
+                .lock()
+                .await
+                .release_sandbox_of(id)
+                .map_err(AgentError::from),
+            Err(e) => Err(e),
+        };
         self.counters.count("cleanup", out.is_ok());
-        Ok(out?)
+        out
     }
 
     /// Recovers after a restart.
@@ -381,7 +417,28 @@ impl Agent {
     pub async fn recover(&self, live: &[String], orphans: &[String]) -> Result<RecoveryReport> {
         let out = self.isolator.recover(live, orphans).await;
         self.counters.count("recover", out.is_ok());
-        Ok(out?)
+        let report = out?;
+        self.release_orphan_sandbox_quotas().await;
+        Ok(report)
+    }
+
+    /// Sandbox quotas whose container has no record any more (a crash between the quota and
+    /// the record, or after the cleanup and before the release) are released.
+    async fn release_orphan_sandbox_quotas(&self) {
+        let Ok(states) = self.isolator.record_states() else {
+            return;
+        };
+        let recorded: std::collections::BTreeSet<String> =
+            states.into_iter().map(|(id, _)| id).collect();
+        let mut r = self.resources.lock().await;
+        for c in r.sandbox_quota_containers() {
+            if recorded.contains(&c) {
+                continue;
+            }
+            if let Err(e) = r.release_sandbox_of(&c) {
+                tracing::warn!(container = %c, error = %e, "cannot release an orphaned sandbox quota");
+            }
+        }
     }
 
     /// A server's start-up recovery, before anyone says which containers live: every
@@ -419,6 +476,31 @@ impl Agent {
             csi.shutdown().await;
         }
     }
+}
+
+/// The container's non-persistent `disk` in bytes: disk resources of the config without a
+/// persistent volume and without a source (PATH and MOUNT disks are disks of their own).
+fn sandbox_disk_bytes(cfg: &ContainerConfig) -> u64 {
+    cfg.resources
+        .iter()
+        .filter(|r| r.name == "disk")
+        .filter(|r| {
+            r.disk
+                .as_ref()
+                .is_none_or(|d| d.persistence.is_none() && d.source.is_none())
+        })
+        .filter_map(|r| r.scalar.as_ref())
+        .map(|s| {
+            // MB to bytes; a negative or absurd value counts as none.
+            if s.value.is_finite() && s.value > 0.0 {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let mb = s.value as u64;
+                mb.saturating_mul(1 << 20)
+            } else {
+                0
+            }
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// The background retry loops of [`Agent::spawn_retry_loops`]; dropping it stops them.

@@ -195,13 +195,17 @@ pub enum QuotaFailure {
     },
 }
 
-/// One volume's recorded quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One volume's (or sandbox's) recorded quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assigned {
     /// Its project id.
     pub project: u32,
     /// Its hard limit in bytes.
     pub hard_bytes: u64,
+    /// For a container's sandbox: the container (released at its cleanup; a sandbox quota
+    /// whose container has no record is released when the agent opens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -316,7 +320,17 @@ impl VolumeQuotas {
     /// The recorded quota of the volume at `dir`.
     #[must_use]
     pub fn assigned(&self, dir: &Path) -> Option<Assigned> {
-        self.record.volumes.get(dir).copied()
+        self.record.volumes.get(dir).cloned()
+    }
+
+    /// The recorded sandbox quotas: (sandbox, container).
+    #[must_use]
+    pub fn sandboxes(&self) -> Vec<(PathBuf, String)> {
+        self.record
+            .volumes
+            .iter()
+            .filter_map(|(p, a)| Some((p.clone(), a.container.clone()?)))
+            .collect()
     }
 
     /// Every recorded quota.
@@ -413,19 +427,63 @@ impl VolumeQuotas {
     /// [`QuotaFailure`]: no support under `project-quota`, no free id, the record or the
     /// kernel.
     pub fn limit(&mut self, dir: &Path, size_bytes: u64) -> Result<Option<u32>, QuotaFailure> {
+        self.limit_for(dir, size_bytes, None)
+    }
+
+    /// [`limit`](Self::limit) of a container's sandbox (Mesos's `disk/xfs` gives the sandbox a
+    /// quota of the container's non-persistent `disk`), recorded with the container's id.
+    ///
+    /// # Errors
+    /// As [`limit`](Self::limit).
+    pub fn limit_sandbox(
+        &mut self,
+        sandbox: &Path,
+        size_bytes: u64,
+        container: &str,
+    ) -> Result<Option<u32>, QuotaFailure> {
+        self.limit_for(sandbox, size_bytes, Some(container.to_owned()))
+    }
+
+    /// Clears a sandbox's project id (its files are no container's any more) and releases
+    /// its quota; nothing recorded: nothing to do.
+    ///
+    /// # Errors
+    /// The kernel or the record.
+    pub fn release_sandbox(&mut self, sandbox: &Path) -> Result<Option<u32>, QuotaFailure> {
+        if self.assigned(sandbox).is_none() {
+            return Ok(None);
+        }
+        if sandbox.is_dir() {
+            self.untag(sandbox)?;
+        }
+        let fs_dir = sandbox
+            .ancestors()
+            .find(|d| d.is_dir())
+            .unwrap_or(Path::new("/"))
+            .to_owned();
+        self.release(sandbox, &fs_dir)
+    }
+
+    fn limit_for(
+        &mut self,
+        dir: &Path,
+        size_bytes: u64,
+        container: Option<String>,
+    ) -> Result<Option<u32>, QuotaFailure> {
         let existing = self.assigned(dir);
         if existing.is_none() && self.enforcement(dir)? != VolumeEnforcement::ProjectQuota {
             return Ok(None);
         }
-        let project = match existing {
+        let project = match &existing {
             Some(a) => a.project,
             None => self.free_id()?,
         };
         let wanted = Assigned {
             project,
             hard_bytes: size_bytes,
+            container: container.or_else(|| existing.as_ref().and_then(|a| a.container.clone())),
         };
-        if existing != Some(wanted) {
+        if existing.as_ref() != Some(&wanted) {
             self.record.volumes.insert(dir.to_owned(), wanted);
             if let Err(e) = self.persist() {
                 // Not recorded: not assigned (the record on disk is the previous one).
@@ -496,12 +554,13 @@ impl VolumeQuotas {
         };
         self.quotas
             .set_limits(fs_dir, a.project, Limits::default())?;
+        let project = a.project;
         self.record.volumes.remove(dir);
         if let Err(e) = self.persist() {
             self.record.volumes.insert(dir.to_owned(), a);
             return Err(e);
         }
-        Ok(Some(a.project))
+        Ok(Some(project))
     }
 
     /// After a restart: `live` maps every checkpointed volume directory on a ROOT or PATH disk
@@ -521,11 +580,13 @@ impl VolumeQuotas {
     ) -> Result<ReconcileReport, QuotaFailure> {
         let mut report = ReconcileReport::default();
         let mut first_error = None;
+        // Sandboxes are the agent's to settle (by their containers' records).
         let recorded: Vec<(PathBuf, Assigned)> = self
             .record
             .volumes
             .iter()
-            .map(|(p, a)| (p.clone(), *a))
+            .filter(|(_, a)| a.container.is_none())
+            .map(|(p, a)| (p.clone(), a.clone()))
             .collect();
         for (dir, a) in recorded {
             if live.contains_key(&dir) {
@@ -549,7 +610,7 @@ impl VolumeQuotas {
         for (dir, (size, _root)) in live {
             let before = self.assigned(dir);
             let on_dir = self.quotas.project_of(dir).unwrap_or(0);
-            if on_dir != 0 && before.is_none_or(|a| a.project != on_dir) {
+            if on_dir != 0 && before.as_ref().is_none_or(|a| a.project != on_dir) {
                 // Not ours (an id berth did not record, or a stale one): cleared.
                 if let Err(e) = self.quotas.assign(dir, 0) {
                     first_error.get_or_insert(e.into());
@@ -558,9 +619,10 @@ impl VolumeQuotas {
                 report.cleared.push((dir.clone(), on_dir));
             }
             let kernel_limit = before
+                .as_ref()
                 .and_then(|a| self.quotas.usage(dir, a.project).ok())
                 .map(|u| u.limits.hard_bytes);
-            let in_place = before.is_some_and(|a| {
+            let in_place = before.as_ref().is_some_and(|a| {
                 a.hard_bytes == *size && on_dir == a.project && kernel_limit == Some(*size)
             });
             if in_place {
