@@ -2,7 +2,8 @@
 //! sandbox/host paths — per container, crash-safe. Thin over `berth-agent`.
 //!
 //! ```text
-//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC] <command>
+//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
+//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
 //!   cleanup --container-id ID                  undo exactly what prepare did
 //!   recover [--live ID]... [--orphan ID]...    reconcile after a crash or reboot
@@ -69,6 +70,17 @@ struct Cli {
         global = true
     )]
     retain_destroyed_data: bool,
+    /// Every container sandbox must lie under this directory.
+    #[arg(long = "sandbox-root", alias = "sandbox_root", global = true)]
+    sandbox_root: Option<PathBuf>,
+    /// HOST_PATH volume sources must lie under one of these (comma separated; default: any).
+    #[arg(
+        long = "allowed-host-paths",
+        alias = "allowed_host_paths",
+        global = true,
+        value_delimiter = ','
+    )]
+    allowed_host_paths: Vec<PathBuf>,
     /// Seconds to wait for the work dir's lock held by another berth-isolator.
     #[arg(long = "lock-wait", global = true, default_value_t = 10)]
     lock_wait: u64,
@@ -204,6 +216,8 @@ async fn run(cli: Cli) -> Result<()> {
         docker_plugin_dirs: cli.docker_plugin_dirs,
         resources: cli.resources,
         retain_destroyed_data: cli.retain_destroyed_data,
+        sandbox_root: cli.sandbox_root,
+        allowed_host_paths: cli.allowed_host_paths,
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
     };

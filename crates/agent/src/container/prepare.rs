@@ -19,7 +19,10 @@ impl Isolator {
     /// # Errors
     /// [`ContainerError::AlreadyPrepared`], the plan's errors, and the failing volume's.
     pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
-        let plan = self.plan(cfg)?;
+        // Held from the plan (which asks the agent whether it holds each persistent volume)
+        // until the record is durable, so no resources change falls between them.
+        let gate = self.plan_gate.read().await;
+        let (cfg, plan) = self.plan_admitted(cfg)?;
         let id = cfg.container_id.clone();
         let _ops = self.ops.read().await;
         let _g = self.lock_id(&id).await;
@@ -39,7 +42,7 @@ impl Isolator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone());
-        let out = self.prepare_locked(&rec, &plan).await;
+        let out = self.prepare_locked(&rec, &plan, gate).await;
         self.busy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -51,9 +54,11 @@ impl Isolator {
         &self,
         rec: &ContainerRecord,
         plan: &[Planned],
+        gate: tokio::sync::RwLockReadGuard<'_, ()>,
     ) -> Result<Vec<Prepared>> {
         let id = rec.container_id.as_str();
         self.records.save(rec)?;
+        drop(gate);
         self.hook(HookPoint::intent(&[id], "preparing"));
         let mut done = Vec::with_capacity(plan.len());
         let mut roots = Roots::default();
