@@ -5,7 +5,8 @@
 //! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
 //!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
-//!   cleanup --container-id ID                  undo exactly what prepare did
+//!   cleanup --container-id ID [--force]        undo exactly what prepare did (--force: also a
+//!                                              quarantined container with an unreadable record)
 //!   recover [--live ID]... [--orphan ID]...    reconcile after a crash or reboot
 //!   status [--json]                            containers, volumes, mounted or not
 //!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
@@ -104,6 +105,10 @@ enum Command {
         /// The container id.
         #[arg(long = "container-id", alias = "container_id")]
         container_id: String,
+        /// Also end the quarantine of a container whose record cannot be read: release its
+        /// CSI and Docker consumers (its binds cannot be located and are not unmounted).
+        #[arg(long)]
+        force: bool,
     },
     /// Reconciles the records with the running containers.
     Recover {
@@ -271,8 +276,15 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 .collect();
             print_json(&serde_json::json!({"container_id": container_id, "mounts": list}))
         }
-        Command::Cleanup { container_id } => {
-            agent.cleanup(&container_id).await?;
+        Command::Cleanup {
+            container_id,
+            force,
+        } => {
+            if force {
+                agent.force_cleanup(&container_id).await?;
+            } else {
+                agent.cleanup(&container_id).await?;
+            }
             println!("cleaned up {container_id}");
             Ok(())
         }
@@ -285,6 +297,7 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 "orphans_kept": r.orphans_kept,
                 "cleaned": r.cleaned,
                 "quarantined": r.quarantined,
+                "quarantine_kept": r.quarantine_kept,
                 "csi_records": r.csi_records,
                 "errors": errors,
             }))?;

@@ -403,6 +403,17 @@ impl Agent {
         Ok(out?)
     }
 
+    /// `cleanup --force`: also ends the quarantine of a container whose record cannot be
+    /// read, releasing its CSI and Docker consumers ([`Isolator::force_cleanup`]).
+    ///
+    /// # Errors
+    /// The isolator's error.
+    pub async fn force_cleanup(&self, id: &str) -> Result<()> {
+        let out = self.isolator.force_cleanup(id).await;
+        self.counters.count("cleanup", out.is_ok());
+        Ok(out?)
+    }
+
     /// Recovers after a restart.
     ///
     /// # Errors
@@ -433,6 +444,7 @@ impl Agent {
             kept = report.kept.len(),
             cleaned = report.cleaned.len(),
             quarantined = report.quarantined.len(),
+            quarantine_kept = report.quarantine_kept.len(),
             errors = report.errors.len(),
             "recovered"
         );

@@ -29,6 +29,13 @@ impl Isolator {
         if self.records.load(&id)?.is_some() {
             return Err(ContainerError::AlreadyPrepared { container: id });
         }
+        if let Some(path) = self.records.quarantined_files(&id).into_iter().next() {
+            return Err(ContainerError::Quarantined {
+                container: id,
+                path,
+                what: "prepare refused",
+            });
+        }
         let rec = ContainerRecord {
             schema_version: SCHEMA_VERSION,
             container_id: id.clone(),
