@@ -376,3 +376,24 @@ fn invalid_checkpointed_resources_are_invalid_argument() {
         assert!(agent.resources().await.checkpointed.is_empty());
     });
 }
+
+#[test]
+fn a_resources_change_holds_prepares_before_their_plan() {
+    let e = env();
+    let iso = isolator(&e, PreparePolicy::default());
+    let cfg = host_path_config("c1", &e.sandbox, &e.root.join("data/ok"));
+    rt().block_on(async {
+        let held = iso.hold_prepares().await;
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), iso.prepare(&cfg)).await;
+        assert!(
+            waited.is_err(),
+            "prepared while a resources change was under way"
+        );
+        nothing_changed(&e, "c1");
+        drop(held);
+        iso.prepare(&cfg).await.unwrap();
+        assert!(e.work.join("containers/c1.json").exists());
+        iso.cleanup("c1").await.unwrap();
+    });
+}

@@ -5,7 +5,7 @@ use std::sync::PoisonError;
 
 use berth_mount::BindOptions;
 
-use super::config::ContainerConfig;
+use super::config::{ContainerConfig, check_id};
 use super::error::{ContainerError, Result, mount_err};
 use super::record::{ContainerRecord, HookPoint, RecordState, SCHEMA_VERSION};
 use super::sources::{self, Acquire, Planned};
@@ -19,13 +19,14 @@ impl Isolator {
     /// # Errors
     /// [`ContainerError::AlreadyPrepared`], the plan's errors, and the failing volume's.
     pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
-        // Held from the plan (which asks the agent whether it holds each persistent volume)
-        // until the record is durable, so no resources change falls between them.
-        let gate = self.plan_gate.read().await;
-        let (cfg, plan) = self.plan_admitted(cfg)?;
-        let id = cfg.container_id.clone();
+        let id = check_id(&cfg.container_id)?.as_str().to_owned();
         let _ops = self.ops.read().await;
         let _g = self.lock_id(&id).await;
+        // Held from the plan (which asks the agent whether it holds each persistent volume)
+        // until the record is durable, so no resources change falls between them; taken last,
+        // so nothing is awaited while it is held but the record's write.
+        let gate = self.plan_gate.read().await;
+        let (cfg, plan) = self.plan_admitted(cfg)?;
         if self.records.load(&id)?.is_some() {
             return Err(ContainerError::AlreadyPrepared { container: id });
         }
