@@ -14,7 +14,8 @@
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use berth_testkit::{Ns, privileged};
 use serde_json::{Value, json};
@@ -227,4 +228,127 @@ fn sandbox_root_and_allowed_host_paths_refuse_what_lies_outside() {
     assert_eq!(w.ns.mounts_below(&sandbox), [sandbox.join("h")]);
     let _ = ok(&w.run(&["cleanup", "--container-id", "c1"]));
     assert!(w.ns.mounts_below(&sandbox).is_empty());
+}
+
+fn wait_for(path: &Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// Over gRPC, the same refusals carry their codes: an unknown volume, a sandbox of `/` and an
+/// invalid `CheckpointResources` are `INVALID_ARGUMENT`; a quarantined container is shown as
+/// `quarantined`, and its prepare and cleanup are `FAILED_PRECONDITION`.
+#[test]
+fn grpc_refusals_carry_their_codes() {
+    if !privileged("grpc_refusals_carry_their_codes") {
+        return;
+    }
+    let mut w = World::new(&["--resources=disk(db):256".to_owned()]);
+    let sock = w.root.join("isolator.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.args(&w.global)
+        .args([
+            "serve".to_owned(),
+            format!("--listen=unix:{}", sock.display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _pid = w.ns.spawn(cmd);
+    wait_for(&sock);
+    let sandbox = w.root.join("sandbox");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let record = w.record("g1");
+    let (sb, s2) = (sandbox.clone(), sock.clone());
+    w.ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use berth_proto::berth::v1 as pb;
+                use tonic::Code;
+                let path = s2.clone();
+                let channel = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                    .unwrap();
+                let mut c = pb::isolator_client::IsolatorClient::new(channel);
+                let pv: berth_resources::proto::Resource =
+                    berth_resources::json::from_json_value(&json!({
+                        "name": "disk", "type": "SCALAR", "scalar": {"value": 64},
+                        "reservations": [{"type": "STATIC", "role": "db"}],
+                        "disk": {"persistence": {"id": "pv-g", "principal": "p"},
+                                 "volume": {"mode": "RW", "container_path": "data"}}
+                    }))
+                    .unwrap();
+                let prepare = |sandbox: &Path| pb::PrepareRequest {
+                    container_id: "g1".into(),
+                    sandbox: sandbox.display().to_string(),
+                    resources: vec![pv.clone()],
+                    ..Default::default()
+                };
+                let e = c.prepare(prepare(&sb)).await.unwrap_err();
+                assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+                assert!(e.message().contains("persistent volume pv-g"), "{e:?}");
+                let e = c.prepare(prepare(Path::new("/"))).await.unwrap_err();
+                assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+                let mut bad = pv.clone();
+                bad.name = String::new();
+                let e = c
+                    .checkpoint_resources(pb::CheckpointResourcesRequest {
+                        resources: vec![bad],
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+                assert!(!record.exists());
+                assert!(berth_testkit::mounts_below(&sb).is_empty());
+
+                c.checkpoint_resources(pb::CheckpointResourcesRequest {
+                    resources: vec![pv.clone()],
+                })
+                .await
+                .unwrap();
+                c.prepare(prepare(&sb)).await.unwrap();
+                assert_eq!(berth_testkit::mounts_below(&sb), [sb.join("data")]);
+
+                // Quarantined: kept, shown, refused.
+                std::fs::write(&record, b"{ garbled").unwrap();
+                let r = c
+                    .recover(pb::RecoverRequest {
+                        live: vec!["g1".into()],
+                        orphans: Vec::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.quarantined, ["g1"]);
+                let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+                assert_eq!(st.containers.len(), 1);
+                assert_eq!(st.containers[0].state, "quarantined");
+                let e = c
+                    .cleanup(pb::CleanupRequest {
+                        container_id: "g1".into(),
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                assert!(e.message().contains("--force"), "{e:?}");
+                let e = c.prepare(prepare(&sb)).await.unwrap_err();
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                assert_eq!(berth_testkit::mounts_below(&sb), [sb.join("data")]);
+            });
+    });
 }
