@@ -248,3 +248,38 @@ async fn a_readable_quarantined_record_is_cleaned_up_by_a_plain_cleanup() {
     assert!(!e.record("q2").exists());
     assert!(iso2.status().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_force_of_a_corrupt_record_not_yet_quarantined_quarantines_and_releases_it() {
+    let e = Env::new().await;
+    let iso = e.isolator().await;
+    iso.prepare(&e.config("q3")).await.unwrap();
+    iso.prepare(&{
+        let mut other = e.config("other");
+        other.sandbox = e.sandbox.with_file_name("sandbox-other");
+        std::fs::create_dir_all(&other.sandbox).unwrap();
+        other
+    })
+    .await
+    .unwrap();
+    std::fs::write(e.record("q3"), b"not json").unwrap();
+    // The containerizer's plain cleanup of a corrupt record fails as before (nothing done).
+    let err = iso.cleanup("q3").await.unwrap_err();
+    assert!(matches!(err, ContainerError::Record { .. }), "{err:?}");
+    assert_eq!(e.releases(), (0, 0, 0));
+    // --force: moved aside, then its consumers (and only its) released.
+    iso.force_cleanup("q3").await.unwrap();
+    assert!(!e.record("q3").exists());
+    let left = common::entries(&e.work.join("containers-quarantine"));
+    assert!(
+        left.len() == 1 && left[0].starts_with("q3.") && left[0].ends_with(".released"),
+        "{left:?}"
+    );
+    // The volumes are shared with `other`: the last consumer is not gone, so the CSI volume
+    // stays published and the Docker volume mounted; only q3's Docker consumer went.
+    assert_eq!(e.releases(), (0, 0, 1));
+    assert!(e.docker.mountpoint(DRIVER, "dv-1", "other").is_some());
+    assert_eq!(e.docker.consumers(DRIVER, "dv-1"), ["other"]);
+    iso.cleanup("other").await.unwrap();
+    assert_eq!(e.releases(), (1, 1, 2));
+}
