@@ -12,13 +12,26 @@
 //! unmount; the record is removed when cleanup is complete. Never one write per volume.
 //! [`Isolator::recover`] reads every record and, against the mount table, keeps complete
 //! prepares of live containers, rolls back incomplete ones, finishes every cleanup, keeps known
-//! orphans untouched until their cleanup arrives, and quarantines corrupt records.
+//! orphans untouched until their cleanup arrives, and quarantines corrupt records (below).
 //!
 //! Where Mesos differs (research `isolators.md` §1.3, §1.10, §7.2): an absolute container path
 //! without a rootfs is refused instead of being mounted over the host's own path (Mesos mounts
 //! it inside the container's mount namespace, which berth, working from outside, does not
 //! have); nested container paths are mounted parent first instead of being skipped; duplicate
 //! container paths in one container are refused.
+//!
+//! # Quarantine
+//!
+//! A record that cannot be parsed is moved to `<work_dir>/containers-quarantine/<id>.<secs>`.
+//! Its volumes are unknown, so the container keeps everything it may hold: nothing of it is
+//! unmounted, and every later [`Isolator::recover`] reads the quarantine directory and counts
+//! it among the live CSI and Docker consumers. [`Isolator::status`] lists it as
+//! `quarantined`; a new prepare of the id is refused ([`ContainerError::Quarantined`],
+//! `FAILED_PRECONDITION`). [`Isolator::cleanup`] tears it down from its record when that can
+//! still be read (a wrong schema version, say), and otherwise refuses; only
+//! [`Isolator::force_cleanup`] (`cleanup --force`) then releases its plugin consumers, without
+//! locating its binds (the operator unmounts those). A released quarantine file is renamed
+//! `<file>.released` and kept.
 //!
 //! # What `prepare` trusts
 //!
