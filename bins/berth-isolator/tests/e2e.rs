@@ -589,6 +589,7 @@ fn grpc_service_prepares_reports_and_serves_metrics() {
                 assert_eq!(res.checkpointed.len(), 1);
                 c.cleanup(pb::CleanupRequest {
                     container_id: "g1".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -341,6 +341,7 @@ fn grpc_refusals_carry_their_codes() {
                 let e = c
                     .cleanup(pb::CleanupRequest {
                         container_id: "g1".into(),
+                        force: false,
                     })
                     .await
                     .unwrap_err();
@@ -349,6 +350,25 @@ fn grpc_refusals_carry_their_codes() {
                 let e = c.prepare(prepare(&sb)).await.unwrap_err();
                 assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
                 assert_eq!(berth_testkit::mounts_below(&sb), [sb.join("data")]);
+                let r = c
+                    .recover(pb::RecoverRequest {
+                        live: Vec::new(),
+                        orphans: Vec::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.quarantine_kept, ["g1"]);
+                assert_eq!(berth_testkit::mounts_below(&sb), [sb.join("data")]);
+                // The operator's --force, without stopping the server.
+                c.cleanup(pb::CleanupRequest {
+                    container_id: "g1".into(),
+                    force: true,
+                })
+                .await
+                .unwrap();
+                let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+                assert!(st.containers.is_empty(), "{st:?}");
             });
     });
 }
