@@ -2,9 +2,11 @@
 //! sandbox/host paths — per container, crash-safe. Thin over `berth-agent`.
 //!
 //! ```text
-//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC] <command>
+//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
+//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
-//!   cleanup --container-id ID                  undo exactly what prepare did
+//!   cleanup --container-id ID [--force]        undo exactly what prepare did (--force: also a
+//!                                              quarantined container with an unreadable record)
 //!   recover [--live ID]... [--orphan ID]...    reconcile after a crash or reboot
 //!   status [--json]                            containers, volumes, mounted or not
 //!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
@@ -103,6 +105,17 @@ struct Cli {
         global = true
     )]
     enforce_disk_limits: bool,
+    /// Every container sandbox must lie under this directory.
+    #[arg(long = "sandbox-root", alias = "sandbox_root", global = true)]
+    sandbox_root: Option<PathBuf>,
+    /// HOST_PATH volume sources must lie under one of these (comma separated; default: any).
+    #[arg(
+        long = "allowed-host-paths",
+        alias = "allowed_host_paths",
+        global = true,
+        value_delimiter = ','
+    )]
+    allowed_host_paths: Vec<PathBuf>,
     /// Seconds to wait for the work dir's lock held by another berth-isolator.
     #[arg(long = "lock-wait", global = true, default_value_t = 10)]
     lock_wait: u64,
@@ -126,6 +139,10 @@ enum Command {
         /// The container id.
         #[arg(long = "container-id", alias = "container_id")]
         container_id: String,
+        /// Also end the quarantine of a container whose record cannot be read: release its
+        /// CSI and Docker consumers (its binds cannot be located and are not unmounted).
+        #[arg(long)]
+        force: bool,
     },
     /// Reconciles the records with the running containers.
     Recover {
@@ -278,6 +295,8 @@ async fn run(cli: Cli) -> Result<()> {
         docker_plugin_dirs: cli.docker_plugin_dirs,
         resources: cli.resources,
         retain_destroyed_data: cli.retain_destroyed_data,
+        sandbox_root: cli.sandbox_root,
+        allowed_host_paths: cli.allowed_host_paths,
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
         enforce_disk_limits: cli.enforce_disk_limits,
@@ -351,8 +370,15 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 .collect();
             print_json(&serde_json::json!({"container_id": container_id, "mounts": list}))
         }
-        Command::Cleanup { container_id } => {
-            agent.cleanup(&container_id).await?;
+        Command::Cleanup {
+            container_id,
+            force,
+        } => {
+            if force {
+                agent.force_cleanup(&container_id).await?;
+            } else {
+                agent.cleanup(&container_id).await?;
+            }
             println!("cleaned up {container_id}");
             Ok(())
         }
@@ -365,6 +391,7 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 "orphans_kept": r.orphans_kept,
                 "cleaned": r.cleaned,
                 "quarantined": r.quarantined,
+                "quarantine_kept": r.quarantine_kept,
                 "csi_records": r.csi_records,
                 "errors": errors,
             }))?;

@@ -206,11 +206,21 @@ impl IsolatorRpc for Service {
         &self,
         request: Request<pb::CleanupRequest>,
     ) -> Result<Response<pb::CleanupResponse>, Status> {
-        let id = request.into_inner().container_id;
+        let pb::CleanupRequest {
+            container_id: id,
+            force,
+        } = request.into_inner();
         berth_mount::names::ContainerId::new(&id)
             .map_err(|e| Status::invalid_argument(format!("container_id: {e}")))?;
         let agent = Arc::clone(&self.agent);
-        detached(async move { agent.cleanup(&id).await }).await?;
+        detached(async move {
+            if force {
+                agent.force_cleanup(&id).await
+            } else {
+                agent.cleanup(&id).await
+            }
+        })
+        .await?;
         Ok(Response::new(pb::CleanupResponse {}))
     }
 
@@ -228,6 +238,7 @@ impl IsolatorRpc for Service {
             quarantined: report.quarantined,
             errors: report.errors.iter().map(ToString::to_string).collect(),
             incomplete: report.incomplete,
+            quarantine_kept: report.quarantine_kept,
         }))
     }
 

@@ -580,6 +580,7 @@ fn without_project_quotas_a_volume_over_its_size_is_watched_and_refused() {
                 );
                 c.cleanup(pb::CleanupRequest {
                     container_id: "c-over".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -880,6 +881,7 @@ fn grpc_service_prepares_reports_and_serves_metrics() {
                 assert_eq!(res.checkpointed.len(), 1);
                 c.cleanup(pb::CleanupRequest {
                     container_id: "g1".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

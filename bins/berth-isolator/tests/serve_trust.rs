@@ -371,6 +371,7 @@ fn a_hung_filesystem_stalls_only_the_container_that_uses_it() {
             bound,
             c.cleanup(pb::CleanupRequest {
                 container_id: "free".into(),
+                ..Default::default()
             }),
         )
         .await

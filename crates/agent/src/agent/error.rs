@@ -87,7 +87,8 @@ impl From<berth_dvdi::DvdiError> for AgentError {
 }
 
 impl AgentError {
-    /// The error's class: the isolator's and the resources' own, and
+    /// The error's class: the isolator's and the resources' own,
+    /// [`ErrorCode::InvalidArgument`] for an invalid checkpointed list, and
     /// [`ErrorCode::Internal`] for the agent's steps.
     #[must_use]
     pub fn code(&self) -> ErrorCode {
@@ -95,12 +96,31 @@ impl AgentError {
             Self::Container(e) => e.code(),
             Self::Resources(e) => e.code(),
             Self::OverDiskLimit { .. } => ErrorCode::FailedPrecondition,
-            // As before the split: an invalid checkpointed list was never told apart.
-            Self::WorkDir { .. }
-            | Self::Locked { .. }
-            | Self::CsiConfig { .. }
-            | Self::Dvdi(_)
-            | Self::CheckpointedResources { .. } => ErrorCode::Internal,
+            // The caller's list: its mistake.
+            Self::CheckpointedResources { .. } => ErrorCode::InvalidArgument,
+            Self::WorkDir { .. } | Self::Locked { .. } | Self::CsiConfig { .. } | Self::Dvdi(_) => {
+                ErrorCode::Internal
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn an_invalid_checkpointed_list_is_the_callers_mistake() {
+        let bad = berth_resources::proto::Resource::default();
+        let source = berth_resources::Resources::from_proto_list(&[bad]).unwrap_err();
+        let e = AgentError::CheckpointedResources { source };
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let io = AgentError::WorkDir {
+            step: "open",
+            path: PathBuf::from("/w"),
+            source: std::io::Error::other("disk"),
+        };
+        assert_eq!(io.code(), ErrorCode::Internal);
     }
 }

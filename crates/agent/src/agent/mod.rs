@@ -17,8 +17,8 @@ use berth_dvdi::{Discovery, ManagerConfig, MountMode, PluginRegistry};
 use berth_resources::proto;
 
 use crate::container::{
-    ContainerConfig, DockerVolumes, Isolator, PersistentVolumes, Prepared, RecordState,
-    RecoveryReport,
+    ContainerConfig, DockerVolumes, Isolator, PersistentVolumes, PreparePolicy, Prepared,
+    RecordState, RecoveryReport,
 };
 use crate::resources::{AgentResources, Options, SyncReport};
 
@@ -55,6 +55,10 @@ pub struct Settings {
     pub resources: Option<String>,
     /// `--retain-destroyed-data`: DESTROY keeps the volume's data.
     pub retain_destroyed_data: bool,
+    /// `--sandbox-root`: every sandbox must lie under it.
+    pub sandbox_root: Option<PathBuf>,
+    /// `--allowed-host-paths`: `HOST_PATH` sources must lie under one of these (empty: any).
+    pub allowed_host_paths: Vec<PathBuf>,
     /// How long to wait for the work dir's lock (another one-shot command, or a server).
     pub lock_wait: Duration,
     /// Called at every write-ahead point (tests: crash injection).
@@ -102,14 +106,35 @@ pub struct ResourcesView {
     pub total: Vec<proto::Resource>,
 }
 
-/// Persistent volume directories as Mesos lays them out, rooted per disk source.
+/// Persistent volume directories as Mesos lays them out, rooted per disk source, for the
+/// volumes the agent holds: a snapshot of the committed checkpointed resources, replaced by
+/// the agent after every change (under [`Isolator::hold_prepares`]).
 struct Layout {
     work_dir: PathBuf,
+    checkpointed: Arc<std::sync::RwLock<berth_resources::Resources>>,
 }
 
 impl PersistentVolumes for Layout {
+    /// Mesos's identity of a persistent volume (research `mesos-rules.md` ):
+    /// [`Resources::contains_resource`](berth_resources::Resources::contains_resource) of the
+    /// checkpointed set, so the persistence id, disk source, role and reservation stack,
+    /// sharedness and size must all match, while `volume` (container path, mode) is how the
+    /// container uses it and is ignored. The allocation is cleared first: a task's resources
+    /// are allocated to its role, checkpointed ones never are.
     fn volume_path(&self, r: &proto::Resource) -> std::result::Result<PathBuf, String> {
-        let typed = berth_resources::Resource::from_proto(r).map_err(|e| e.to_string())?;
+        let mut typed = berth_resources::Resource::from_proto(r).map_err(|e| e.to_string())?;
+        typed.allocation_info = None;
+        let held = self
+            .checkpointed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_resource(&typed);
+        if !held {
+            return Err(
+                "not among the agent's checkpointed resources (a persistent volume is mounted only once the agent holds it: CREATE it, or send it in CheckpointResources)"
+                    .to_owned(),
+            );
+        }
         crate::resources::volume_path(&self.work_dir, &typed).map_err(|e| e.to_string())
     }
 }
@@ -127,6 +152,8 @@ pub struct Agent {
     docker: Arc<DockerManager>,
     resources: tokio::sync::Mutex<AgentResources>,
     limitations: usage::Limitations,
+    /// The committed checkpointed set as the isolator's [`Layout`] sees it.
+    checkpointed: Arc<std::sync::RwLock<berth_resources::Resources>>,
     /// Counters for `/metrics`.
     pub counters: Counters,
 }
@@ -186,14 +213,20 @@ impl Agent {
             docker.set_hook(h.0.clone());
         }
         let docker = Arc::new(docker);
+        let checkpointed = Arc::new(std::sync::RwLock::new(berth_resources::Resources::new()));
         let mut isolator = Isolator::new(
             work,
             Arc::new(Layout {
                 work_dir: work.clone(),
+                checkpointed: Arc::clone(&checkpointed),
             }),
             csi.clone(),
         )
-        .with_docker(Arc::clone(&docker) as Arc<dyn DockerVolumes>);
+        .with_docker(Arc::clone(&docker) as Arc<dyn DockerVolumes>)
+        .with_policy(PreparePolicy {
+            sandbox_root: settings.sandbox_root.clone(),
+            allowed_host_paths: settings.allowed_host_paths.clone(),
+        });
         if let Some(h) = &hook {
             isolator.set_hook(h.0.clone());
         }
@@ -226,6 +259,8 @@ impl Agent {
         if let Err(e) = resources.reconcile_quotas() {
             tracing::warn!(error = %e, "reconciling the volumes' project quotas");
         }
+        *checkpointed.write().unwrap_or_else(PoisonError::into_inner) =
+            resources.checkpointed().clone();
         Ok(Self {
             settings,
             _lock: lock,
@@ -234,6 +269,7 @@ impl Agent {
             docker,
             resources: tokio::sync::Mutex::new(resources),
             limitations: usage::Limitations::default(),
+            checkpointed,
             counters: Counters::default(),
         })
     }
@@ -260,10 +296,21 @@ impl Agent {
         let new = berth_resources::Resources::from_proto_list(list)
             .map_err(|source| AgentError::CheckpointedResources { source })?;
         let mut r = self.resources.lock().await;
+        let _prepares = self.isolator.hold_prepares().await;
         let users = |p: &Path| self.isolator.users_of(p);
-        let report: SyncReport = r.checkpoint(&new, &users)?;
-        log_sync(&report);
+        let out = r.checkpoint(&new, &users);
+        self.publish(&r);
+        log_sync(&out?);
         Ok(Self::view(&r))
+    }
+
+    /// Gives the isolator the committed checkpointed set (after every change, committed or
+    /// refused, while prepares are held).
+    fn publish(&self, r: &AgentResources) {
+        *self
+            .checkpointed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = r.checkpointed().clone();
     }
 
     /// Applies one accepted operation (typed, as it came off the wire) to the agent's total
@@ -280,9 +327,11 @@ impl Agent {
     async fn apply_inner(&self, op: &proto::offer::Operation) -> Result<ResourcesView> {
         let op = crate::resources::read_operation(op)?;
         let mut r = self.resources.lock().await;
+        let _prepares = self.isolator.hold_prepares().await;
         let users = |p: &Path| self.isolator.users_of(p);
-        let report = r.apply_operation(&op, &users)?;
-        log_sync(&report);
+        let out = r.apply_operation(&op, &users);
+        self.publish(&r);
+        log_sync(&out?);
         Ok(Self::view(&r))
     }
 
@@ -364,12 +413,15 @@ impl Agent {
         self.check_disk_limits(cfg)?;
         // The sandbox's quota (its non-persistent disk) before anything is mounted into it;
         // recorded write-ahead with the container's id, released if the prepare fails.
+        // Only a config the isolator admits (sandbox checked and canonical, every volume
+        // planned) gets anything tagged.
         let disk = sandbox_disk_bytes(cfg);
-        let limited = if disk > 0 && cfg.sandbox.is_absolute() && cfg.sandbox.is_dir() {
+        let limited = if disk > 0 {
+            let (admitted, _) = self.isolator.plan_admitted(cfg)?;
             self.resources
                 .lock()
                 .await
-                .limit_sandbox(&cfg.sandbox, disk, &cfg.container_id)?
+                .limit_sandbox(&admitted.sandbox, disk, &cfg.container_id)?
         } else {
             false
         };
@@ -408,6 +460,17 @@ impl Agent {
         };
         self.counters.count("cleanup", out.is_ok());
         out
+    }
+
+    /// `cleanup --force`: also ends the quarantine of a container whose record cannot be
+    /// read, releasing its CSI and Docker consumers ([`Isolator::force_cleanup`]).
+    ///
+    /// # Errors
+    /// The isolator's error.
+    pub async fn force_cleanup(&self, id: &str) -> Result<()> {
+        let out = self.isolator.force_cleanup(id).await;
+        self.counters.count("cleanup", out.is_ok());
+        Ok(out?)
     }
 
     /// Recovers after a restart.
@@ -461,6 +524,7 @@ impl Agent {
             kept = report.kept.len(),
             cleaned = report.cleaned.len(),
             quarantined = report.quarantined.len(),
+            quarantine_kept = report.quarantine_kept.len(),
             errors = report.errors.len(),
             "recovered"
         );

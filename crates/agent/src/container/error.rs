@@ -75,6 +75,20 @@ pub enum ContainerError {
         /// What is wrong.
         reason: String,
     },
+    /// The container's record was corrupt and is quarantined: what it holds is kept until
+    /// an operator releases it (`cleanup --force`).
+    #[error(
+        "container {container}: quarantined (its record {} was corrupt; its mounts and plugin consumers are kept): {what}; release it with `berth-isolator cleanup --container-id {container} --force`",
+        .path.display()
+    )]
+    Quarantined {
+        /// The container id.
+        container: String,
+        /// The quarantined record.
+        path: PathBuf,
+        /// What was refused and why.
+        what: &'static str,
+    },
     /// `prepare` for a container that has a record already.
     #[error("container {container}: already prepared (clean it up first)")]
     AlreadyPrepared {
@@ -88,13 +102,15 @@ pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
 
 impl ContainerError {
     /// The error's class: the caller's mistakes are [`ErrorCode::InvalidArgument`], a
-    /// container prepared already [`ErrorCode::AlreadyExists`], a CSI plugin nobody
+    /// container prepared already [`ErrorCode::AlreadyExists`], a quarantined container
+    /// [`ErrorCode::FailedPrecondition`], a CSI plugin nobody
     /// configured [`ErrorCode::NotFound`], the rest [`ErrorCode::Internal`].
     #[must_use]
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Config { .. } | Self::Volume { .. } => ErrorCode::InvalidArgument,
             Self::AlreadyPrepared { .. } => ErrorCode::AlreadyExists,
+            Self::Quarantined { .. } => ErrorCode::FailedPrecondition,
             Self::Csi { source, .. }
                 if matches!(**source, berth_csi::CsiError::UnknownPlugin { .. }) =>
             {
@@ -194,6 +210,17 @@ mod tests {
             }
             .code(),
             ErrorCode::AlreadyExists
+        );
+        let quarantined = ContainerError::Quarantined {
+            container: "c".into(),
+            path: PathBuf::from("/w/containers-quarantine/c.1"),
+            what: "prepare refused",
+        };
+        assert_eq!(quarantined.code(), ErrorCode::FailedPrecondition);
+        assert!(
+            quarantined
+                .to_string()
+                .contains("cleanup --container-id c --force")
         );
         let unknown = berth_csi::CsiError::UnknownPlugin {
             plugin: "p".into(),

@@ -12,13 +12,52 @@
 //! unmount; the record is removed when cleanup is complete. Never one write per volume.
 //! [`Isolator::recover`] reads every record and, against the mount table, keeps complete
 //! prepares of live containers, rolls back incomplete ones, finishes every cleanup, keeps known
-//! orphans untouched until their cleanup arrives, and quarantines corrupt records.
+//! orphans untouched until their cleanup arrives, and quarantines corrupt records (below).
 //!
 //! Where Mesos differs (research `isolators.md` §1.3, §1.10, §7.2): an absolute container path
 //! without a rootfs is refused instead of being mounted over the host's own path (Mesos mounts
 //! it inside the container's mount namespace, which berth, working from outside, does not
 //! have); nested container paths are mounted parent first instead of being skipped; duplicate
 //! container paths in one container are refused.
+//!
+//! # Quarantine
+//!
+//! A record that cannot be parsed is moved to `<work_dir>/containers-quarantine/<id>.<secs>`.
+//! Its volumes are unknown, so the container keeps everything it may hold: nothing of it is
+//! unmounted, and every later [`Isolator::recover`] reads the quarantine directory and counts
+//! it among the live CSI and Docker consumers. [`Isolator::status`] lists it as
+//! `quarantined`; a new prepare of the id is refused ([`ContainerError::Quarantined`],
+//! `FAILED_PRECONDITION`). [`Isolator::cleanup`] tears it down from its record when that can
+//! still be read (a wrong schema version, say), and otherwise refuses; only
+//! [`Isolator::force_cleanup`] (`cleanup --force`) then releases its plugin consumers, without
+//! locating its binds (the operator unmounts those). A released quarantine file is renamed
+//! `<file>.released` and kept.
+//!
+//! # What `prepare` trusts
+//!
+//! Nothing in the config (issue 15; Mesos's agent refuses resources it has not checkpointed).
+//! Before the record, [`Isolator::plan`] checks, and a refusal is
+//! [`ContainerError::Config`] / [`ContainerError::Volume`] (`INVALID_ARGUMENT`) with nothing
+//! on disk changed (no record, no directory, no chown, no mount):
+//!
+//! - the sandbox is an absolute, existing directory, not `/`, not inside the agent's work dir,
+//!   and under `--sandbox-root` when one is set ([`PreparePolicy`]); a rootfs is not `/` nor
+//!   inside the work dir. Both are compared and then used canonicalized;
+//! - a `HOST_PATH` source lies, canonicalized, at or under one of `--allowed-host-paths`
+//!   (component-wise; default any, as Mesos);
+//! - a persistent volume is one the agent holds: [`PersistentVolumes::volume_path`] refuses
+//!   any other (the agent's implementation: Mesos `contains` against the committed
+//!   checkpointed set — persistence id, disk source, role and reservations, sharedness and
+//!   size; the `volume` field is how the container uses it and is ignored).
+//!
+//! A DESTROY racing a prepare: the agent holds [`Isolator::hold_prepares`] for the whole of a
+//! resources change, and a prepare holds the other side from its plan until its record is
+//! durable. So a change either finishes before the plan (which then no longer finds the
+//! volume and refuses), or starts after the record is on disk, where
+//! [`Isolator::users_of`] names the container and the DESTROY is refused. A change that
+//! starts after the plan but before the record cannot happen. (Without the gate the prepare
+//! would still fail safe in the common case: the bind of a directory already moved to the
+//! trash fails and the prepare undoes; the gate closes the window where the bind wins.)
 //!
 //! One room per job: `config` parses, `plan` resolves each volume by its kind's planner
 //! (`sources/`: persistent, host path, sandbox path, CSI, Docker, behind one `SourceKind`),
@@ -49,7 +88,9 @@ pub use config::{ContainerConfig, MAX_ID_LEN};
 pub use error::{ContainerError, Result};
 pub use record::{ContainerRecord, Hook, HookPoint, Phase, RecordState, SCHEMA_VERSION};
 pub use recover::RecoveryReport;
-pub use sources::{BoxFuture, DockerVolumes, PersistentVolumes, Planned, Source, VolumeEntry};
+pub use sources::{
+    BoxFuture, DockerVolumes, PersistentVolumes, Planned, PreparePolicy, Source, VolumeEntry,
+};
 pub use status::{ContainerStatus, VolumeStatus};
 
 use record::RecordStore;
@@ -77,6 +118,10 @@ pub struct Isolator {
     /// Prepares and cleanups hold it shared, `recover` exclusively: recovery judges every
     /// record against one consistent mount table and set of records.
     ops: tokio::sync::RwLock<()>,
+    /// Prepares hold it shared from their plan until their record is durable; a change of
+    /// the agent's resources holds it exclusively ([`Isolator::hold_prepares`]).
+    plan_gate: tokio::sync::RwLock<()>,
+    policy: PreparePolicy,
     busy: Mutex<BTreeSet<String>>,
     hook: Option<Hook>,
 }
@@ -109,6 +154,8 @@ impl Isolator {
             records: RecordStore::new(&work_dir),
             work_dir,
             ops: tokio::sync::RwLock::new(()),
+            plan_gate: tokio::sync::RwLock::new(()),
+            policy: PreparePolicy::default(),
             busy: Mutex::new(BTreeSet::new()),
             hook: None,
         }
@@ -120,6 +167,21 @@ impl Isolator {
     pub fn with_mounter(mut self, mounter: Arc<dyn Mounter>) -> Self {
         self.mounter = mounter;
         self
+    }
+
+    /// Limits sandboxes and host paths (`--sandbox-root`, `--allowed-host-paths`).
+    #[must_use]
+    pub fn with_policy(mut self, policy: PreparePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Waits for every prepare between its plan and its durable record, and holds new ones
+    /// before their plan, while the guard lives: a change of the agent's persistent volumes
+    /// holds it, so each prepare's plan sees the set either before the change (and its record
+    /// is then on disk for [`Isolator::users_of`] to see) or after it.
+    pub async fn hold_prepares(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.plan_gate.write().await
     }
 
     /// Adds Docker volume-driver volumes (`DOCKER_VOLUME`, `DVDI_VOLUME_*`).

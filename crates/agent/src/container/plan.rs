@@ -1,10 +1,10 @@
 //! Planning: a container config resolved into its volumes, without side effects.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Isolator;
 use super::config::ContainerConfig;
-use super::error::{Result, vol_err};
+use super::error::{Result, cfg_err, vol_err};
 use super::sources::{self, PlanCx, Planned};
 
 fn depth(p: &Path) -> usize {
@@ -21,10 +21,75 @@ impl Isolator {
     /// [`ContainerError::Config`](super::ContainerError::Config) /
     /// [`ContainerError::Volume`](super::ContainerError::Volume) naming the volume.
     pub fn plan(&self, cfg: &ContainerConfig) -> Result<Vec<Planned>> {
+        Ok(self.plan_admitted(cfg)?.1)
+    }
+
+    /// The sandbox and rootfs checked against the work dir and `--sandbox-root`, and
+    /// canonicalized: the config as it is planned, recorded and mounted into. Canonical roots
+    /// mean a symlinked sandbox cannot be re-pointed between this check and the mounts.
+    ///
+    /// A sandbox must be an absolute, existing directory, not `/`, not inside the agent's
+    /// work dir (berth's own records and volumes), and with `--sandbox-root` strictly under
+    /// it; a rootfs must not be `/` (absolute container paths would land on the host's own)
+    /// nor inside the work dir.
+    fn admit(&self, cfg: &ContainerConfig) -> Result<ContainerConfig> {
         cfg.check()?;
+        let canon = |key: &str, p: &Path| -> Result<PathBuf> {
+            std::fs::canonicalize(p)
+                .map_err(|e| cfg_err(format!("{key} {}: cannot resolve: {e}", p.display())))
+        };
+        let work = std::fs::canonicalize(&self.work_dir).unwrap_or_else(|_| self.work_dir.clone());
+        let mut out = cfg.clone();
+        out.sandbox = canon("sandbox", &cfg.sandbox)?;
+        out.rootfs = cfg
+            .rootfs
+            .as_deref()
+            .map(|r| canon("rootfs", r))
+            .transpose()?;
+        for (key, dir) in std::iter::once(("sandbox", &out.sandbox))
+            .chain(out.rootfs.iter().map(|r| ("rootfs", r)))
+        {
+            if dir.parent().is_none() {
+                return Err(cfg_err(format!(
+                    "{key} must not be the host's root directory"
+                )));
+            }
+            if dir.starts_with(&work) {
+                return Err(cfg_err(format!(
+                    "{key} {} is inside the agent's work dir {}",
+                    dir.display(),
+                    work.display()
+                )));
+            }
+        }
+        if let Some(root) = &self.policy.sandbox_root {
+            let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+            if out.sandbox == real || !out.sandbox.starts_with(&real) {
+                return Err(cfg_err(format!(
+                    "sandbox {} is not under the sandbox root {} (--sandbox-root)",
+                    out.sandbox.display(),
+                    real.display()
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Isolator::plan`] with the admitted config it planned.
+    pub(crate) fn plan_admitted(
+        &self,
+        cfg: &ContainerConfig,
+    ) -> Result<(ContainerConfig, Vec<Planned>)> {
+        let cfg = self.admit(cfg)?;
+        let plan = self.plan_checked(&cfg)?;
+        Ok((cfg, plan))
+    }
+
+    fn plan_checked(&self, cfg: &ContainerConfig) -> Result<Vec<Planned>> {
         let cx = PlanCx {
             cfg,
             backends: &self.backends,
+            policy: &self.policy,
         };
         let id = cx.id();
         let mut plan = Vec::new();

@@ -5,7 +5,7 @@ use std::sync::PoisonError;
 
 use berth_mount::BindOptions;
 
-use super::config::ContainerConfig;
+use super::config::{ContainerConfig, check_id};
 use super::error::{ContainerError, Result, mount_err};
 use super::record::{ContainerRecord, HookPoint, RecordState, SCHEMA_VERSION};
 use super::sources::{self, Acquire, Planned};
@@ -19,12 +19,23 @@ impl Isolator {
     /// # Errors
     /// [`ContainerError::AlreadyPrepared`], the plan's errors, and the failing volume's.
     pub async fn prepare(&self, cfg: &ContainerConfig) -> Result<Vec<Prepared>> {
-        let plan = self.plan(cfg)?;
-        let id = cfg.container_id.clone();
+        let id = check_id(&cfg.container_id)?.as_str().to_owned();
         let _ops = self.ops.read().await;
         let _g = self.lock_id(&id).await;
+        // Held from the plan (which asks the agent whether it holds each persistent volume)
+        // until the record is durable, so no resources change falls between them; taken last,
+        // so nothing is awaited while it is held but the record's write.
+        let gate = self.plan_gate.read().await;
+        let (cfg, plan) = self.plan_admitted(cfg)?;
         if self.records.load(&id)?.is_some() {
             return Err(ContainerError::AlreadyPrepared { container: id });
+        }
+        if let Some(path) = self.records.quarantined_files(&id).into_iter().next() {
+            return Err(ContainerError::Quarantined {
+                container: id,
+                path,
+                what: "prepare refused",
+            });
         }
         let rec = ContainerRecord {
             schema_version: SCHEMA_VERSION,
@@ -39,7 +50,7 @@ impl Isolator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone());
-        let out = self.prepare_locked(&rec, &plan).await;
+        let out = self.prepare_locked(&rec, &plan, gate).await;
         self.busy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -51,9 +62,11 @@ impl Isolator {
         &self,
         rec: &ContainerRecord,
         plan: &[Planned],
+        gate: tokio::sync::RwLockReadGuard<'_, ()>,
     ) -> Result<Vec<Prepared>> {
         let id = rec.container_id.as_str();
         self.records.save(rec)?;
+        drop(gate);
         self.hook(HookPoint::intent(&[id], "preparing"));
         let mut done = Vec::with_capacity(plan.len());
         let mut roots = Roots::default();

@@ -152,6 +152,56 @@ impl RecordStore {
         self.store.remove_stale_temps();
     }
 
+    /// The quarantined records of `id` still in force: `containers-quarantine/<id>.<seconds>`
+    /// (a released one has a `.released` suffix and no longer counts).
+    pub(crate) fn quarantined_files(&self, id: &str) -> Vec<PathBuf> {
+        self.quarantined()
+            .into_iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Every quarantined record in force: (container id, file), by file name. A missing
+    /// directory is none; an unreadable one is logged and read as none.
+    pub(crate) fn quarantined(&self) -> Vec<(String, PathBuf)> {
+        let rd = match std::fs::read_dir(&self.quarantine_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(dir = %self.quarantine_dir.display(), error = %e, "cannot list quarantined records");
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<(String, PathBuf)> = rd
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                let (id, stamp) = name.rsplit_once('.')?;
+                (!stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+                check_id(id).ok()?;
+                Some((id.to_owned(), e.path()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Ends the quarantine of `files` (renamed to `<file>.released`, kept for the operator;
+    /// the directory is fsynced).
+    pub(crate) fn release_quarantine(&self, id: &str, files: &[PathBuf]) -> Result<()> {
+        for f in files {
+            let mut to = f.clone().into_os_string();
+            to.push(".released");
+            std::fs::rename(f, &to).map_err(io_err(id, "release quarantined record", f))?;
+        }
+        berth_mount::durable::fsync_dir(&self.quarantine_dir).map_err(io_err(
+            id,
+            "fsync quarantine dir",
+            &self.quarantine_dir,
+        ))
+    }
+
     /// Moves a corrupt record aside, to `<work_dir>/containers-quarantine/<id>.<seconds>`.
     pub(crate) fn quarantine(&self, name: &str) {
         match self.store.quarantine(&[name], &self.quarantine_dir) {

@@ -18,8 +18,11 @@ pub struct RecoveryReport {
     pub orphans_kept: Vec<String>,
     /// Containers whose volumes were torn down (dead, interrupted prepare, interrupted cleanup).
     pub cleaned: Vec<String>,
-    /// Quarantined records (moved to `<work_dir>/containers-quarantine/`).
+    /// Records quarantined by this recovery (moved to `<work_dir>/containers-quarantine/`).
     pub quarantined: Vec<String>,
+    /// Containers quarantined earlier: everything they hold (binds, CSI publications, Docker
+    /// mounts) is kept, as for a live container, until `cleanup --force` releases them.
+    pub quarantine_kept: Vec<String>,
     /// CSI volumes recovered, per plugin (records read).
     pub csi_records: usize,
     /// Errors; those records stay for the next attempt.
@@ -30,8 +33,9 @@ impl Isolator {
     /// After a restart: every record is read; `live` containers whose volumes are all in place
     /// are kept, an interrupted prepare of a live container is rolled back, `orphans` are
     /// left untouched until their cleanup arrives, every other container is cleaned up, and a
-    /// corrupt record is quarantined. Then the CSI plugins recover with the remaining
-    /// containers as their live consumers.
+    /// corrupt record is quarantined. Then the CSI plugins and Docker volume drivers recover
+    /// with the remaining containers as their live consumers — quarantined containers among
+    /// them, this time and every later time, until `cleanup --force` ends their quarantine.
     ///
     /// # Errors
     /// [`ContainerError::Io`] when the records directory cannot be listed; per-container
@@ -100,18 +104,45 @@ impl Isolator {
                 }
             }
         }
+        // A quarantined container's volumes are unknown: it keeps every consumer, in this and
+        // every later recovery, until `cleanup --force` ends its quarantine.
+        for (id, _) in self.records.quarantined() {
+            if remaining.insert(id.clone()) {
+                report.quarantine_kept.push(id);
+            }
+        }
+        report.csi_records += self
+            .release_consumers_but(&remaining, &mut report.errors)
+            .await;
+        Ok(report)
+    }
+
+    /// Every container that may hold a CSI or Docker consumer: those with a record (readable
+    /// or not) and the quarantined ones.
+    pub(crate) fn consumer_holders(&self) -> Result<BTreeSet<String>> {
+        let mut out: BTreeSet<String> = self.records.ids()?.into_iter().collect();
+        out.extend(self.records.quarantined().into_iter().map(|(id, _)| id));
+        Ok(out)
+    }
+
+    /// The plugins' recovery with `remaining` as the live consumers: every CSI and Docker
+    /// consumer not in it is released. The number of CSI records read; errors are appended.
+    pub(crate) async fn release_consumers_but(
+        &self,
+        remaining: &BTreeSet<String>,
+        errors: &mut Vec<ContainerError>,
+    ) -> usize {
+        let mut csi_records = 0;
         if let Some(docker) = &self.backends.docker {
-            match docker.recover(&remaining).await {
-                Ok((_records, errors)) => {
-                    report
-                        .errors
-                        .extend(errors.into_iter().map(|reason| ContainerError::Volume {
-                            container: String::new(),
-                            volume: "Docker volume recovery".to_owned(),
-                            reason,
-                        }));
+            match docker.recover(remaining).await {
+                Ok((_records, errs)) => {
+                    errors.extend(errs.into_iter().map(|reason| ContainerError::Volume {
+                        container: String::new(),
+                        volume: "Docker volume recovery".to_owned(),
+                        reason,
+                    }));
                 }
-                Err(e) => report.errors.push(ContainerError::Dvdi {
+                Err(e) => errors.push(ContainerError::Dvdi {
                     container: String::new(),
                     volume: "Docker volume recovery".to_owned(),
                     source: Box::new(e),
@@ -123,16 +154,14 @@ impl Isolator {
             for (_plugin, outcome) in csi.recover(Some(&alive)).await {
                 match outcome {
                     Ok(r) => {
-                        report.csi_records += r.records;
-                        report
-                            .errors
-                            .extend(r.errors.into_iter().map(|e| ContainerError::Csi {
-                                container: String::new(),
-                                volume: "CSI recovery".to_owned(),
-                                source: Box::new(e),
-                            }));
+                        csi_records += r.records;
+                        errors.extend(r.errors.into_iter().map(|e| ContainerError::Csi {
+                            container: String::new(),
+                            volume: "CSI recovery".to_owned(),
+                            source: Box::new(e),
+                        }));
                     }
-                    Err(e) => report.errors.push(ContainerError::Csi {
+                    Err(e) => errors.push(ContainerError::Csi {
                         container: String::new(),
                         volume: "CSI recovery".to_owned(),
                         source: Box::new(e),
@@ -140,6 +169,6 @@ impl Isolator {
                 }
             }
         }
-        Ok(report)
+        csi_records
     }
 }

@@ -18,7 +18,8 @@ use super::{Isolator, Roots};
 pub struct ContainerStatus {
     /// The container.
     pub container_id: String,
-    /// `preparing`, `prepared`, `cleaning`.
+    /// `preparing`, `prepared`, `cleaning`, or `quarantined` (a corrupt record moved aside:
+    /// its volumes are unknown and everything it holds is kept).
     pub state: &'static str,
     /// Its volumes.
     pub volumes: Vec<VolumeStatus>,
@@ -61,7 +62,8 @@ impl Isolator {
             .collect())
     }
 
-    /// Every container with a record: its state and its volumes, mounted or not.
+    /// Every container with a record: its state and its volumes, mounted or not; then every
+    /// quarantined container (state `quarantined`, no volumes).
     ///
     /// # Errors
     /// [`ContainerError::Io`](super::ContainerError::Io) when the records directory cannot be
@@ -131,6 +133,21 @@ impl Isolator {
                 state,
                 volumes,
                 last_error: rec.last_error.clone(),
+            });
+        }
+        // Quarantined containers: their volumes are unknown, everything they hold is kept.
+        for (id, file) in self.records.quarantined() {
+            if out.iter().any(|c| c.container_id == id) {
+                continue;
+            }
+            out.push(ContainerStatus {
+                container_id: id.clone(),
+                state: "quarantined",
+                volumes: Vec::new(),
+                last_error: Some(format!(
+                    "record corrupt, quarantined at {}; its mounts and plugin consumers are kept until `berth-isolator cleanup --container-id {id} --force`",
+                    file.display()
+                )),
             });
         }
         Ok(out)

@@ -201,15 +201,83 @@ impl Isolator {
     /// record removed. An unknown container is a no-op. On error the record stays in
     /// `cleaning` and [`Isolator::recover`] (or another cleanup) finishes it.
     ///
+    /// A quarantined container (its record was corrupt) is cleaned up from what can still be
+    /// read of its record: when it parses as a record once its id and schema version are
+    /// taken as given, and names an absolute sandbox other than `/`, it is written back as a
+    /// `cleaning` intent, its quarantine ends, and it is torn down as any other. When nothing
+    /// usable can be read, berth cannot tell which mounts are its own, and the cleanup is
+    /// refused with [`ContainerError::Quarantined`] (`FAILED_PRECONDITION`): releasing its
+    /// plugin volumes under binds that may still be live is the operator's call
+    /// ([`Isolator::force_cleanup`]).
+    ///
     /// # Errors
-    /// The first failing volume's error.
+    /// The first failing volume's error; [`ContainerError::Quarantined`].
     pub async fn cleanup(&self, id: &str) -> Result<()> {
-        let _ops = self.ops.read().await;
+        self.cleanup_with(id, false).await
+    }
+
+    /// `cleanup --force`: [`Isolator::cleanup`], and for a quarantined container whose
+    /// record cannot be read at all (a corrupt record found now is quarantined first): its
+    /// quarantine ends (the file is renamed `<file>.released`, kept), and every CSI and
+    /// Docker consumer of it is released through the plugins' recovery, with every other
+    /// container that has a record or a quarantine kept. Its binds cannot be located without
+    /// a record: they are not unmounted (a released plugin volume whose bind is still in a
+    /// sandbox is the operator's to unmount).
+    ///
+    /// # Errors
+    /// As [`Isolator::cleanup`], and the plugins' errors.
+    pub async fn force_cleanup(&self, id: &str) -> Result<()> {
+        self.cleanup_with(id, true).await
+    }
+
+    async fn cleanup_with(&self, id: &str, force: bool) -> Result<()> {
+        {
+            let _ops = self.ops.read().await;
+            let _g = self.lock_id(id).await;
+            match self.records.load(id) {
+                Ok(Some(mut rec)) => return self.cleanup_locked(&mut rec).await,
+                Ok(None) => {}
+                Err(ContainerError::Record { .. }) if force => self.records.quarantine(id),
+                Err(e) => return Err(e),
+            }
+            let files = self.records.quarantined_files(id);
+            let Some(first) = files.first() else {
+                return Ok(());
+            };
+            if let Some(mut rec) = files.iter().rev().find_map(|f| readable(id, f)) {
+                tracing::warn!(
+                    container = id,
+                    "cleaning up a quarantined container from its readable record"
+                );
+                rec.state = RecordState::Cleaning;
+                self.records.save(&rec)?;
+                self.records.release_quarantine(id, &files)?;
+                return self.cleanup_locked(&mut rec).await;
+            }
+            if !force {
+                return Err(ContainerError::Quarantined {
+                    container: id.to_owned(),
+                    path: first.clone(),
+                    what: "cleanup cannot tell which mounts are its own",
+                });
+            }
+        }
+        // Forced, without a record: judged against every record and quarantine at once.
+        let _ops = self.ops.write().await;
         let _g = self.lock_id(id).await;
-        let Some(mut rec) = self.records.load(id)? else {
+        let files = self.records.quarantined_files(id);
+        if files.is_empty() {
             return Ok(());
-        };
-        self.cleanup_locked(&mut rec).await
+        }
+        tracing::warn!(
+            container = id,
+            "forced cleanup of a quarantined container: releasing its CSI and Docker consumers; its binds, if any, are not located"
+        );
+        self.records.release_quarantine(id, &files)?;
+        let holders = self.consumer_holders()?;
+        let mut errors = Vec::new();
+        self.release_consumers_but(&holders, &mut errors).await;
+        errors.into_iter().next().map_or(Ok(()), Err)
     }
 
     pub(crate) async fn cleanup_locked(&self, rec: &mut ContainerRecord) -> Result<()> {
@@ -245,4 +313,19 @@ pub(crate) fn signature(table: &MountTable, source: &Path) -> Option<(u32, u32, 
         holder.root().join(rel)
     };
     Some((holder.major(), holder.minor(), root))
+}
+
+/// What can be read of a quarantined record: the record, with its id and schema version taken
+/// as given, when it parses and names an absolute sandbox other than `/`.
+fn readable(id: &str, file: &Path) -> Option<ContainerRecord> {
+    let bytes = std::fs::read(file).ok()?;
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let obj = value.as_object_mut()?;
+    obj.insert("container_id".into(), id.into());
+    obj.insert(
+        "schema_version".into(),
+        super::record::SCHEMA_VERSION.into(),
+    );
+    let rec: ContainerRecord = serde_json::from_value(value).ok()?;
+    (rec.sandbox.is_absolute() && rec.sandbox.parent().is_some()).then_some(rec)
 }

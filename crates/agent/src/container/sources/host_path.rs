@@ -36,6 +36,7 @@ fn planned(cx: &PlanCx<'_>, v: &proto::Volume, hp: String) -> Result<Planned> {
     if !path.is_absolute() || !path.exists() {
         return Err(cx.err(&name, "host path must be absolute and exist"));
     }
+    let path = allowed(cx, &name, path)?;
     let (root, rel) = cx.place(&name, &v.container_path)?;
     Ok(Planned::new(VolumeEntry {
         name,
@@ -45,6 +46,36 @@ fn planned(cx: &PlanCx<'_>, v: &proto::Volume, hp: String) -> Result<Planned> {
         read_only: mode_ro(v.mode),
         bind: true,
     }))
+}
+
+/// `--allowed-host-paths`: with prefixes configured, the host path, canonicalized (every
+/// symlink resolved), must lie at or under one of them (canonicalized too), compared
+/// component by component (`/data` allows `/data/x`, never `/database`). The canonical path
+/// is what is recorded and bound, so a symlink that points out of a prefix is refused and
+/// cannot be swapped between the check and the bind. Without prefixes the path is used as
+/// given (Mesos allows any host path).
+fn allowed(cx: &PlanCx<'_>, name: &str, path: PathBuf) -> Result<PathBuf> {
+    let prefixes = &cx.policy.allowed_host_paths;
+    if prefixes.is_empty() {
+        return Ok(path);
+    }
+    let real = std::fs::canonicalize(&path)
+        .map_err(|e| cx.err(name, format!("cannot resolve the host path: {e}")))?;
+    let ok = prefixes.iter().any(|p| {
+        std::fs::canonicalize(p)
+            .ok()
+            .is_some_and(|p| real.starts_with(p))
+    });
+    if !ok {
+        return Err(cx.err(
+            name,
+            format!(
+                "host path {} is not under an allowed host path (--allowed-host-paths)",
+                real.display()
+            ),
+        ));
+    }
+    Ok(real)
 }
 
 /// The host path kind.

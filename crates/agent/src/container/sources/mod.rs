@@ -111,13 +111,34 @@ impl<D: berth_dvdi::Drivers + 'static> DockerVolumes for berth_dvdi::VolumeManag
     }
 }
 
-/// Where persistent volumes live on this agent (implemented by the checkpointed resources).
+/// Where persistent volumes live on this agent (implemented by the agent over its checkpointed
+/// resources).
+///
+/// The contract is the Mesos agent's: a persistent volume is mounted only when the agent has
+/// it checkpointed (Mesos `Slave::_run` drops a task whose checkpointed resources the agent
+/// does not hold). An implementation must therefore refuse (`Err`) every resource the agent
+/// does not hold; the planner calls it before anything is written, so a refusal changes
+/// nothing on disk.
 pub trait PersistentVolumes: Send + Sync {
-    /// The host directory of a persistent volume (a disk resource with `persistence`).
+    /// The host directory of a persistent volume (a disk resource with `persistence`) that
+    /// the agent holds.
     ///
     /// # Errors
-    /// A description of why the resource has no usable directory.
+    /// A description of why the resource has no usable directory: not held by the agent
+    /// (unknown persistence id, other role, reservations, disk source or sharedness), or no
+    /// directory layout for it.
     fn volume_path(&self, resource: &proto::Resource) -> std::result::Result<PathBuf, String>;
+}
+
+/// What `prepare` accepts beyond a config's own rules: the operator's limits on sandboxes and
+/// host paths (`--sandbox-root`, `--allowed-host-paths`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreparePolicy {
+    /// Every sandbox must lie strictly under this directory (compared canonicalized).
+    pub sandbox_root: Option<PathBuf>,
+    /// `HOST_PATH` sources must lie at or under one of these (canonicalized, compared
+    /// component-wise); empty: any host path, as Mesos.
+    pub allowed_host_paths: Vec<PathBuf>,
 }
 
 /// Where a volume's host source comes from; persisted in the record.
@@ -217,12 +238,14 @@ pub(crate) struct Backends {
     pub(crate) docker: Option<Arc<dyn DockerVolumes>>,
 }
 
-/// What a planner sees: the config being planned and the backends.
+/// What a planner sees: the config being planned, the backends and the operator's policy.
 pub(crate) struct PlanCx<'a> {
     /// The config.
     pub(crate) cfg: &'a ContainerConfig,
     /// The backends.
     pub(crate) backends: &'a Backends,
+    /// The operator's limits.
+    pub(crate) policy: &'a PreparePolicy,
 }
 
 impl PlanCx<'_> {
