@@ -51,6 +51,7 @@
 pub mod detect;
 mod error;
 mod fs;
+pub mod gc;
 pub mod layout;
 mod sync;
 
@@ -62,6 +63,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value as Json;
 
 pub use error::{ResourcesError, Result, Step};
+pub use gc::{GcOptions, GcReport, Leftover, parse_duration};
 pub use layout::{DiskKind, VolumeDir, encode_role};
 
 use fs::Detached;
@@ -128,6 +130,9 @@ pub struct SyncReport {
     pub retained: Vec<(PathBuf, PathBuf)>,
     /// True when `recover` finished an interrupted change.
     pub recovered: bool,
+    /// Destroyed volumes whose data could not be removed after it was moved into the trash:
+    /// the volume path and the leftover's path (see [`gc`]). The change still committed.
+    pub deferred: Vec<(PathBuf, PathBuf)>,
     /// `recover` only: volumes of the committed set whose directory does not exist (data lost
     /// outside berth, or a MOUNT disk that is not mounted). Reported, never recreated silently.
     pub missing: Vec<PathBuf>,
@@ -528,25 +533,28 @@ impl AgentResources {
             self.volume_step("volume created", &d.path);
         }
         for d in &plan.destroy {
-            // Leftovers of an interrupted removal of the same volume.
-            fs::purge_trash(d)?;
-            match fs::detach(d, self.options.retain_destroyed_data)? {
-                Detached::Trashed => {
-                    self.volume_step("volume detached", &d.path);
-                    fs::purge_trash(d)?;
-                    report.removed.push(d.path.clone());
+            // What earlier attempts at the same volume left (an interrupted change, a failed
+            // removal, an older version's trash entry): removed now, or left for gc.
+            self.settle_previous(d)?;
+            if self.options.retain_destroyed_data {
+                match fs::detach(d, true, &d.id)? {
+                    Detached::Retained(to) => {
+                        self.volume_step("volume detached", &d.path);
+                        tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
+                        report.retained.push((d.path.clone(), to));
+                    }
+                    Detached::KeptInPlace => {
+                        report.retained.push((d.path.clone(), d.path.clone()));
+                    }
+                    Detached::Trashed
+                    | Detached::Cleared
+                    | Detached::Unlinked
+                    | Detached::Absent => {
+                        report.removed.push(d.path.clone());
+                    }
                 }
-                Detached::Retained(to) => {
-                    self.volume_step("volume detached", &d.path);
-                    tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
-                    report.retained.push((d.path.clone(), to));
-                }
-                Detached::KeptInPlace => {
-                    report.retained.push((d.path.clone(), d.path.clone()));
-                }
-                Detached::Cleared | Detached::Unlinked | Detached::Absent => {
-                    report.removed.push(d.path.clone());
-                }
+            } else {
+                self.destroy_volume(d, gc::Origin::Destroy, &mut report)?;
             }
             tracing::info!(id = %d.id, path = %d.path.display(), "destroyed persistent volume directory");
             self.volume_step("volume removed", &d.path);
