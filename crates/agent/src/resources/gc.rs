@@ -227,6 +227,19 @@ pub struct GcOptions {
     pub backoff: Option<berth_mount::retry::RetryPolicy>,
 }
 
+/// An entry [`AgentResources::gc`] could not handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcFailure {
+    /// The entry.
+    pub path: PathBuf,
+    /// Why.
+    pub error: String,
+}
+
+fn failure(path: PathBuf, error: String) -> GcFailure {
+    GcFailure { path, error }
+}
+
 /// What [`AgentResources::gc`] found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
@@ -243,7 +256,7 @@ pub struct GcReport {
     /// Paths removed (trash entries, and orphans and expired data through the trash).
     pub removed: Vec<PathBuf>,
     /// What could not be handled, and why.
-    pub failed: Vec<(PathBuf, String)>,
+    pub failed: Vec<GcFailure>,
     /// The leftovers still there after this pass.
     pub remaining: Vec<Leftover>,
 }
@@ -624,7 +637,7 @@ impl AgentResources {
             .and_then(|()| self.purge(&mut l));
             match step {
                 Ok(()) => report.removed.push(l.path.clone()),
-                Err(e) => report.failed.push((l.path.clone(), error_chain(&e))),
+                Err(e) => report.failed.push(failure(l.path.clone(), error_chain(&e))),
             }
         }
         if let Some(age) = opts.retain_destroyed_data_for {
@@ -639,12 +652,13 @@ impl AgentResources {
                 Ok(()) => {
                     report.removed.extend(sync.removed);
                     for (_, leftover) in sync.deferred {
-                        report
-                            .failed
-                            .push((leftover, "left in the trash as a leftover".to_owned()));
+                        report.failed.push(failure(
+                            leftover,
+                            "left in the trash as a leftover".to_owned(),
+                        ));
                     }
                 }
-                Err(e) => report.failed.push((d.path.clone(), error_chain(&e))),
+                Err(e) => report.failed.push(failure(d.path.clone(), error_chain(&e))),
             }
         }
         report.remaining = self.leftovers()?;
@@ -703,9 +717,10 @@ impl AgentResources {
         let table = match berth_mount::MountTable::read_current() {
             Ok(t) => t,
             Err(e) => {
-                report
-                    .failed
-                    .push((PathBuf::from("/proc/self/mountinfo"), e.to_string()));
+                report.failed.push(failure(
+                    PathBuf::from("/proc/self/mountinfo"),
+                    e.to_string(),
+                ));
                 return;
             }
         };
@@ -807,7 +822,7 @@ impl AgentResources {
                     match self.expire_one(root, &role, &name, &from) {
                         Ok(Some(path)) => report.removed.push(path),
                         Ok(None) => {}
-                        Err(e) => report.failed.push((from, error_chain(&e))),
+                        Err(e) => report.failed.push(failure(from, error_chain(&e))),
                     }
                 }
             }
