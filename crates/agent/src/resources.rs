@@ -29,7 +29,10 @@
 //! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to
 //! <work_dir>/meta/resources/resources.lock         flock held by the open AgentResources
 //! <root>/volumes/roles/<role>/<persistence id>     a volume on a ROOT or PATH disk
-//! <root>/volumes/trash/roles/<role>/<id>           a destroyed volume while it is removed
+//! <work_dir>/meta/resources/leftovers/<n>.json     a trash entry's record (intent, attempts, last error)
+//! <root>/volumes/trash/roles/<role>/<id>.<secs>    a destroyed volume while it is removed (a leftover
+//!                                                  if its removal failed)
+//! <mount root>/.berth-trash/<id>.<secs>            a MOUNT disk's destroyed contents while removed
 //! <root>/volumes/retained/roles/<role>/<id>.<secs> a destroyed volume kept by retain_destroyed_data
 //! ```
 //!
@@ -42,8 +45,12 @@
 //! Every change first writes the target set durably (temp file, fsync, rename, fsync of the
 //! directory): that record is the intent of every side effect that follows. Then new volume
 //! directories are created (each new directory's parent fsynced), destroyed volumes are
-//! renamed atomically out of `volumes/roles` into the trash and removed from there, and the
-//! target is committed by renaming it over the committed file. A crash at any point leaves
+//! renamed atomically out of `volumes/roles` into the trash (after a leftover record naming
+//! the trash entry) and removed from there, and the target is committed by renaming it over
+//! the committed file. A removal that fails after the move does not stop the change: the
+//! trash entry stays as a leftover ([`gc`]: listed, retried with backoff, removed by
+//! `berth-isolator gc`) and the change commits; a volume that cannot be moved (in use, a
+//! mount inside) refuses the change as before. A crash at any point leaves
 //! the target behind; [`AgentResources::recover`] finishes the sync (every step is idempotent)
 //! and commits. Until then, changes are refused with [`ResourcesError::RecoveryRequired`]. A
 //! volume that stays in the set is never touched, so no crash loses its data.

@@ -595,3 +595,124 @@ fn a_destroy_that_cannot_move_the_volume_is_still_refused_and_records_nothing() 
         assert!(entries(&work.join("volumes/trash/roles/db")).is_empty());
     });
 }
+
+#[test]
+fn the_agent_opens_over_a_failing_pending_destroy_and_retries_it_with_backoff() {
+    if !privileged("the_agent_opens_over_a_failing_pending_destroy") {
+        return;
+    }
+    in_ns(|| {
+        let (_t, tmp) = tempdir();
+        let (_dev, fs) = xfs(&tmp);
+        let work = fs.join("work");
+        let v1 = volume(1000, "db", "v1");
+        let v2 = volume(1000, "db", "v2");
+        {
+            let mut ar = open(&work, FLAG, Options::default());
+            ar.checkpoint(&set(&json!([v1.clone(), v2.clone()])), &NoUsers)
+                .unwrap();
+        }
+        // An older version's DESTROY of v1, pending, whose purge fails.
+        let p1 = work.join("volumes/roles/db/v1");
+        std::fs::write(p1.join("locked"), b"cannot go").unwrap();
+        chattr("+i", &p1.join("locked"));
+        std::fs::create_dir_all(work.join("volumes/trash/roles/db")).unwrap();
+        let legacy = work.join("volumes/trash/roles/db/v1");
+        std::fs::rename(&p1, &legacy).unwrap();
+        std::fs::write(
+            work.join("meta/resources/resources.target.json"),
+            serde_json::to_vec(&json!([v2.clone()])).unwrap(),
+        )
+        .unwrap();
+
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let settings = berth_agent::agent::Settings {
+                    work_dir: work.clone(),
+                    resources: Some(FLAG.to_owned()),
+                    ..berth_agent::agent::Settings::default()
+                };
+                let agent = berth_agent::agent::Agent::open(settings).await.unwrap();
+                let view = agent.resources().await;
+                assert!(
+                    view.checkpointed
+                        .iter()
+                        .filter_map(|r| r.disk.as_ref()?.persistence.as_ref())
+                        .all(|p| p.id != "v1")
+                );
+                let leftovers = agent.leftovers().await.unwrap();
+                assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+                assert_eq!(leftovers[0].attempts, 1);
+                // The next operation goes through.
+                let list = berth_resources::json::from_json_str_list(
+                    &json!([v2.clone(), volume(500, "db", "v3")]).to_string(),
+                )
+                .unwrap();
+                agent.checkpoint_resources(list).await.unwrap();
+                assert!(work.join("volumes/roles/db/v3").is_dir());
+
+                // The retry pass respects the backoff: nothing is attempted before it passes.
+                let pass = agent.retry_leftovers().await.unwrap();
+                assert!(
+                    pass.removed.is_empty() && pass.failed.is_empty(),
+                    "{pass:?}"
+                );
+                assert_eq!(agent.leftovers().await.unwrap()[0].attempts, 1);
+
+                // Once due (the record's last attempt moved back in time), it is retried: still
+                // failing, then removed once the flag is gone.
+                let age = |l: &berth_agent::resources::Leftover| {
+                    let file = l.record.clone().unwrap();
+                    let mut v: Json =
+                        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+                    v["last_attempt"] = json!(0);
+                    std::fs::write(&file, v.to_string()).unwrap();
+                };
+                age(&agent.leftovers().await.unwrap()[0]);
+                let pass = agent.retry_leftovers().await.unwrap();
+                assert_eq!(pass.failed.len(), 1, "{pass:?}");
+                let l = agent.leftovers().await.unwrap();
+                assert_eq!(l[0].attempts, 2);
+                chattr("-i", &legacy.join("locked"));
+                age(&l[0]);
+                let pass = agent.retry_leftovers().await.unwrap();
+                assert_eq!(pass.removed, vec![legacy.clone()], "{pass:?}");
+                assert!(agent.leftovers().await.unwrap().is_empty());
+                assert!(!legacy.exists());
+                assert!(work.join("volumes/roles/db/v2").is_dir());
+            });
+    });
+}
+
+#[test]
+fn a_symlink_where_a_mount_disks_trash_goes_is_removed_not_followed() {
+    let (_t, tmp) = tempdir();
+    let work = tmp.join("work");
+    let mnt = tmp.join("mnt1");
+    let outside = tmp.join("outside");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"not yours").unwrap();
+    let source = json!({"type": "MOUNT", "mount": {"root": mnt.to_str().unwrap()}});
+    let flag = json!([
+        {"name": "disk", "type": "SCALAR", "scalar": {"value": 1024},
+         "disk": {"source": source.clone()}}
+    ])
+    .to_string();
+    let whole = volume_on(1024, "db", "whole", Some(source));
+    let mut ar = open(&work, &flag, Options::default());
+    ar.checkpoint(&set(&json!([whole.clone()])), &NoUsers)
+        .unwrap();
+    std::fs::write(mnt.join("data.txt"), b"x").unwrap();
+    // The volume's user plants the trash directory's name as a symlink out of the disk.
+    std::os::unix::fs::symlink(&outside, mnt.join(".berth-trash")).unwrap();
+    let report = ar.apply_operation_json(&destroy(&whole), &NoUsers).unwrap();
+    assert!(report.deferred.is_empty(), "{report:?}");
+    assert_eq!(report.removed, vec![mnt.clone()]);
+    assert!(entries(&mnt).is_empty(), "{:?}", entries(&mnt));
+    assert_eq!(entries(&outside), vec!["keep".to_owned()]);
+    assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"not yours");
+}

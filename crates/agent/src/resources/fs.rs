@@ -3,13 +3,16 @@
 //! that never crosses a mount.
 //!
 //! A destroyed volume on a ROOT or PATH disk is first *detached*: renamed atomically out of
-//! `volumes/roles` into `<root>/volumes/trash/roles/<role>/<id>` (or, with
+//! `volumes/roles` into `<root>/volumes/trash/roles/<role>/<id>.<unix seconds>` (or, with
 //! `retain_destroyed_data`, into `<root>/volumes/retained/roles/<role>/<id>.<unix seconds>`),
 //! so that a crash in the middle of a removal never leaves a half-deleted directory at a
 //! volume's path; the trash entry is then removed with
 //! [`berth_mount::path::remove_dir_all_checked`] (mountinfo checked first, `st_dev` and mount
-//! id compared at every level, symlinks removed and never followed). A MOUNT disk's volume is
-//! the mount root itself: its contents are removed entry by entry, the root stays.
+//! id compared at every level, symlinks removed and never followed, two descriptors whatever
+//! the depth). A MOUNT disk's volume is the mount root itself: its contents are moved into
+//! `<root>/.berth-trash/<id>.<unix seconds>` (same filesystem, mode 0700) and removed from
+//! there; the root stays, and the trash directory goes once empty. A removal that fails is a
+//! leftover (see the `gc` module).
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
