@@ -441,6 +441,30 @@ fn gc_removes_orphan_volume_directories_and_nothing_a_checkpoint_names() {
         })
         .unwrap();
     assert!(report.orphans.is_empty() && report.removed.is_empty());
+
+    // A record whose entry never came to be (a crash before the move) is dropped by gc, and a
+    // record aiming outside a trash directory is never acted on.
+    let records = work.join("meta/resources/leftovers");
+    let stale = json!({
+        "path": work.join("volumes/trash/roles/db/never.1"), "root": work, "area": "volumes",
+        "role": "db", "id": "never", "name": "never.1", "volume": work.join("volumes/roles/db/never"),
+        "origin": "destroy", "recorded_at": 1, "attempts": 0
+    });
+    std::fs::write(records.join("1.json"), stale.to_string()).unwrap();
+    let hostile = json!({
+        "path": outside, "root": tmp, "area": "volumes",
+        "role": "db", "id": "x", "name": "outside", "volume": outside,
+        "origin": "destroy", "recorded_at": 1, "attempts": 0
+    });
+    std::fs::write(records.join("2.json"), hostile.to_string()).unwrap();
+    assert!(ar.leftovers().unwrap().is_empty());
+    let report = ar.gc(&GcOptions::default()).unwrap();
+    assert!(
+        report.removed.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(entries(&records), vec!["2.json".to_owned()]);
+    assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"not yours");
 }
 
 #[test]
@@ -513,7 +537,8 @@ fn gc_unmounts_stray_mounts_in_the_trash_and_orphans_and_keeps_those_in_live_vol
         let in_trash = work.join("volumes/trash/roles/db/x.1/m");
         let in_orphan = work.join("volumes/roles/db/orphan/m");
         let in_live = work.join("volumes/roles/db/v1/inner");
-        for at in [&in_trash, &in_orphan, &in_live] {
+        let in_records = work.join("containers/c1");
+        for at in [&in_trash, &in_orphan, &in_live, &in_records] {
             tmpfs(at);
         }
         let mounted = |p: &Path| {
@@ -549,6 +574,8 @@ fn gc_unmounts_stray_mounts_in_the_trash_and_orphans_and_keeps_those_in_live_vol
         assert_eq!(action(&done, &in_trash).as_deref(), Some("unmounted"));
         assert_eq!(action(&done, &in_orphan).as_deref(), Some("unmounted"));
         assert_eq!(action(&done, &in_live).as_deref(), Some("kept"));
+        assert_eq!(action(&done, &in_records).as_deref(), Some("kept"));
+        assert!(mounted(&in_records));
         assert!(done.failed.is_empty(), "{done:?}");
         assert!(!mounted(&in_trash) && !mounted(&in_orphan));
         assert!(!work.join("volumes/trash/roles/db/x.1").exists());

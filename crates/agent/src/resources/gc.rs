@@ -209,7 +209,8 @@ static RECORD_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct StrayMount {
     /// The mount point.
     pub mount_point: PathBuf,
-    /// `unmounted`, `would unmount`, `kept` (inside a checkpointed volume) or `failed: ...`.
+    /// `unmounted`, `would unmount`, `kept` (inside a checkpointed volume, or under the
+    /// container records' directories: listed only) or `failed: ...`.
     pub action: String,
 }
 
@@ -615,6 +616,14 @@ impl AgentResources {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
+        if !opts.dry_run {
+            // Records whose entry is gone (a move that never happened: a crash before it).
+            for l in self.records() {
+                if matches!(fs::exists_in(&l.root, &l.components(), &l.name), Ok(false)) {
+                    self.remove_record(&l)?;
+                }
+            }
+        }
         let roots = self.roots()?;
         let mut orphan_dirs = Vec::new();
         if opts.orphans_and_mounts {
@@ -703,9 +712,10 @@ impl AgentResources {
         out
     }
 
-    /// Mounts strictly below `<root>/volumes` (ROOT/PATH roots) and `<root>/.berth-trash`
-    /// (MOUNT roots). Those in the trash, the retained area or an orphan are unmounted
-    /// (deepest first; lazily after busy retries); those inside a checkpointed volume are
+    /// Mounts strictly below `<root>/volumes` (ROOT/PATH roots), `<root>/.berth-trash`
+    /// (MOUNT roots) and the work dir's `containers` and `containers-quarantine`. Those in the
+    /// trash, the retained area or an orphan are unmounted (deepest first; lazily after busy
+    /// retries, through the area's descriptor with no symlink followed); the others are
     /// listed only.
     fn stray_mounts(
         &self,
@@ -730,6 +740,13 @@ impl AgentResources {
             .map(|r| real(r).join("volumes"))
             .collect();
         areas.extend(roots.mounts.iter().map(|r| real(r).join(MOUNT_TRASH)));
+        // The container records' directories hold files only: any mount there is listed
+        // (never unmounted: a container's state is the container module's business).
+        let listed_only: Vec<PathBuf> = ["containers", "containers-quarantine"]
+            .iter()
+            .map(|d| self.work_dir.join(d))
+            .collect();
+        areas.extend(listed_only.iter().cloned());
         let disk_roots: Vec<PathBuf> = roots
             .known
             .iter()
@@ -765,6 +782,7 @@ impl AgentResources {
         for (mp, area) in found {
             let in_known = known.iter().any(|k| mp.starts_with(k));
             let removable = !in_known
+                && !listed_only.contains(&area)
                 && (mp.starts_with(area.join("trash"))
                     || mp.starts_with(area.join("retained"))
                     || area.ends_with(MOUNT_TRASH)
