@@ -377,6 +377,23 @@ fn a_mount_disk_destroy_moves_its_contents_into_its_own_trash_first() {
         let done = ar.gc(&GcOptions::default()).unwrap();
         assert_eq!(done.removed.len(), 1, "{done:?}");
         assert!(entries(&mnt).is_empty(), "{:?}", entries(&mnt));
+
+        // On a disk that holds a volume again, `.berth-trash` is inside the volume: what its
+        // user puts there is not a leftover.
+        ar.checkpoint(&set(&json!([whole.clone()])), &NoUsers)
+            .unwrap();
+        std::fs::create_dir_all(mnt.join(".berth-trash/mine")).unwrap();
+        let report = ar
+            .gc(&GcOptions {
+                orphans_and_mounts: true,
+                ..GcOptions::default()
+            })
+            .unwrap();
+        assert!(
+            report.leftovers.is_empty() && report.removed.is_empty(),
+            "{report:?}"
+        );
+        assert!(mnt.join(".berth-trash/mine").is_dir());
     });
 }
 

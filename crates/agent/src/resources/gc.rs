@@ -554,7 +554,8 @@ impl AgentResources {
     }
 
     /// Every leftover: the records whose entry exists, and trash entries without a record
-    /// under every known root.
+    /// under every known root (except the trash of a MOUNT disk that holds a volume now:
+    /// that is inside the volume, and only recorded entries there are berth's).
     ///
     /// # Errors
     /// An unreadable target checkpoint, invalid volume paths in it.
@@ -587,6 +588,15 @@ impl AgentResources {
             }
         }
         for root in &roots.mounts {
+            // A MOUNT disk that holds a volume now: its `.berth-trash` is inside that volume,
+            // so only what a record names there is berth's.
+            if roots
+                .known
+                .iter()
+                .any(|k| k.kind == DiskKind::Mount && k.root == *root)
+            {
+                continue;
+            }
             for (name, _) in list(root, &[MOUNT_TRASH]) {
                 found.push(Leftover::new(root, Area::Mount, "", &name, &name, root));
             }
