@@ -352,3 +352,79 @@ fn a_poisoned_destroy_answers_serve_starts_and_gc_removes_the_leftover() {
         nix::mount::umount2(&fs, nix::mount::MntFlags::MNT_DETACH).unwrap();
     });
 }
+
+#[test]
+fn gc_expires_retained_data_by_the_flag_and_lists_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let work = root.join("work");
+    let run = |args: &[&str]| -> Output {
+        Command::new(BIN)
+            .arg(format!("--work-dir={}", work.display()))
+            .arg("--resources=disk(db):1024")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let create = root.join("create.json");
+    std::fs::write(
+        &create,
+        json!({"type": "CREATE", "create": {"volumes": [volume("v1")]}}).to_string(),
+    )
+    .unwrap();
+    let destroy = root.join("destroy.json");
+    std::fs::write(
+        &destroy,
+        json!({"type": "DESTROY", "destroy": {"volumes": [volume("v1")]}}).to_string(),
+    )
+    .unwrap();
+    let _ = ok(&run(&[
+        "apply-operation",
+        "--operation",
+        create.to_str().unwrap(),
+    ]));
+    let _ = ok(&run(&[
+        "--retain-destroyed-data",
+        "apply-operation",
+        "--operation",
+        destroy.to_str().unwrap(),
+    ]));
+    let retained = work.join("volumes/retained/roles/db");
+    let recent = std::fs::read_dir(&retained)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let old = retained.join("v0.1000000000");
+    std::fs::create_dir_all(old.join("nested")).unwrap();
+    let orphan = work.join("volumes/roles/db/stale");
+    std::fs::create_dir_all(&orphan).unwrap();
+
+    // A malformed duration is a usage error.
+    let bad = run(&["--retain-destroyed-data-for=7", "gc"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("a number without a unit"),
+        "{bad:?}"
+    );
+
+    let dry = ok(&run(&[
+        "--retain-destroyed-data-for=7d",
+        "gc",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(dry["expired"], json!([old]), "{dry}");
+    assert_eq!(dry["orphans"], json!([orphan]), "{dry}");
+    assert!(old.exists() && orphan.exists());
+    let text = run(&["--retain-destroyed-data-for=7d", "gc", "--dry-run"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("dry run: nothing changed"), "{text}");
+    assert!(text.contains("orphan volume directories: 1"), "{text}");
+
+    let done = ok(&run(&["--retain-destroyed-data-for=7d", "gc", "--json"]));
+    assert_eq!(done["failed"], json!([]), "{done}");
+    assert!(!old.exists() && !orphan.exists());
+    assert!(recent.is_dir(), "data retained just now stays");
+}
