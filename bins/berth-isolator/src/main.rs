@@ -2,11 +2,13 @@
 //! sandbox/host paths — per container, crash-safe. Thin over `berth-agent`.
 //!
 //! ```text
-//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC] <command>
+//! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
+//!                [--retain-destroyed-data] [--retain-destroyed-data-for DURATION] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
 //!   cleanup --container-id ID                  undo exactly what prepare did
 //!   recover [--live ID]... [--orphan ID]...    reconcile after a crash or reboot
-//!   status [--json]                            containers, volumes, mounted or not
+//!   status [--json]                            containers, volumes, mounted or not; leftovers of
+//!                                              destroyed volumes (JSON: {"containers", "leftovers"})
 //!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
 //!   apply-operation --operation FILE           apply one accepted offer operation (JSON)
 //!   resources                                  the checkpointed and total resources
