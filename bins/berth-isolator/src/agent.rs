@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use berth_agent::container::ContainerConfig;
+use berth_agent::resources::Leftover;
+use berth_agent::resources::gc::Origin;
 use berth_resources::proto;
 
 pub use berth_agent::agent::{
@@ -65,4 +67,74 @@ pub fn read_config(path: &Path, container_id: &str) -> Result<ContainerConfig> {
     }
     ContainerConfig::from_json_value(&value)
         .with_context(|| format!("container config {}", path.display()))
+}
+
+/// A leftover in the gRPC `Status` response.
+#[must_use]
+pub fn leftover_status(l: &Leftover) -> berth_proto::berth::v1::LeftoverStatus {
+    berth_proto::berth::v1::LeftoverStatus {
+        path: l.path.display().to_string(),
+        volume: l.volume.display().to_string(),
+        id: l.id.clone(),
+        origin: origin(l.origin).to_owned(),
+        attempts: l.attempts,
+        first_failure_unix: l.first_failure.unwrap_or(0),
+        last_error: l.last_error.clone().unwrap_or_default(),
+    }
+}
+
+/// How a leftover came to be, as `status` shows it.
+#[must_use]
+pub fn origin(o: Origin) -> &'static str {
+    match o {
+        Origin::Destroy => "destroy",
+        Origin::Orphan => "orphan",
+        Origin::Retained => "retained",
+        Origin::Found => "found",
+    }
+}
+
+/// The leftover metrics: `berth_destroyed_leftovers` (how many) and
+/// `berth_destroyed_leftover_attempts{path,volume,origin}` (one series per entry, its failed
+/// removal attempts).
+pub fn render_leftovers(out: &mut String, leftovers: &[Leftover]) {
+    use std::fmt::Write as _;
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let _ = writeln!(
+        out,
+        "# HELP berth_destroyed_leftovers Data of destroyed volumes not removed yet (retried with backoff; berth-isolator gc removes it)."
+    );
+    let _ = writeln!(out, "# TYPE berth_destroyed_leftovers gauge");
+    let _ = writeln!(out, "berth_destroyed_leftovers {}", leftovers.len());
+    let _ = writeln!(
+        out,
+        "# HELP berth_destroyed_leftover_attempts Failed removal attempts of one leftover."
+    );
+    let _ = writeln!(out, "# TYPE berth_destroyed_leftover_attempts gauge");
+    for l in leftovers {
+        let _ = writeln!(
+            out,
+            "berth_destroyed_leftover_attempts{{path=\"{}\",volume=\"{}\",origin=\"{}\"}} {}",
+            label(&l.path.display().to_string()),
+            label(&l.volume.display().to_string()),
+            origin(l.origin),
+            l.attempts
+        );
+    }
+}
+
+/// `status --json`: `{"containers": [...], "leftovers": [...]}`.
+#[must_use]
+pub fn status_json(
+    containers: &[berth_agent::container::ContainerStatus],
+    leftovers: &[Leftover],
+) -> serde_json::Value {
+    serde_json::json!({
+        "containers": serde_json::to_value(containers).unwrap_or_default(),
+        "leftovers": serde_json::to_value(leftovers).unwrap_or_default(),
+    })
 }

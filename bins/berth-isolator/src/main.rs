@@ -3,16 +3,20 @@
 //!
 //! ```text
 //! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
-//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...] <command>
+//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...]
+//!                [--retain-destroyed-data] [--retain-destroyed-data-for DURATION] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
 //!   cleanup --container-id ID [--force]        undo exactly what prepare did (--force: also a
 //!                                              quarantined container with an unreadable record)
 //!   recover [--live ID]... [--orphan ID]...    reconcile after a crash or reboot
-//!   status [--json]                            containers, volumes, mounted or not
+//!   status [--json]                            containers, volumes, mounted or not; leftovers of
+//!                                              destroyed volumes (JSON: {"containers", "leftovers"})
 //!   checkpoint-resources --resources FILE      replace the checkpointed resources (JSON array)
 //!   apply-operation --operation FILE           apply one accepted offer operation (JSON)
 //!   resources                                  the checkpointed and total resources
 //!   usage [--json]                             how full each volume is, and how it was measured
+//!   gc [--dry-run] [--json]                    remove leftovers of destroyed volumes, orphan volume
+//!                                              directories, stray mounts, expired retained data
 //!   serve --listen unix:PATH [--socket-group G] [--allow-uid UID]... [--shutdown-grace SECS] [--metrics [IP:]PORT]
 //!   demo                                       a persistent volume across two containers
 //! ```
@@ -116,6 +120,16 @@ struct Cli {
         value_delimiter = ','
     )]
     allowed_host_paths: Vec<PathBuf>,
+    /// Retained destroyed data older than this (`7d`, `12h`, `30m`, `3600s`) is removed by
+    /// `gc` and by `serve`'s retry loop.
+    #[arg(
+        long = "retain-destroyed-data-for",
+        alias = "retain_destroyed_data_for",
+        global = true,
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    retain_destroyed_data_for: Option<std::time::Duration>,
     /// Seconds to wait for the work dir's lock held by another berth-isolator.
     #[arg(long = "lock-wait", global = true, default_value_t = 10)]
     lock_wait: u64,
@@ -173,6 +187,17 @@ enum Command {
     },
     /// Prints the checkpointed and total resources.
     Resources,
+    /// Removes what no checkpoint needs: leftovers of destroyed volumes (data whose removal
+    /// failed), volume directories no checkpoint names (orphans), stray mounts under the
+    /// volume areas, and retained destroyed data older than --retain-destroyed-data-for.
+    Gc {
+        /// List only; change nothing.
+        #[arg(long = "dry-run", alias = "dry_run")]
+        dry_run: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serves `berth.v1.Isolator` over gRPC.
     Serve {
         /// `unix:/path.sock`: created 0600 (0660 with --socket-group), a live socket refused.
@@ -282,6 +307,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    berth_agent::resources::parse_duration(s).map_err(|e| e.to_string())
+}
+
 fn print_json(value: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -297,6 +326,7 @@ async fn run(cli: Cli) -> Result<()> {
         retain_destroyed_data: cli.retain_destroyed_data,
         sandbox_root: cli.sandbox_root,
         allowed_host_paths: cli.allowed_host_paths,
+        retain_destroyed_data_for: cli.retain_destroyed_data_for,
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
         enforce_disk_limits: cli.enforce_disk_limits,
@@ -403,30 +433,60 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
         }
         Command::Status { json } => {
             let containers = agent.isolator().status()?;
+            let leftovers = agent.leftovers().await?;
             if json {
-                print_json(&serde_json::to_value(&containers)?)
+                return print_json(&berth_isolator::agent::status_json(&containers, &leftovers));
+            }
+            if containers.is_empty() {
+                println!("no containers");
+            }
+            for c in containers {
+                println!("{} {}", c.container_id, c.state);
+                if let Some(e) = &c.last_error {
+                    println!("  last error: {e}");
+                }
+                for v in c.volumes {
+                    println!(
+                        "  {} -> {} ({}{}; consumers: {})",
+                        v.name,
+                        v.target
+                            .map_or_else(|| "-".to_owned(), |t| t.display().to_string()),
+                        if v.mounted { "mounted" } else { "not mounted" },
+                        if v.read_only { ", ro" } else { "" },
+                        v.consumers.join(", ")
+                    );
+                }
+            }
+            if !leftovers.is_empty() {
+                println!(
+                    "leftovers of destroyed volumes ({}; retried by serve, removed by gc):",
+                    leftovers.len()
+                );
+                print_leftovers(&leftovers);
+            }
+            Ok(())
+        }
+        Command::Gc { dry_run, json } => {
+            let opts = berth_agent::resources::GcOptions {
+                dry_run,
+                retain_destroyed_data_for: agent.settings().retain_destroyed_data_for,
+                orphans_and_mounts: true,
+                backoff: None,
+            };
+            let report = agent.gc(&opts).await?;
+            if json {
+                print_json(&serde_json::to_value(&report)?)?;
             } else {
-                if containers.is_empty() {
-                    println!("no containers");
-                }
-                for c in containers {
-                    println!("{} {}", c.container_id, c.state);
-                    if let Some(e) = &c.last_error {
-                        println!("  last error: {e}");
-                    }
-                    for v in c.volumes {
-                        println!(
-                            "  {} -> {} ({}{}; consumers: {})",
-                            v.name,
-                            v.target
-                                .map_or_else(|| "-".to_owned(), |t| t.display().to_string()),
-                            if v.mounted { "mounted" } else { "not mounted" },
-                            if v.read_only { ", ro" } else { "" },
-                            v.consumers.join(", ")
-                        );
-                    }
-                }
+                print_gc(&report);
+            }
+            if report.failed.is_empty() {
                 Ok(())
+            } else {
+                anyhow::bail!(
+                    "gc could not remove {} entr{} (see above)",
+                    report.failed.len(),
+                    if report.failed.len() == 1 { "y" } else { "ies" }
+                )
             }
         }
         Command::CheckpointResources { file } => {
@@ -484,5 +544,51 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
         Command::Serve { .. } | Command::Demo | Command::Dvdcli { .. } => {
             anyhow::bail!("internal: serve and demo are dispatched before this point")
         }
+    }
+}
+
+fn print_leftovers(leftovers: &[berth_agent::resources::Leftover]) {
+    for l in leftovers {
+        println!(
+            "  {} (volume {}, {}, {} failed attempt{}{})",
+            l.path.display(),
+            l.volume.display(),
+            berth_isolator::agent::origin(l.origin),
+            l.attempts,
+            if l.attempts == 1 { "" } else { "s" },
+            l.last_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!("; last error: {e}"))
+        );
+    }
+}
+
+fn print_gc(r: &berth_agent::resources::GcReport) {
+    if r.dry_run {
+        println!("dry run: nothing changed");
+    }
+    println!("leftovers: {}", r.leftovers.len());
+    print_leftovers(&r.leftovers);
+    println!("orphan volume directories: {}", r.orphans.len());
+    for p in &r.orphans {
+        println!("  {}", p.display());
+    }
+    println!("expired retained data: {}", r.expired.len());
+    for p in &r.expired {
+        println!("  {}", p.display());
+    }
+    println!("stray mounts: {}", r.stray_mounts.len());
+    for m in &r.stray_mounts {
+        println!("  {} ({})", m.mount_point.display(), m.action);
+    }
+    if !r.dry_run {
+        println!("removed: {}", r.removed.len());
+        for p in &r.removed {
+            println!("  {}", p.display());
+        }
+        for f in &r.failed {
+            println!("failed: {}: {}", f.path.display(), f.error);
+        }
+        println!("leftovers remaining: {}", r.remaining.len());
     }
 }

@@ -271,6 +271,14 @@ impl IsolatorRpc for Service {
                         .collect(),
                 })
                 .collect(),
+            leftovers: self
+                .agent
+                .leftovers()
+                .await
+                .map_err(|e| status(&e))?
+                .iter()
+                .map(crate::agent::leftover_status)
+                .collect(),
         }))
     }
 
@@ -604,6 +612,7 @@ pub mod metrics {
         let _ = writeln!(out, "# TYPE berth_isolator_containers gauge");
         let _ = writeln!(out, "berth_isolator_containers {containers}");
         usage_gauges(&mut out, usage);
+        crate::agent::render_leftovers(&mut out, &agent.leftovers().await.unwrap_or_default());
         let _ = writeln!(
             out,
             "# HELP berth_plugin_calls_total Calls made to volume plugins (CSI RPC attempts, Docker volume plugin endpoint calls)."

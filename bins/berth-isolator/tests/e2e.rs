@@ -267,9 +267,9 @@ fn three_volume_kinds_in_one_container_through_the_binary() {
     });
 
     let status = ok(&w.run(&["status", "--json"]));
-    assert_eq!(status[0]["state"], "prepared", "{status}");
+    assert_eq!(status["containers"][0]["state"], "prepared", "{status}");
     assert!(
-        status[0]["volumes"]
+        status["containers"][0]["volumes"]
             .as_array()
             .unwrap()
             .iter()
@@ -292,7 +292,7 @@ fn three_volume_kinds_in_one_container_through_the_binary() {
     let _ = ok(&w.run(&["cleanup", "--container-id", "c1"]));
     w.assert_nothing_mounted();
     let status = ok(&w.run(&["status", "--json"]));
-    assert_eq!(status, json!([]));
+    assert_eq!(status, json!({"containers": [], "leftovers": []}));
     assert!(
         !w.root
             .join("work/csi/io.cfgd.csi/default/volumes/vol-module")
@@ -657,7 +657,7 @@ fn sigkill_at_random_moments_then_recover_leaks_nothing() {
         w.assert_nothing_mounted();
         assert_eq!(
             ok(&w.run(&["status", "--json"])),
-            json!([]),
+            json!({"containers": [], "leftovers": []}),
             "round {round}"
         );
         let csi_dir = w
@@ -969,7 +969,11 @@ impl World {
     /// After a crash and `recover`: nothing mounted, no container, no CSI or Docker consumer.
     fn assert_recovered(&self, what: &str) {
         self.assert_nothing_mounted();
-        assert_eq!(ok(&self.run(&["status", "--json"])), json!([]), "{what}");
+        assert_eq!(
+            ok(&self.run(&["status", "--json"])),
+            json!({"containers": [], "leftovers": []}),
+            "{what}"
+        );
         let csi = self.root.join("work/csi/io.cfgd.csi/default/volumes");
         let left: Vec<_> = std::fs::read_dir(&csi)
             .map(|d| d.collect())
@@ -1092,7 +1096,7 @@ fn sigkill_at_every_write_ahead_point_then_recover() {
             assert_eq!(report["kept"], json!([id.clone()]), "prepare killed at {n}");
             let complete = report["incomplete"] == json!([]);
             let status = ok(&w.run(&["status", "--json"]));
-            let all_mounted = status[0]["volumes"]
+            let all_mounted = status["containers"][0]["volumes"]
                 .as_array()
                 .unwrap()
                 .iter()

@@ -109,7 +109,7 @@ fn a_quarantined_container_keeps_its_binds_until_cleanup_and_status_says_so() {
         );
     }
     let status: Value = serde_json::from_str(&ok(&run(&ns, &work, &["status", "--json"]))).unwrap();
-    let states: Vec<(&str, &str)> = status
+    let states: Vec<(&str, &str)> = status["containers"]
         .as_array()
         .unwrap()
         .iter()
@@ -147,7 +147,7 @@ fn a_quarantined_container_keeps_its_binds_until_cleanup_and_status_says_so() {
         &["cleanup", "--container-id", "garbled", "--force"],
     ));
     let status: Value = serde_json::from_str(&ok(&run(&ns, &work, &["status", "--json"]))).unwrap();
-    assert_eq!(status, json!([]));
+    assert_eq!(status, json!({"containers": [], "leftovers": []}));
     let report: Value = serde_json::from_str(&ok(&run(&ns, &work, &["recover"]))).unwrap();
     assert_eq!(report["quarantine_kept"], json!([]), "{report}");
 }

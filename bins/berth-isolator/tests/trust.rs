@@ -140,7 +140,7 @@ fn an_unknown_mount_disk_volume_is_refused_and_mounted_once_checkpointed() {
     assert!(!w.record("c1").exists(), "record written");
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0, "mkdir");
     let status = ok(&w.run(&["status", "--json"]));
-    assert_eq!(status, json!([]), "{status}");
+    assert_eq!(status, json!({"containers": [], "leftovers": []}), "{status}");
 
     // Once the agent holds it, the same prepare mounts it (and, as Mesos, gives the
     // root-owned volume to the task's user).

@@ -29,7 +29,10 @@
 //! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to
 //! <work_dir>/meta/resources/resources.lock         flock held by the open AgentResources
 //! <root>/volumes/roles/<role>/<persistence id>     a volume on a ROOT or PATH disk
-//! <root>/volumes/trash/roles/<role>/<id>           a destroyed volume while it is removed
+//! <work_dir>/meta/resources/leftovers/<n>.json     a trash entry's record (intent, attempts, last error)
+//! <root>/volumes/trash/roles/<role>/<id>.<secs>    a destroyed volume while it is removed (a leftover
+//!                                                  if its removal failed)
+//! <mount root>/.berth-trash/<id>.<secs>            a MOUNT disk's destroyed contents while removed
 //! <root>/volumes/retained/roles/<role>/<id>.<secs> a destroyed volume kept by retain_destroyed_data
 //! ```
 //!
@@ -42,8 +45,12 @@
 //! Every change first writes the target set durably (temp file, fsync, rename, fsync of the
 //! directory): that record is the intent of every side effect that follows. Then new volume
 //! directories are created (each new directory's parent fsynced), destroyed volumes are
-//! renamed atomically out of `volumes/roles` into the trash and removed from there, and the
-//! target is committed by renaming it over the committed file. A crash at any point leaves
+//! renamed atomically out of `volumes/roles` into the trash (after a leftover record naming
+//! the trash entry) and removed from there, and the target is committed by renaming it over
+//! the committed file. A removal that fails after the move does not stop the change: the
+//! trash entry stays as a leftover ([`gc`]: listed, retried with backoff, removed by
+//! `berth-isolator gc`) and the change commits; a volume that cannot be moved (in use, a
+//! mount inside) refuses the change as before. A crash at any point leaves
 //! the target behind; [`AgentResources::recover`] finishes the sync (every step is idempotent)
 //! and commits. Until then, changes are refused with [`ResourcesError::RecoveryRequired`]. A
 //! volume that stays in the set is never touched, so no crash loses its data.
@@ -51,6 +58,7 @@
 pub mod detect;
 mod error;
 mod fs;
+pub mod gc;
 pub mod layout;
 pub mod quota;
 mod sync;
@@ -63,6 +71,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value as Json;
 
 pub use error::{ResourcesError, Result, Step};
+pub use gc::{GcOptions, GcReport, Leftover, parse_duration};
 pub use layout::{DiskKind, VolumeDir, encode_role};
 
 use fs::Detached;
@@ -130,6 +139,9 @@ pub struct SyncReport {
     pub retained: Vec<(PathBuf, PathBuf)>,
     /// True when `recover` finished an interrupted change.
     pub recovered: bool,
+    /// Destroyed volumes whose data could not be removed after it was moved into the trash:
+    /// the volume path and the leftover's path (see [`gc`]). The change still committed.
+    pub deferred: Vec<(PathBuf, PathBuf)>,
     /// `recover` only: volumes of the committed set whose directory does not exist (data lost
     /// outside berth, or a MOUNT disk that is not mounted). Reported, never recreated silently.
     pub missing: Vec<PathBuf>,
@@ -440,6 +452,19 @@ impl AgentResources {
         Ok(())
     }
 
+    /// Moves the quota record of a destroyed volume to the leftover holding its data (the id
+    /// stays taken until that data is gone; reconciliation then releases it).
+    fn quota_follows(&mut self, volume: &Path, leftover: &Path) -> Result<()> {
+        if let Some(q) = &mut self.quotas {
+            q.rename(volume, leftover)
+                .map_err(|source| ResourcesError::Quota {
+                    path: volume.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Gives `container`'s sandbox a project quota of `bytes` (its non-persistent `disk`, as
     /// Mesos's `disk/xfs` does) when project quotas apply to the sandbox's filesystem;
     /// `Ok(false)` when they do not.
@@ -731,37 +756,47 @@ impl AgentResources {
             self.limit(&d.path, *new)?;
         }
         for d in &plan.destroy {
-            // Leftovers of an interrupted removal of the same volume.
-            fs::purge_trash(d)?;
-            match fs::detach(d, self.options.retain_destroyed_data)? {
-                Detached::Trashed => {
-                    self.volume_step("volume detached", &d.path);
-                    fs::purge_trash(d)?;
-                    // The data is gone: its project id may serve another volume.
-                    self.release(&d.path, &d.root)?;
-                    report.removed.push(d.path.clone());
-                }
-                Detached::Retained(to) => {
-                    self.volume_step("volume detached", &d.path);
-                    // Kept data is no volume any more: untagged, its id released.
-                    if let Some(q) = self
-                        .quotas
-                        .as_ref()
-                        .filter(|q| q.assigned(&d.path).is_some())
-                    {
-                        if let Err(e) = q.untag(&to) {
-                            tracing::warn!(path = %to.display(), error = %e, "cannot clear the project id of retained data");
+            // What earlier attempts at the same volume left (an interrupted change, a failed
+            // removal, an older version's trash entry): removed now, or left for gc.
+            self.settle_previous(d)?;
+            if self.options.retain_destroyed_data {
+                match fs::detach(d, true, &d.id)? {
+                    Detached::Retained(to) => {
+                        self.volume_step("volume detached", &d.path);
+                        // Kept data is no volume any more: untagged, its id released.
+                        if let Some(q) = self
+                            .quotas
+                            .as_ref()
+                            .filter(|q| q.assigned(&d.path).is_some())
+                        {
+                            if let Err(e) = q.untag(&to) {
+                                tracing::warn!(path = %to.display(), error = %e, "cannot clear the project id of retained data");
+                            }
+                            self.release(&d.path, &d.root)?;
                         }
+                        tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
+                        report.retained.push((d.path.clone(), to));
+                    }
+                    Detached::KeptInPlace => {
+                        report.retained.push((d.path.clone(), d.path.clone()));
+                    }
+                    Detached::Trashed
+                    | Detached::Cleared
+                    | Detached::Unlinked
+                    | Detached::Absent => {
+                        report.removed.push(d.path.clone());
                         self.release(&d.path, &d.root)?;
                     }
-                    tracing::info!(id = %d.id, path = %d.path.display(), kept = %to.display(), "retained destroyed persistent volume");
-                    report.retained.push((d.path.clone(), to));
                 }
-                Detached::KeptInPlace => {
-                    report.retained.push((d.path.clone(), d.path.clone()));
-                }
-                Detached::Cleared | Detached::Unlinked | Detached::Absent => {
-                    report.removed.push(d.path.clone());
+            } else {
+                self.destroy_volume(d, gc::Origin::Destroy, &mut report)?;
+                // The quota: its data gone, the id may serve another volume; data left in
+                // the trash keeps the id (under the leftover's path) until it is gone too.
+                if let Some((_, leftover)) = report.deferred.iter().find(|(v, _)| v == &d.path) {
+                    let leftover = leftover.clone();
+                    self.quota_follows(&d.path, &leftover)?;
+                } else {
+                    self.release(&d.path, &d.root)?;
                 }
             }
             tracing::info!(id = %d.id, path = %d.path.display(), "destroyed persistent volume directory");

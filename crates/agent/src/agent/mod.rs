@@ -20,7 +20,7 @@ use crate::container::{
     ContainerConfig, DockerVolumes, Isolator, PersistentVolumes, PreparePolicy, Prepared,
     RecordState, RecoveryReport,
 };
-use crate::resources::{AgentResources, Options, SyncReport};
+use crate::resources::{AgentResources, GcOptions, GcReport, Leftover, Options, SyncReport};
 
 pub use error::AgentError;
 
@@ -59,6 +59,9 @@ pub struct Settings {
     pub sandbox_root: Option<PathBuf>,
     /// `--allowed-host-paths`: `HOST_PATH` sources must lie under one of these (empty: any).
     pub allowed_host_paths: Vec<PathBuf>,
+    /// `--retain-destroyed-data-for`: the retry loop (and `gc`) removes retained destroyed
+    /// data older than this.
+    pub retain_destroyed_data_for: Option<Duration>,
     /// How long to wait for the work dir's lock (another one-shot command, or a server).
     pub lock_wait: Duration,
     /// Called at every write-ahead point (tests: crash injection).
@@ -69,6 +72,15 @@ pub struct Settings {
     /// `--enforce-disk-limits`: prepare refuses a container on a volume over its size.
     pub enforce_disk_limits: bool,
 }
+
+/// The backoff of the leftover retry loop: the wait after a failed removal doubles from 30 s
+/// up to an hour (the workspace's one backoff, [`berth_mount::retry::RetryPolicy`]).
+pub const LEFTOVER_BACKOFF: berth_mount::retry::RetryPolicy = berth_mount::retry::RetryPolicy {
+    initial_backoff: Duration::from_secs(30),
+    max_backoff: Duration::from_secs(3600),
+    overall: Duration::MAX,
+    full_jitter: false,
+};
 
 /// Counters of the metrics endpoint.
 #[derive(Debug, Default)]
@@ -261,6 +273,14 @@ impl Agent {
         }
         *checkpointed.write().unwrap_or_else(PoisonError::into_inner) =
             resources.checkpointed().clone();
+        match resources.leftovers() {
+            Ok(l) if !l.is_empty() => tracing::warn!(
+                count = l.len(),
+                "destroyed volumes left data that could not be removed yet (see status; retried, and removed by gc)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "leftovers of destroyed volumes not listed"),
+        }
         Ok(Self {
             settings,
             _lock: lock,
@@ -364,12 +384,71 @@ impl Agent {
         Ok(())
     }
 
+    /// The leftovers of destroyed volumes (trash entries whose removal failed).
+    ///
+    /// # Errors
+    /// An unreadable target checkpoint.
+    pub async fn leftovers(&self) -> Result<Vec<Leftover>> {
+        Ok(self.resources.lock().await.leftovers()?)
+    }
+
+    /// One garbage-collection pass over the volume areas (see
+    /// [`AgentResources::gc`](crate::resources::AgentResources::gc)).
+    ///
+    /// # Errors
+    /// A pending change, an unreadable checkpoint.
+    pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        let out = self
+            .resources
+            .lock()
+            .await
+            .gc(opts)
+            .map_err(AgentError::from);
+        self.counters.count("gc", out.is_ok());
+        out
+    }
+
+    /// One pass of the leftover retry loop: leftovers whose backoff has passed are removed
+    /// again, and retained data past `--retain-destroyed-data-for` is removed.
+    ///
+    /// # Errors
+    /// As [`Agent::gc`].
+    pub async fn retry_leftovers(&self) -> Result<GcReport> {
+        let opts = GcOptions {
+            dry_run: false,
+            retain_destroyed_data_for: self.settings.retain_destroyed_data_for,
+            orphans_and_mounts: false,
+            backoff: Some(LEFTOVER_BACKOFF),
+        };
+        let report = self.resources.lock().await.gc(&opts)?;
+        for p in &report.removed {
+            tracing::info!(path = %p.display(), "leftover of a destroyed volume removed");
+        }
+        for f in &report.failed {
+            tracing::warn!(path = %f.path.display(), error = %f.error, "leftover of a destroyed volume still not removable");
+        }
+        Ok(report)
+    }
+
     /// Starts the background retry loops of the persisted retry queues (failed CSI
-    /// unpublish/unstage, failed Docker unmounts), each pass every `every`. They stop when
-    /// the returned handle is dropped or stopped.
+    /// unpublish/unstage, failed Docker unmounts, leftovers of destroyed volumes), each pass
+    /// every `every` (a leftover is retried when its own backoff, [`LEFTOVER_BACKOFF`], has
+    /// passed). They stop when the returned handle is dropped or stopped.
     #[must_use]
     pub fn spawn_retry_loops(self: &Arc<Self>, every: Duration) -> RetryLoops {
         let csi = self.csi.as_ref().map(|c| c.spawn_retry_loop(every));
+        let weak = Arc::downgrade(self);
+        let leftovers = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(agent) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = agent.retry_leftovers().await {
+                    tracing::warn!(error = %e, "leftover retry pass failed");
+                }
+            }
+        });
         let weak = Arc::downgrade(self);
         let docker = tokio::spawn(async move {
             loop {
@@ -383,7 +462,7 @@ impl Agent {
             }
         });
         RetryLoops {
-            tasks: csi.into_iter().chain(std::iter::once(docker)).collect(),
+            tasks: csi.into_iter().chain([docker, leftovers]).collect(),
         }
     }
 
@@ -594,6 +673,9 @@ fn log_sync(report: &SyncReport) {
     }
     for p in &report.removed {
         tracing::info!(path = %p.display(), "volume directory removed");
+    }
+    for (p, left) in &report.deferred {
+        tracing::warn!(path = %p.display(), leftover = %left.display(), "volume destroyed; its data is left in the trash for the retry loop and gc");
     }
 }
 

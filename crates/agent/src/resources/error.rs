@@ -33,6 +33,8 @@ pub enum Step {
     Remove,
     /// Resolving the work dir or a disk root.
     Canonicalize,
+    /// Writing or updating a leftover record (`meta/resources/leftovers`).
+    WriteRecord,
 }
 
 /// Why a change of the agent's resources or volume directories failed.
@@ -76,6 +78,14 @@ pub enum ResourcesError {
         input: String,
         /// Why.
         reason: String,
+    },
+    /// A duration flag (`--retain-destroyed-data-for`) does not parse.
+    #[error("invalid duration '{input}': {reason}")]
+    InvalidDuration {
+        /// The text.
+        input: String,
+        /// Why.
+        reason: &'static str,
     },
     /// Resources JSON (a checkpoint set given by the caller) does not parse.
     #[error("invalid resources JSON: {reason}")]
@@ -249,6 +259,7 @@ impl ResourcesError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidConfigured { .. }
+            | Self::InvalidDuration { .. }
             | Self::InvalidResources { .. }
             | Self::NotCheckpointable { .. }
             | Self::Incompatible { .. }

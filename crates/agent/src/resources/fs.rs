@@ -3,13 +3,16 @@
 //! that never crosses a mount.
 //!
 //! A destroyed volume on a ROOT or PATH disk is first *detached*: renamed atomically out of
-//! `volumes/roles` into `<root>/volumes/trash/roles/<role>/<id>` (or, with
+//! `volumes/roles` into `<root>/volumes/trash/roles/<role>/<id>.<unix seconds>` (or, with
 //! `retain_destroyed_data`, into `<root>/volumes/retained/roles/<role>/<id>.<unix seconds>`),
 //! so that a crash in the middle of a removal never leaves a half-deleted directory at a
 //! volume's path; the trash entry is then removed with
 //! [`berth_mount::path::remove_dir_all_checked`] (mountinfo checked first, `st_dev` and mount
-//! id compared at every level, symlinks removed and never followed). A MOUNT disk's volume is
-//! the mount root itself: its contents are removed entry by entry, the root stays.
+//! id compared at every level, symlinks removed and never followed, two descriptors whatever
+//! the depth). A MOUNT disk's volume is the mount root itself: its contents are moved into
+//! `<root>/.berth-trash/<id>.<unix seconds>` (same filesystem, mode 0700) and removed from
+//! there; the root stays, and the trash directory goes once empty. A removal that fails is a
+//! leftover (see the `gc` module).
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
@@ -186,17 +189,17 @@ fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
-fn removal(dir: &VolumeDir, path: &Path, source: berth_mount::MountError) -> ResourcesError {
+fn removal(id: &str, path: &Path, source: berth_mount::MountError) -> ResourcesError {
     match source {
         berth_mount::MountError::MountedBelow { mount_point, .. } => {
             ResourcesError::MountedInside {
-                id: dir.id.clone(),
+                id: id.to_owned(),
                 path: path.to_path_buf(),
                 mount_point,
             }
         }
         source => ResourcesError::Mount {
-            id: dir.id.clone(),
+            id: id.to_owned(),
             path: path.to_path_buf(),
             source,
         },
@@ -206,7 +209,7 @@ fn removal(dir: &VolumeDir, path: &Path, source: berth_mount::MountError) -> Res
 /// Removes the entry `name` of the open directory `parent` (shown as `shown`): a directory
 /// with the checked removal, anything else (a symlink included) with `unlink`. Missing is
 /// success. Returns whether something was removed.
-fn remove_entry(dir: &VolumeDir, parent: &OwnedFd, shown: &Path, name: &OsStr) -> Result<bool> {
+fn remove_entry(id: &str, parent: &OwnedFd, shown: &Path, name: &OsStr) -> Result<bool> {
     let path = shown.join(name);
     let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -214,7 +217,7 @@ fn remove_entry(dir: &VolumeDir, parent: &OwnedFd, shown: &Path, name: &OsStr) -
         Err(e) => return Err(errno(Step::Stat, &path, e)),
     };
     if is_dir(&st) {
-        berth_mount::path::remove_dir_all_checked(&path).map_err(|e| removal(dir, &path, e))?;
+        berth_mount::path::remove_dir_all_checked(&path).map_err(|e| removal(id, &path, e))?;
     } else {
         unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| errno(Step::Remove, &path, e))?;
@@ -228,25 +231,176 @@ fn trash_parent(dir: &VolumeDir) -> [&str; 4] {
     ["volumes", "trash", "roles", &dir.role_component]
 }
 
-/// Removes what an interrupted removal left in the trash for this volume. Returns whether
-/// something was removed.
-pub(crate) fn purge_trash(dir: &VolumeDir) -> Result<bool> {
-    if dir.kind == DiskKind::Mount {
-        return Ok(false);
+/// The directory, inside a MOUNT disk's root, that takes a destroyed volume's contents while
+/// they are removed (the root itself is the disk and stays).
+pub(crate) const MOUNT_TRASH: &str = ".berth-trash";
+
+/// The components below a disk root of the trash directory that takes `dir`'s data.
+pub(crate) fn trash_components(dir: &VolumeDir) -> Vec<String> {
+    match dir.kind {
+        DiskKind::Mount => vec![MOUNT_TRASH.to_owned()],
+        DiskKind::Root | DiskKind::Path => trash_parent(dir).map(str::to_owned).to_vec(),
     }
-    let real = real_root(&dir.root);
-    let Ok(root) = open_trusted(&real) else {
+}
+
+/// Whether `<root>/<components>/<name>` exists (not following symlinks anywhere below the
+/// root).
+pub(crate) fn exists_in(root: &Path, components: &[String], name: &str) -> Result<bool> {
+    let real = real_root(root);
+    let Ok(fd) = open_trusted(&real) else {
         return Ok(false);
     };
-    let names = trash_parent(dir);
-    let Some((parent, _)) = walk(root, &real, &names, false)? else {
+    let names: Vec<&str> = components.iter().map(String::as_str).collect();
+    let Some((parent, _)) = walk(fd, &real, &names, false)? else {
         return Ok(false);
     };
-    let mut shown = real;
-    for n in names {
+    match fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(errno(Step::Stat, real.join(name), e)),
+    }
+}
+
+/// Removes the entry `<root>/<components>/<name>` (a directory with the checked removal, never
+/// across a mount and never following a symlink; anything else unlinked), then, for a MOUNT
+/// disk's trash, the trash directory when it is empty. Missing is success (`false`).
+pub(crate) fn remove_in(root: &Path, components: &[String], name: &str, id: &str) -> Result<bool> {
+    let real = real_root(root);
+    let Ok(fd) = open_trusted(&real) else {
+        return Ok(false);
+    };
+    let names: Vec<&str> = components.iter().map(String::as_str).collect();
+    let Some((parent, _)) = walk(fd, &real, &names, false)? else {
+        return Ok(false);
+    };
+    let mut shown = real.clone();
+    for n in &names {
         shown.push(n);
     }
-    remove_entry(dir, &parent, &shown, OsStr::new(&dir.id))
+    let removed = remove_entry(id, &parent, &shown, OsStr::new(name))?;
+    if names == [MOUNT_TRASH] {
+        remove_if_empty(&real, MOUNT_TRASH)?;
+    }
+    Ok(removed)
+}
+
+/// Removes the empty directory `<real>/<name>`; a directory with entries stays.
+fn remove_if_empty(real: &Path, name: &str) -> Result<()> {
+    let fd = open_trusted(real)?;
+    match unlinkat(&fd, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) => fsync(&fd).map_err(|e| errno(Step::SyncDir, real, e)),
+        Err(Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT) => Ok(()),
+        Err(e) => Err(errno(Step::Remove, real.join(name), e)),
+    }
+}
+
+/// Unlinks `<parent>/<name>` when it is there and not a directory (a symlink or file planted
+/// inside a MOUNT disk's volume where its trash directory goes: never followed, and removing
+/// it removes nothing but the volume's own entry).
+fn unlink_non_dir(parent: &OwnedFd, shown: &Path, name: &str) -> Result<()> {
+    match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if !is_dir(&st) => {
+            unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| errno(Step::Remove, shown.join(name), e))?;
+            fsync(parent).map_err(|e| errno(Step::SyncDir, shown, e))
+        }
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(errno(Step::Stat, shown.join(name), e)),
+    }
+}
+
+/// Creates the trash directory of `dir` (a MOUNT disk's with mode 0700) and returns a name
+/// that is free in it: `<id>.<unix seconds>`, with `.<n>` appended when taken.
+pub(crate) fn trash_name(dir: &VolumeDir) -> Result<String> {
+    let components = trash_components(dir);
+    let names: Vec<&str> = components.iter().map(String::as_str).collect();
+    let real = real_root(&dir.root);
+    let root = match open_trusted(&real) {
+        Ok(fd) => fd,
+        // No disk root: nothing to move; the name is never used.
+        Err(_) => return Ok(format!("{}.0", dir.id)),
+    };
+    if dir.kind == DiskKind::Mount {
+        unlink_non_dir(&root, &real, MOUNT_TRASH)?;
+    }
+    let Some((dest, created)) = walk(root, &real, &names, true)? else {
+        return Err(ResourcesError::NotADirectory { path: real });
+    };
+    let mut shown = real;
+    for n in &names {
+        shown.push(n);
+    }
+    if created && dir.kind == DiskKind::Mount {
+        nix::sys::stat::fchmod(&dest, Mode::from_bits_truncate(0o700))
+            .map_err(|e| errno(Step::CreateDir, &shown, e))?;
+    }
+    free_name(&dest, &shown, &dir.id)
+}
+
+/// Moves `<root>/<from>/<name>` to `<root>/<to>/<dest_name>` (both directories must exist
+/// and are never reached through a symlink; the destination directory is created when
+/// missing): one `renameat` on the same filesystem, both directories fsynced. A directory with
+/// anything mounted inside is refused ([`ResourcesError::MountedInside`]). Returns `false`
+/// when nothing was at the source.
+pub(crate) fn move_in(
+    root: &Path,
+    from: &[String],
+    name: &str,
+    to: &[String],
+    dest_name: &str,
+    id: &str,
+) -> Result<bool> {
+    let real = real_root(root);
+    let Ok(fd) = open_trusted(&real) else {
+        return Ok(false);
+    };
+    let from_names: Vec<&str> = from.iter().map(String::as_str).collect();
+    let to_names: Vec<&str> = to.iter().map(String::as_str).collect();
+    let dup = fd.try_clone().map_err(|e| io(Step::OpenDir, &real, e))?;
+    let Some((parent, _)) = walk(dup, &real, &from_names, false)? else {
+        return Ok(false);
+    };
+    let mut shown = real.clone();
+    for n in &from_names {
+        shown.push(n);
+    }
+    let path = shown.join(name);
+    match fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_dir(&st) => {
+            let table = berth_mount::MountTable::read_current().map_err(|source| {
+                ResourcesError::Mount {
+                    id: id.to_owned(),
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let inside = table
+                .mounts_at_or_below(&path)
+                .next()
+                .map(|m| m.mount_point().to_path_buf());
+            if let Some(mount_point) = inside {
+                return Err(ResourcesError::MountedInside {
+                    id: id.to_owned(),
+                    path,
+                    mount_point,
+                });
+            }
+        }
+        Ok(_) => {}
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(errno(Step::Stat, &path, e)),
+    }
+    let Some((dest, _)) = walk(fd, &real, &to_names, true)? else {
+        return Err(ResourcesError::NotADirectory { path: real });
+    };
+    let mut dest_shown = real;
+    for n in &to_names {
+        dest_shown.push(n);
+    }
+    renameat(&parent, name, &dest, dest_name).map_err(|e| errno(Step::Detach, &path, e))?;
+    fsync(&dest).map_err(|e| errno(Step::SyncDir, &dest_shown, e))?;
+    fsync(&parent).map_err(|e| errno(Step::SyncDir, &shown, e))?;
+    Ok(true)
 }
 
 /// What [`detach`] did.
@@ -260,18 +414,19 @@ pub(crate) enum Detached {
     Trashed,
     /// Moved to the retained area, at this path.
     Retained(PathBuf),
-    /// A MOUNT disk's contents were removed in place.
+    /// A MOUNT disk's contents were moved into its trash directory (to be purged).
     Cleared,
     /// A MOUNT disk with `retain`: left as it is.
     KeptInPlace,
 }
 
-/// Takes a destroyed volume's directory away from its path: a rename into the trash (or the
-/// retained area) for ROOT/PATH disks, removal of the contents for MOUNT disks. Refuses when
-/// anything is mounted inside.
-pub(crate) fn detach(dir: &VolumeDir, retain: bool) -> Result<Detached> {
+/// Takes a destroyed volume's directory away from its path: a rename into the trash (as
+/// `trash_name`) or the retained area for ROOT/PATH disks, a move of the contents into the
+/// disk's own trash directory (as `trash_name`) for MOUNT disks. Refuses when anything is
+/// mounted inside.
+pub(crate) fn detach(dir: &VolumeDir, retain: bool, trash_name: &str) -> Result<Detached> {
     if dir.kind == DiskKind::Mount {
-        return clear_mount_root(dir, retain);
+        return clear_mount_root(dir, retain, trash_name);
     }
     let real = real_root(&dir.root);
     let root = match nix::fcntl::open(
@@ -314,7 +469,7 @@ pub(crate) fn detach(dir: &VolumeDir, retain: bool) -> Result<Detached> {
             None,
         )
     } else {
-        (trash_parent(dir), Some(dir.id.clone()))
+        (trash_parent(dir), Some(trash_name.to_owned()))
     };
     let Some((dest, _)) = walk(root, &real, &dest_names, true)? else {
         return Err(ResourcesError::NotADirectory { path: real });
@@ -356,9 +511,11 @@ fn free_name(dest: &OwnedFd, shown: &Path, id: &str) -> Result<String> {
     Err(errno(Step::Detach, shown.join(base), Errno::EEXIST))
 }
 
-/// A MOUNT disk's volume: remove everything inside the root (never the root, never across a
-/// mount); with `retain`, leave it as it is.
-fn clear_mount_root(dir: &VolumeDir, retain: bool) -> Result<Detached> {
+/// A MOUNT disk's volume: move everything inside the root (never the root, never across a
+/// mount, never the filesystem's `lost+found` or the trash itself) into
+/// `<root>/.berth-trash/<trash_name>` on the same filesystem, each rename fsynced; with
+/// `retain`, leave it as it is.
+fn clear_mount_root(dir: &VolumeDir, retain: bool, trash_name: &str) -> Result<Detached> {
     if retain {
         return Ok(Detached::KeptInPlace);
     }
@@ -377,14 +534,34 @@ fn clear_mount_root(dir: &VolumeDir, retain: bool) -> Result<Detached> {
     let mut names = Vec::new();
     for entry in listing {
         let entry = entry.map_err(|e| io(Step::OpenDir, &real, e))?;
-        names.push(entry.file_name());
-    }
-    for name in names {
+        let name = entry.file_name();
         // ext4's lost+found belongs to the filesystem, not to the volume.
-        if name.as_bytes() == b"lost+found" {
-            continue;
+        if name.as_bytes() != b"lost+found" && name.as_bytes() != MOUNT_TRASH.as_bytes() {
+            names.push(name);
         }
-        remove_entry(dir, &root, &real, &name)?;
     }
+    let trash_shown = real.join(MOUNT_TRASH);
+    unlink_non_dir(&root, &real, MOUNT_TRASH)?;
+    let dup = root.try_clone().map_err(|e| io(Step::OpenDir, &real, e))?;
+    let Some((trash, _)) = walk(dup, &real, &[MOUNT_TRASH], true)? else {
+        return Err(ResourcesError::NotADirectory { path: trash_shown });
+    };
+    let entry_shown = trash_shown.join(trash_name);
+    match mkdirat(&trash, trash_name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(errno(Step::CreateDir, &entry_shown, e)),
+    }
+    fsync(&trash).map_err(|e| errno(Step::SyncDir, &trash_shown, e))?;
+    let Some((entry, _)) = walk(trash, &trash_shown, &[trash_name], false)? else {
+        return Err(ResourcesError::NotADirectory { path: entry_shown });
+    };
+    for name in &names {
+        match renameat(&root, name.as_os_str(), &entry, name.as_os_str()) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(errno(Step::Detach, real.join(name), e)),
+        }
+    }
+    fsync(&entry).map_err(|e| errno(Step::SyncDir, &entry_shown, e))?;
+    fsync(&root).map_err(|e| errno(Step::SyncDir, &real, e))?;
     Ok(Detached::Cleared)
 }

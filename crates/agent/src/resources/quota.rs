@@ -533,6 +533,35 @@ impl VolumeQuotas {
         }
     }
 
+    /// Moves the record of `from` to `to` (a destroyed volume's data moved into the trash and
+    /// left there): the id stays taken, with no limit, until `to` is gone.
+    ///
+    /// # Errors
+    /// The kernel or the record.
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<(), QuotaFailure> {
+        let Some(mut a) = self.assigned(from) else {
+            return Ok(());
+        };
+        let fs_dir = to
+            .ancestors()
+            .find(|d| d.is_dir())
+            .unwrap_or(Path::new("/"))
+            .to_owned();
+        self.quotas
+            .set_limits(&fs_dir, a.project, Limits::default())?;
+        a.hard_bytes = 0;
+        let old = self.record.volumes.remove(from);
+        self.record.volumes.insert(to.to_owned(), a);
+        if let Err(e) = self.persist() {
+            self.record.volumes.remove(to);
+            if let Some(o) = old {
+                self.record.volumes.insert(from.to_owned(), o);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Clears the project id of `dir` and everything below it (data that is no volume any
     /// more, such as a destroyed volume's retained data).
     ///
