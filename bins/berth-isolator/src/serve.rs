@@ -611,6 +611,13 @@ pub mod metrics {
         );
         let _ = writeln!(out, "# TYPE berth_isolator_containers gauge");
         let _ = writeln!(out, "berth_isolator_containers {containers}");
+        let quarantined = agent.isolator().quarantined_ids().len();
+        let _ = writeln!(
+            out,
+            "# HELP berth_isolator_quarantined_containers Containers whose record is quarantined: everything they held is kept until cleanup --force."
+        );
+        let _ = writeln!(out, "# TYPE berth_isolator_quarantined_containers gauge");
+        let _ = writeln!(out, "berth_isolator_quarantined_containers {quarantined}");
         usage_gauges(&mut out, usage);
         crate::agent::render_leftovers(&mut out, &agent.leftovers().await.unwrap_or_default());
         let _ = writeln!(

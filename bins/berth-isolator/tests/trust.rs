@@ -140,7 +140,11 @@ fn an_unknown_mount_disk_volume_is_refused_and_mounted_once_checkpointed() {
     assert!(!w.record("c1").exists(), "record written");
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0, "mkdir");
     let status = ok(&w.run(&["status", "--json"]));
-    assert_eq!(status, json!({"containers": [], "leftovers": []}), "{status}");
+    assert_eq!(
+        status,
+        json!({"containers": [], "leftovers": []}),
+        "{status}"
+    );
 
     // Once the agent holds it, the same prepare mounts it (and, as Mesos, gives the
     // root-owned volume to the task's user).
@@ -250,11 +254,27 @@ fn grpc_refusals_carry_their_codes() {
     }
     let mut w = World::new(&["--resources=disk(db):256".to_owned()]);
     let sock = w.root.join("isolator.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let quarantined_gauge = move || {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("berth_isolator_quarantined_containers "))
+            .unwrap_or_else(|| panic!("no quarantine gauge: {text}"))
+            .to_owned()
+    };
     let mut cmd = Command::new(BIN);
     cmd.args(&w.global)
         .args([
             "serve".to_owned(),
             format!("--listen=unix:{}", sock.display()),
+            format!("--metrics={port}"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -360,6 +380,7 @@ fn grpc_refusals_carry_their_codes() {
                     .into_inner();
                 assert_eq!(r.quarantine_kept, ["g1"]);
                 assert_eq!(berth_testkit::mounts_below(&sb), [sb.join("data")]);
+                assert_eq!(quarantined_gauge(), "1");
                 // The operator's --force, without stopping the server.
                 c.cleanup(pb::CleanupRequest {
                     container_id: "g1".into(),
@@ -369,6 +390,7 @@ fn grpc_refusals_carry_their_codes() {
                 .unwrap();
                 let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
                 assert!(st.containers.is_empty(), "{st:?}");
+                assert_eq!(quarantined_gauge(), "0");
             });
     });
 }

@@ -444,7 +444,13 @@ impl Agent {
                 let Some(agent) = weak.upgrade() else {
                     return;
                 };
-                if let Err(e) = agent.retry_leftovers().await {
+                // File-system work: on the blocking pool, so a hung filesystem holds only
+                // this pass.
+                let handle = tokio::runtime::Handle::current();
+                let pass = tokio::task::spawn_blocking(move || {
+                    handle.block_on(async move { agent.retry_leftovers().await })
+                });
+                if let Ok(Err(e)) = pass.await {
                     tracing::warn!(error = %e, "leftover retry pass failed");
                 }
             }

@@ -227,6 +227,21 @@ impl Isolator {
         self.records.lock(id).await
     }
 
+    /// The ids of the quarantined containers (corrupt records kept aside until `cleanup
+    /// --force`).
+    #[must_use]
+    pub fn quarantined_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .records
+            .quarantined()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// How many containers' operation locks are held or awaited now (0 when idle).
     #[must_use]
     pub fn locks_in_use(&self) -> usize {
