@@ -132,9 +132,11 @@ pub fn render_leftovers(out: &mut String, leftovers: &[Leftover]) {
 pub fn status_json(
     containers: &[berth_agent::container::ContainerStatus],
     leftovers: &[Leftover],
+    disk_isolation: &berth_agent::agent::usage::DiskIsolationStatus,
 ) -> serde_json::Value {
     serde_json::json!({
         "containers": serde_json::to_value(containers).unwrap_or_default(),
         "leftovers": serde_json::to_value(leftovers).unwrap_or_default(),
+        "disk_isolation": disk_isolation,
     })
 }

@@ -435,8 +435,13 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
             let containers = agent.isolator().status()?;
             let leftovers = agent.leftovers().await?;
             if json {
-                return print_json(&berth_isolator::agent::status_json(&containers, &leftovers));
+                return print_json(&berth_isolator::agent::status_json(
+                    &containers,
+                    &leftovers,
+                    agent.disk_isolation(),
+                ));
             }
+            println!("disk isolation: {}", agent.disk_isolation());
             if containers.is_empty() {
                 println!("no containers");
             }

@@ -249,6 +249,7 @@ impl IsolatorRpc for Service {
         let agent = Arc::clone(&self.agent);
         let containers = detached(async move { Ok(agent.isolator().status()?) }).await?;
         Ok(Response::new(pb::StatusResponse {
+            disk_isolation: self.agent.disk_isolation().to_string(),
             containers: containers
                 .into_iter()
                 .map(|c| pb::ContainerStatus {

@@ -292,7 +292,17 @@ fn three_volume_kinds_in_one_container_through_the_binary() {
     let _ = ok(&w.run(&["cleanup", "--container-id", "c1"]));
     w.assert_nothing_mounted();
     let status = ok(&w.run(&["status", "--json"]));
-    assert_eq!(status, json!({"containers": [], "leftovers": []}));
+    assert_eq!(
+        status_parts(&status),
+        json!({"containers": [], "leftovers": []})
+    );
+    // The enforcement mode: auto, and on this machine's temporary directory either a project
+    // quota (a kernel and filesystem with them) or du accounting.
+    assert_eq!(status["disk_isolation"]["mode"], "auto", "{status}");
+    assert!(
+        ["du", "project-quota"].contains(&status["disk_isolation"]["work_dir"].as_str().unwrap()),
+        "{status}"
+    );
     assert!(
         !w.root
             .join("work/csi/io.cfgd.csi/default/volumes/vol-module")
@@ -533,6 +543,8 @@ fn without_project_quotas_a_volume_over_its_size_is_watched_and_refused() {
                     .await
                     .unwrap();
                 let mut c = pb::isolator_client::IsolatorClient::new(channel);
+                let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+                assert_eq!(st.disk_isolation, "auto (the work dir's filesystem: du)");
                 let usage = c.usage(pb::UsageRequest {}).await.unwrap().into_inner();
                 assert_eq!(usage.volumes.len(), 1, "{usage:?}");
                 assert_eq!(
@@ -656,7 +668,7 @@ fn sigkill_at_random_moments_then_recover_leaks_nothing() {
         );
         w.assert_nothing_mounted();
         assert_eq!(
-            ok(&w.run(&["status", "--json"])),
+            status_parts(&ok(&w.run(&["status", "--json"]))),
             json!({"containers": [], "leftovers": []}),
             "round {round}"
         );
@@ -970,7 +982,7 @@ impl World {
     fn assert_recovered(&self, what: &str) {
         self.assert_nothing_mounted();
         assert_eq!(
-            ok(&self.run(&["status", "--json"])),
+            status_parts(&ok(&self.run(&["status", "--json"]))),
             json!({"containers": [], "leftovers": []}),
             "{what}"
         );
@@ -1185,4 +1197,9 @@ fn checkpoint_resources_through_the_binary_creates_and_destroys_volume_directori
     ]));
     assert_eq!(out["checkpointed"], json!([]));
     assert!(!vol.exists());
+}
+
+/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
+fn status_parts(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

@@ -334,7 +334,10 @@ fn a_poisoned_destroy_answers_serve_starts_and_gc_removes_the_leftover() {
     assert_eq!(done["removed"], json!([left]), "{done}");
     assert_eq!(done["remaining"], json!([]), "{done}");
     let status = ok(&run(&ns, &cmd(&["status", "--json"])));
-    assert_eq!(status, json!({"containers": [], "leftovers": []}));
+    assert_eq!(
+        status_parts(&status),
+        json!({"containers": [], "leftovers": []})
+    );
 
     // Nothing outside the volume was touched.
     let (l4, p2, w) = (left.clone(), v2.clone(), work.clone());
@@ -427,4 +430,9 @@ fn gc_expires_retained_data_by_the_flag_and_lists_orphans() {
     assert_eq!(done["failed"], json!([]), "{done}");
     assert!(!old.exists() && !orphan.exists());
     assert!(recent.is_dir(), "data retained just now stays");
+}
+
+/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
+fn status_parts(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

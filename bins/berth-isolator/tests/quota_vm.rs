@@ -2,8 +2,8 @@
 //! `prjquota`, a persistent volume created with `apply-operation` gets a project quota of its
 //! size, a task writing past it stops there (ENOSPC on XFS, EDQUOT on ext4), GROW lets it
 //! write more, a SHRINK below what it holds is refused, DESTROY gives the id back, `usage`
-//! reports the kernel's count; and `kill -9` at every write-ahead point of CREATE, GROW and
-//! DESTROY leaves, after the next command's recovery, every volume with its recorded id and
+//! reports the kernel's count; and `kill -9` at every write-ahead point of CREATE, GROW,
+//! SHRINK and DESTROY leaves, after the next command's recovery, every volume with its recorded id and
 //! limit and no id shared or leaked.
 //!
 //! This machine's kernel has no project quotas: `vm_tier` runs the cases in one boot of
@@ -260,6 +260,12 @@ fn enforced_through_the_binary(fstype: &str, over_limit_errno: i32) {
     let u = w.usage();
     let pv = usage_of(&u, "pv-q");
     assert_eq!(pv["enforcement"], "project-quota", "{fstype}: {pv}");
+    let status = w.ok(&["status", "--json"]);
+    assert_eq!(
+        status["disk_isolation"],
+        json!({"mode": "auto", "work_dir": "project-quota"}),
+        "{fstype}: {status}"
+    );
     assert_eq!(pv["limit_bytes"], 16 * MIB);
 
     // A container on the volume, its sandbox owned by the task user: prepare gives the fresh
@@ -473,14 +479,17 @@ fn kill_at_every_write_ahead_point_keeps_quotas_consistent() {
         let grown = run_killed(&grow(4, &id, 2), n);
         let u = assert_consistent(&w, &format!("GROW killed at {n}"));
         assert_eq!(usage_of(&u, &id)["limit_bytes"], 6 * MIB);
-        let destroyed = run_killed(&destroy(6, &id), n);
+        let shrunk = run_killed(&shrink(6, &id, 1), n);
+        let u = assert_consistent(&w, &format!("SHRINK killed at {n}"));
+        assert_eq!(usage_of(&u, &id)["limit_bytes"], 5 * MIB);
+        let destroyed = run_killed(&destroy(5, &id), n);
         let u = assert_consistent(&w, &format!("DESTROY killed at {n}"));
         assert!(
             !u.iter().any(|v| v["persistence_id"] == id.as_str()),
             "DESTROY killed at {n}: {id} still there"
         );
         points = n;
-        if done && grown && destroyed {
+        if done && grown && shrunk && destroyed {
             break;
         }
         assert!(n < 20, "more points than expected");

@@ -141,7 +141,7 @@ fn an_unknown_mount_disk_volume_is_refused_and_mounted_once_checkpointed() {
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0, "mkdir");
     let status = ok(&w.run(&["status", "--json"]));
     assert_eq!(
-        status,
+        status_parts(&status),
         json!({"containers": [], "leftovers": []}),
         "{status}"
     );
@@ -393,4 +393,9 @@ fn grpc_refusals_carry_their_codes() {
                 assert_eq!(quarantined_gauge(), "0");
             });
     });
+}
+
+/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
+fn status_parts(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

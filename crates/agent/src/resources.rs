@@ -434,6 +434,30 @@ impl AgentResources {
         Ok(())
     }
 
+    /// Records the ids and limits the change gives before its target is written (see
+    /// [`quota::VolumeQuotas::reserve`]: the target's directory fsync makes both durable).
+    fn reserve_quotas(&mut self, plan: &Plan) -> Result<()> {
+        let Some(q) = &mut self.quotas else {
+            return Ok(());
+        };
+        let creates: Vec<(PathBuf, PathBuf, u64)> = plan
+            .create
+            .iter()
+            .filter(|d| d.kind != DiskKind::Mount)
+            .filter_map(|d| Some((d.path.clone(), d.root.clone(), *plan.sizes.get(&d.path)?)))
+            .collect();
+        let resizes: Vec<(PathBuf, u64)> = plan
+            .resize
+            .iter()
+            .map(|(d, _, new)| (d.path.clone(), *new))
+            .collect();
+        q.reserve(&creates, &resizes)
+            .map_err(|source| ResourcesError::Quota {
+                path: self.meta_dir.join(quota::PROJECTS_FILE),
+                source,
+            })
+    }
+
     /// Gives the volume at `path` its quota of `bytes`, firing the `volume limited` step
     /// point when it has one (nothing without quotas).
     fn limit(&mut self, path: &Path, bytes: u64) -> Result<()> {
@@ -732,6 +756,7 @@ impl AgentResources {
         plan.check_users(users)?;
         plan.check_mounts()?;
         self.check_quotas(&plan)?;
+        self.reserve_quotas(&plan)?;
         fs::write_atomic(&self.target_path(), &encode(&new)?)?;
         self.hook(HookPoint::intent(&[], "target written"));
         let report = self.sync(&plan)?;

@@ -164,6 +164,7 @@ pub struct Agent {
     docker: Arc<DockerManager>,
     resources: tokio::sync::Mutex<AgentResources>,
     limitations: usage::Limitations,
+    disk_isolation: usage::DiskIsolationStatus,
     /// The committed checkpointed set as the isolator's [`Layout`] sees it.
     checkpointed: Arc<std::sync::RwLock<berth_resources::Resources>>,
     /// Counters for `/metrics`.
@@ -267,6 +268,23 @@ impl Agent {
             let report = resources.recover(&users)?;
             tracing::info!(?report, "finished an interrupted resources change");
         }
+        let disk_isolation = usage::DiskIsolationStatus {
+            mode: match settings.quota.isolation {
+                crate::resources::quota::DiskIsolation::Auto => "auto",
+                crate::resources::quota::DiskIsolation::ProjectQuota => "project-quota",
+                crate::resources::quota::DiskIsolation::Du => "du",
+                crate::resources::quota::DiskIsolation::None => "none",
+            },
+            work_dir: match resources.quotas().map(|q| q.enforcement(work)) {
+                Some(Ok(crate::resources::quota::VolumeEnforcement::ProjectQuota)) => {
+                    "project-quota"
+                }
+                Some(Ok(crate::resources::quota::VolumeEnforcement::Du)) => "du",
+                Some(Ok(crate::resources::quota::VolumeEnforcement::None)) | None => "none",
+                Some(Err(_)) => "unsupported",
+            },
+        };
+        tracing::info!(%disk_isolation, "volume sizes");
         // A quota that cannot be put right is reported; it never stops the agent.
         if let Err(e) = resources.reconcile_quotas() {
             tracing::warn!(error = %e, "reconciling the volumes' project quotas");
@@ -289,6 +307,7 @@ impl Agent {
             docker,
             resources: tokio::sync::Mutex::new(resources),
             limitations: usage::Limitations::default(),
+            disk_isolation,
             checkpointed,
             counters: Counters::default(),
         })
@@ -358,6 +377,12 @@ impl Agent {
     /// The checkpointed and total resources.
     pub async fn resources(&self) -> ResourcesView {
         Self::view(&*self.resources.lock().await)
+    }
+
+    /// How volume sizes are enforced (said once in the log at open, and in `status`).
+    #[must_use]
+    pub fn disk_isolation(&self) -> &usage::DiskIsolationStatus {
+        &self.disk_isolation
     }
 
     /// The settings.

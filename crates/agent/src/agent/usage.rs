@@ -55,6 +55,27 @@ impl Enforcement {
     }
 }
 
+/// How the agent enforces volume sizes: the `--disk-isolation` mode and what it comes to on
+/// the work dir's filesystem (where ROOT-disk volumes live).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskIsolationStatus {
+    /// `auto`, `project-quota`, `du` or `none`.
+    pub mode: &'static str,
+    /// On the work dir: `project-quota`, `du`, `none`, or `unsupported` (project quotas
+    /// required, and the filesystem has none).
+    pub work_dir: &'static str,
+}
+
+impl std::fmt::Display for DiskIsolationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (the work dir's filesystem: {})",
+            self.mode, self.work_dir
+        )
+    }
+}
+
 /// One volume's usage.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VolumeUsage {

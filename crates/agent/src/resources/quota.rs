@@ -377,6 +377,90 @@ impl VolumeQuotas {
         })
     }
 
+    /// Records, in one write, the ids and limits a change is about to give: `creates` (new
+    /// volume directories with the directory their filesystem is judged by) and `resizes`
+    /// (volumes keeping their directory, with a new size). The record is written to a temp
+    /// file, fsync'd and renamed over the old one; the directory entry is made durable by
+    /// the caller's next fsync of the same directory (the change's target checkpoint lives
+    /// there and is written right after), so the record costs one fsync, not two, and is
+    /// still durable before any directory is tagged or limit set. [`limit`](Self::limit)
+    /// then finds every entry in place and writes nothing.
+    ///
+    /// # Errors
+    /// [`QuotaFailure::Unsupported`], [`QuotaFailure::Exhausted`] (nothing recorded), the
+    /// record.
+    pub fn reserve(
+        &mut self,
+        creates: &[(PathBuf, PathBuf, u64)],
+        resizes: &[(PathBuf, u64)],
+    ) -> Result<(), QuotaFailure> {
+        let before = self.record.volumes.clone();
+        let mut changed = false;
+        let mut run = || -> Result<(), QuotaFailure> {
+            for (dir, root, size) in creates {
+                if self.record.volumes.contains_key(dir)
+                    || self.enforcement(root)? != VolumeEnforcement::ProjectQuota
+                {
+                    continue;
+                }
+                let project = self.free_id()?;
+                self.record.volumes.insert(
+                    dir.clone(),
+                    Assigned {
+                        project,
+                        hard_bytes: *size,
+                        container: None,
+                    },
+                );
+                changed = true;
+            }
+            for (dir, size) in resizes {
+                if let Some(a) = self.record.volumes.get_mut(dir)
+                    && a.hard_bytes != *size
+                {
+                    a.hard_bytes = *size;
+                    changed = true;
+                }
+            }
+            if changed {
+                self.persist_file_only()?;
+            }
+            Ok(())
+        };
+        let out = run();
+        if out.is_err() {
+            self.record.volumes = before;
+        }
+        out
+    }
+
+    fn persist_file_only(&self) -> Result<(), QuotaFailure> {
+        use std::io::Write as _;
+        let bytes = serde_json::to_vec_pretty(&self.record).map_err(|e| QuotaFailure::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let record = |step, source| QuotaFailure::Record {
+            step,
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        // The resources' own temp prefix: an interrupted write is swept by their recovery.
+        let tmp = dir.join(format!(".resources.tmp.projects.{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| record("creating a temp file for", e))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| record("writing", e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| record("renaming", e))?;
+        Ok(())
+    }
+
     /// Refuses `n` more volumes with quotas when fewer ids than that are free.
     ///
     /// # Errors
