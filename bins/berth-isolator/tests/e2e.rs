@@ -293,7 +293,7 @@ fn three_volume_kinds_in_one_container_through_the_binary() {
     w.assert_nothing_mounted();
     let status = ok(&w.run(&["status", "--json"]));
     assert_eq!(
-        status_parts(&status),
+        berth_testkit::status_parts(&status),
         json!({"containers": [], "leftovers": []})
     );
     // The enforcement mode: auto, and on this machine's temporary directory either a project
@@ -380,17 +380,7 @@ fn usage_of_every_volume_kind_through_the_binary_and_the_service() {
         .unwrap()
         .block_on(async move {
             use berth_proto::berth::v1 as pb;
-            let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = s2.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await
-                .unwrap();
+            let channel = berth_testkit::unix_channel(s2.clone()).await;
             pb::isolator_client::IsolatorClient::new(channel)
                 .usage(pb::UsageRequest {})
                 .await
@@ -531,17 +521,7 @@ fn without_project_quotas_a_volume_over_its_size_is_watched_and_refused() {
             .unwrap()
             .block_on(async move {
                 use berth_proto::berth::v1 as pb;
-                let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let path = s2.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await
-                    .unwrap();
+                let channel = berth_testkit::unix_channel(s2.clone()).await;
                 let mut c = pb::isolator_client::IsolatorClient::new(channel);
                 let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
                 assert_eq!(st.disk_isolation, "auto (the work dir's filesystem: du)");
@@ -668,7 +648,7 @@ fn sigkill_at_random_moments_then_recover_leaks_nothing() {
         );
         w.assert_nothing_mounted();
         assert_eq!(
-            status_parts(&ok(&w.run(&["status", "--json"]))),
+            berth_testkit::status_parts(&ok(&w.run(&["status", "--json"]))),
             json!({"containers": [], "leftovers": []}),
             "round {round}"
         );
@@ -836,17 +816,7 @@ fn grpc_service_prepares_reports_and_serves_metrics() {
             .block_on(async move {
                 use berth_proto::berth::v1 as pb;
                 let path = s2.clone();
-                let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await
-                    .unwrap();
+                let channel = berth_testkit::unix_channel(path.clone()).await;
                 let mut c = pb::isolator_client::IsolatorClient::new(channel);
                 let vol: berth_resources::proto::Resource =
                     berth_resources::json::from_json_value(&volume()).unwrap();
@@ -982,7 +952,7 @@ impl World {
     fn assert_recovered(&self, what: &str) {
         self.assert_nothing_mounted();
         assert_eq!(
-            status_parts(&ok(&self.run(&["status", "--json"]))),
+            berth_testkit::status_parts(&ok(&self.run(&["status", "--json"]))),
             json!({"containers": [], "leftovers": []}),
             "{what}"
         );
@@ -1197,9 +1167,4 @@ fn checkpoint_resources_through_the_binary_creates_and_destroys_volume_directori
     ]));
     assert_eq!(out["checkpointed"], json!([]));
     assert!(!vol.exists());
-}
-
-/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
-fn status_parts(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

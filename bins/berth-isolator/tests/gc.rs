@@ -135,17 +135,7 @@ fn grpc_status(ns: &Ns, sock: &Path) -> berth_proto::berth::v1::StatusResponse {
             .unwrap()
             .block_on(async move {
                 use berth_proto::berth::v1 as pb;
-                let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let path = sock.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await
-                    .unwrap();
+                let channel = berth_testkit::unix_channel(sock.clone()).await;
                 let mut c = pb::isolator_client::IsolatorClient::new(channel);
                 c.status(pb::StatusRequest {}).await.unwrap().into_inner()
             })
@@ -335,7 +325,7 @@ fn a_poisoned_destroy_answers_serve_starts_and_gc_removes_the_leftover() {
     assert_eq!(done["remaining"], json!([]), "{done}");
     let status = ok(&run(&ns, &cmd(&["status", "--json"])));
     assert_eq!(
-        status_parts(&status),
+        berth_testkit::status_parts(&status),
         json!({"containers": [], "leftovers": []})
     );
 
@@ -430,9 +420,4 @@ fn gc_expires_retained_data_by_the_flag_and_lists_orphans() {
     assert_eq!(done["failed"], json!([]), "{done}");
     assert!(!old.exists() && !orphan.exists());
     assert!(recent.is_dir(), "data retained just now stays");
-}
-
-/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
-fn status_parts(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

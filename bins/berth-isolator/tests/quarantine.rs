@@ -148,14 +148,9 @@ fn a_quarantined_container_keeps_its_binds_until_cleanup_and_status_says_so() {
     ));
     let status: Value = serde_json::from_str(&ok(&run(&ns, &work, &["status", "--json"]))).unwrap();
     assert_eq!(
-        status_parts(&status),
+        berth_testkit::status_parts(&status),
         json!({"containers": [], "leftovers": []})
     );
     let report: Value = serde_json::from_str(&ok(&run(&ns, &work, &["recover"]))).unwrap();
     assert_eq!(report["quarantine_kept"], json!([]), "{report}");
-}
-
-/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
-fn status_parts(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

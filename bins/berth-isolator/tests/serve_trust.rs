@@ -37,18 +37,7 @@ fn wait_for(path: &Path) {
 }
 
 async fn client(sock: PathBuf) -> pb::isolator_client::IsolatorClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    pb::isolator_client::IsolatorClient::new(channel)
+    pb::isolator_client::IsolatorClient::new(berth_testkit::unix_channel(sock).await)
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -141,7 +141,7 @@ fn an_unknown_mount_disk_volume_is_refused_and_mounted_once_checkpointed() {
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0, "mkdir");
     let status = ok(&w.run(&["status", "--json"]));
     assert_eq!(
-        status_parts(&status),
+        berth_testkit::status_parts(&status),
         json!({"containers": [], "leftovers": []}),
         "{status}"
     );
@@ -293,17 +293,7 @@ fn grpc_refusals_carry_their_codes() {
                 use berth_proto::berth::v1 as pb;
                 use tonic::Code;
                 let path = s2.clone();
-                let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await
-                    .unwrap();
+                let channel = berth_testkit::unix_channel(path.clone()).await;
                 let mut c = pb::isolator_client::IsolatorClient::new(channel);
                 let pv: berth_resources::proto::Resource =
                     berth_resources::json::from_json_value(&json!({
@@ -393,9 +383,4 @@ fn grpc_refusals_carry_their_codes() {
                 assert_eq!(quarantined_gauge(), "0");
             });
     });
-}
-
-/// A `status --json` without its `disk_isolation` (which depends on the machine's filesystem).
-fn status_parts(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
 }

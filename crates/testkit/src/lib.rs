@@ -207,3 +207,30 @@ pub fn peer_or_skip(test: &str, requirements: &[(&str, bool)]) -> bool {
     eprintln!("SKIPPED {test}: missing {missing:?} (scripts/install-peers.sh)");
     false
 }
+
+/// A gRPC channel to a server on the unix socket at `path` (authority `localhost`), connected
+/// now.
+///
+/// # Panics
+/// The socket does not accept the connection.
+pub async fn unix_channel(path: impl Into<PathBuf>) -> tonic::transport::Channel {
+    let path = path.into();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+/// A `berth-isolator status --json` without its `disk_isolation` (which depends on the
+/// machine's filesystem): `{"containers", "leftovers"}`.
+#[must_use]
+pub fn status_parts(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"containers": v["containers"], "leftovers": v["leftovers"]})
+}
