@@ -17,8 +17,6 @@
 )]
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -68,28 +66,7 @@ fn may_run(test: &str) -> bool {
 /// re-execution as the task user); a no-op otherwise.
 #[test]
 fn writer_child() {
-    let Ok(spec) = std::env::var("BERTH_QUOTA_WRITE") else {
-        return;
-    };
-    let (path, bytes) = spec.rsplit_once(':').unwrap();
-    let bytes: u64 = bytes.parse().unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let chunk = vec![0x5a_u8; 1 << 20];
-    let (mut written, mut errno) = (0, 0);
-    while written < bytes {
-        match f.write_all(&chunk).and_then(|()| f.sync_data()) {
-            Ok(()) => written += MIB,
-            Err(e) => {
-                errno = e.raw_os_error().unwrap_or(-1);
-                break;
-            }
-        }
-    }
-    println!("WROTE {written} {errno}");
+    berth_testkit::vm::writer_child();
 }
 
 /// A work dir on a quota filesystem, in a private mount namespace.
@@ -192,19 +169,7 @@ impl World {
 
     /// Writes as the task user, in the namespace: (bytes written, errno).
     fn write_as_task(&self, file: &Path, bytes: u64) -> (u64, i32) {
-        let mut c = Command::new(std::env::current_exe().unwrap());
-        c.args(["--exact", "writer_child", "--nocapture", "--test-threads=1"])
-            .env("BERTH_QUOTA_WRITE", format!("{}:{bytes}", file.display()))
-            .uid(TASK_UID)
-            .gid(TASK_UID);
-        let out = self.ns.output(c);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find_map(|l| l.split_once("WROTE ").map(|(_, rest)| rest))
-            .unwrap_or_else(|| panic!("writer child said nothing: {out:?}"));
-        let (n, errno) = line.split_once(' ').unwrap();
-        (n.parse().unwrap(), errno.parse().unwrap())
+        berth_testkit::vm::write_as_task(file, bytes, TASK_UID, |c| self.ns.output(c))
     }
 }
 

@@ -24,10 +24,7 @@ use berth_testkit::vm::{
     in_vm, kernel_has_project_quotas, mount_prjquota, quota_fs, quota_required as required,
     run_in_vm,
 };
-use std::io::Write as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::Command;
 
 use berth_mount::quota::{Limits, LinuxQuotas, Quotas, Support};
 
@@ -39,49 +36,14 @@ const TASK_UID: u32 = 65534;
 /// (this test binary re-executed as `writer_child`); returns (bytes written, errno of the
 /// failed write or 0).
 fn write_as_task(file: &Path, bytes: u64) -> (u64, i32) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "writer_child", "--nocapture", "--test-threads=1"])
-        .env("BERTH_QUOTA_WRITE", format!("{}:{bytes}", file.display()))
-        .uid(TASK_UID)
-        .gid(TASK_UID)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.split_once("WROTE ").map(|(_, rest)| rest))
-        .unwrap_or_else(|| panic!("writer child said nothing: {out:?}"));
-    let (n, errno) = line.split_once(' ').unwrap();
-    (n.parse().unwrap(), errno.parse().unwrap())
+    berth_testkit::vm::write_as_task(file, bytes, TASK_UID, |mut c| c.output().unwrap())
 }
 
 /// The writer child: only acts when `BERTH_QUOTA_WRITE` names a file (the parent's
 /// re-execution); a no-op otherwise.
 #[test]
 fn writer_child() {
-    let Ok(spec) = std::env::var("BERTH_QUOTA_WRITE") else {
-        return;
-    };
-    let (path, bytes) = spec.rsplit_once(':').unwrap();
-    let bytes: u64 = bytes.parse().unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let chunk = vec![0x5a_u8; 1 << 20];
-    let mut written = 0;
-    let mut errno = 0;
-    while written < bytes {
-        match f.write_all(&chunk).and_then(|()| f.sync_data()) {
-            Ok(()) => written += MIB,
-            Err(e) => {
-                errno = e.raw_os_error().unwrap_or(-1);
-                break;
-            }
-        }
-    }
-    println!("WROTE {written} {errno}");
+    berth_testkit::vm::writer_child();
 }
 
 /// The whole story on one filesystem type.

@@ -224,3 +224,67 @@ pub fn run_in_vm(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Option<VmRu
         vng_stderr: String::from_utf8_lossy(&vm.stderr).into_owned(),
     })
 }
+
+/// The variable that makes a quota tier's `writer_child` test write: `<file>:<bytes>`.
+const WRITE_VAR: &str = "BERTH_QUOTA_WRITE";
+
+/// The body of a quota tier's `writer_child` test, the child half of [`write_as_task`]:
+/// with [`WRITE_VAR`] set, appends that many bytes to the file in 1 MiB writes (each
+/// `fdatasync`'d) and prints `WROTE <bytes written> <errno of the failed write, or 0>`;
+/// without it, nothing.
+///
+/// # Panics
+/// A malformed variable, or the file cannot be opened.
+pub fn writer_child() {
+    use std::io::Write as _;
+    let Ok(spec) = std::env::var(WRITE_VAR) else {
+        return;
+    };
+    let (path, bytes) = spec.rsplit_once(':').unwrap();
+    let bytes: u64 = bytes.parse().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    let (mut written, mut errno) = (0, 0);
+    while written < bytes {
+        match f.write_all(&chunk).and_then(|()| f.sync_data()) {
+            Ok(()) => written += MIB,
+            Err(e) => {
+                errno = e.raw_os_error().unwrap_or(-1);
+                break;
+            }
+        }
+    }
+    println!("WROTE {written} {errno}");
+}
+
+/// Writes `bytes` to `file` as `uid`/`gid` `uid`, in a child process: the calling test binary
+/// re-executed as its `writer_child` test (which calls [`writer_child`]), started by `run`
+/// (e.g. in a mount namespace). Returns (bytes written, errno of the failed write or 0).
+///
+/// # Panics
+/// The child does not report.
+pub fn write_as_task(
+    file: &Path,
+    bytes: u64,
+    uid: u32,
+    run: impl FnOnce(Command) -> std::process::Output,
+) -> (u64, i32) {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "writer_child", "--nocapture", "--test-threads=1"])
+        .env(WRITE_VAR, format!("{}:{bytes}", file.display()))
+        .uid(uid)
+        .gid(uid);
+    let out = run(c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once("WROTE ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("writer child said nothing: {out:?}"));
+    let (n, errno) = line.split_once(' ').unwrap();
+    (n.parse().unwrap(), errno.parse().unwrap())
+}
