@@ -384,29 +384,11 @@ impl AgentResources {
         Ok(report)
     }
 
-    /// Refuses what a change would do against quotas: a new volume that needs a project quota
-    /// its filesystem lacks (`--disk-isolation project-quota`), a shrink below the volume's
-    /// usage (its quota's count, or a walk of the directory).
+    /// Refuses a shrink below the volume's usage (its quota's count, or a walk of the
+    /// directory). A new volume that needs a project quota its filesystem lacks, or an id
+    /// when none is free, is refused by [`reserve_quotas`](Self::reserve_quotas), also before
+    /// the target is written.
     fn check_quotas(&self, plan: &Plan) -> Result<()> {
-        if let Some(q) = &self.quotas {
-            let mut limited = 0;
-            for d in plan.create.iter().filter(|d| d.kind != DiskKind::Mount) {
-                let how = q
-                    .enforcement(&d.root)
-                    .map_err(|source| ResourcesError::Quota {
-                        path: d.path.clone(),
-                        source,
-                    })?;
-                if how == quota::VolumeEnforcement::ProjectQuota {
-                    limited += 1;
-                }
-            }
-            q.check_free(limited)
-                .map_err(|source| ResourcesError::Quota {
-                    path: self.meta_dir.join(quota::PROJECTS_FILE),
-                    source,
-                })?;
-        }
         for (d, old, new) in &plan.resize {
             if new >= old {
                 continue;

@@ -461,27 +461,6 @@ impl VolumeQuotas {
         Ok(())
     }
 
-    /// Refuses `n` more volumes with quotas when fewer ids than that are free.
-    ///
-    /// # Errors
-    /// [`QuotaFailure::Exhausted`].
-    pub fn check_free(&self, n: usize) -> Result<(), QuotaFailure> {
-        let ProjectRange { begin, end } = self.config.range;
-        let size = usize::try_from(end - begin)
-            .unwrap_or(usize::MAX)
-            .saturating_add(1);
-        let taken = self
-            .record
-            .volumes
-            .values()
-            .filter(|a| self.config.range.contains(a.project))
-            .count();
-        if size.saturating_sub(taken) < n {
-            return Err(QuotaFailure::Exhausted { begin, end });
-        }
-        Ok(())
-    }
-
     fn free_id(&self) -> Result<u32, QuotaFailure> {
         let taken: std::collections::BTreeSet<u32> =
             self.record.volumes.values().map(|a| a.project).collect();
