@@ -229,7 +229,7 @@ pub fn run_in_vm(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Option<VmRu
 const WRITE_VAR: &str = "BERTH_QUOTA_WRITE";
 
 /// The body of a quota tier's `writer_child` test, the child half of [`write_as_task`]:
-/// with [`WRITE_VAR`] set, appends that many bytes to the file in 1 MiB writes (each
+/// with `BERTH_QUOTA_WRITE=<file>:<bytes>` set, appends that many bytes to the file in 1 MiB writes (each
 /// `fdatasync`'d) and prints `WROTE <bytes written> <errno of the failed write, or 0>`;
 /// without it, nothing.
 ///
