@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
-//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...]
+//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...] [--secret-dir DIR]
 //!                [--retain-destroyed-data] [--retain-destroyed-data-for DURATION] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
 //!   cleanup --container-id ID [--force]        undo exactly what prepare did (--force: also a
@@ -120,6 +120,10 @@ struct Cli {
         value_delimiter = ','
     )]
     allowed_host_paths: Vec<PathBuf>,
+    /// Where REFERENCE secrets of SECRET volumes are read: one file per secret name
+    /// (`<DIR>/<name>`, or `<DIR>/<name>/<key>`).
+    #[arg(long = "secret-dir", alias = "secret_dir", global = true)]
+    secret_dir: Option<PathBuf>,
     /// Retained destroyed data older than this (`7d`, `12h`, `30m`, `3600s`) is removed by
     /// `gc` and by `serve`'s retry loop.
     #[arg(
@@ -330,6 +334,7 @@ async fn run(cli: Cli) -> Result<()> {
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
         enforce_disk_limits: cli.enforce_disk_limits,
+        secret_dir: cli.secret_dir,
         quota: berth_agent::resources::quota::QuotaConfig {
             isolation: cli.disk_isolation,
             range: cli.project_ids,
@@ -420,6 +425,8 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 "incomplete": r.incomplete,
                 "orphans_kept": r.orphans_kept,
                 "cleaned": r.cleaned,
+                "kept_for_children": r.kept_for_children,
+                "secrets_swept": r.secrets_swept,
                 "quarantined": r.quarantined,
                 "quarantine_kept": r.quarantine_kept,
                 "csi_records": r.csi_records,
@@ -447,6 +454,12 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
             }
             for c in containers {
                 println!("{} {}", c.container_id, c.state);
+                if let Some(p) = &c.parent {
+                    println!("  parent: {p}");
+                }
+                if !c.children.is_empty() {
+                    println!("  nested containers: {}", c.children.join(", "));
+                }
                 if let Some(e) = &c.last_error {
                     println!("  last error: {e}");
                 }

@@ -184,6 +184,13 @@ impl IsolatorRpc for Service {
             resources: r.resources,
             volumes: r.volumes,
             environment: r.environment.into_iter().collect(),
+            parent: (!r.parent_container_id.is_empty()).then(|| {
+                berth_agent::container::ParentContainer {
+                    container_id: r.parent_container_id,
+                    sandbox: (!r.parent_sandbox.is_empty())
+                        .then(|| PathBuf::from(r.parent_sandbox)),
+                }
+            }),
         };
         cfg.check()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -71,6 +71,9 @@ pub struct Settings {
     pub quota: crate::resources::quota::QuotaConfig,
     /// `--enforce-disk-limits`: prepare refuses a container on a volume over its size.
     pub enforce_disk_limits: bool,
+    /// `--secret-dir`: where `REFERENCE` secrets of `SECRET` volumes are read (one file per
+    /// secret name).
+    pub secret_dir: Option<PathBuf>,
 }
 
 /// The backoff of the leftover retry loop: the wait after a failed removal doubles from 30 s
@@ -239,7 +242,8 @@ impl Agent {
         .with_policy(PreparePolicy {
             sandbox_root: settings.sandbox_root.clone(),
             allowed_host_paths: settings.allowed_host_paths.clone(),
-        });
+        })
+        .with_secret_dir(settings.secret_dir.clone());
         if let Some(h) = &hook {
             isolator.set_hook(h.0.clone());
         }
