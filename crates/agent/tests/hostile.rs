@@ -626,10 +626,10 @@ fn volumes_that_cannot_be_used_are_refused_naming_them_and_leave_nothing() {
                 vec![(
                     "volumes",
                     json!({"mode": "RW", "container_path": "i",
-                           "source": {"type": "SECRET", "secret": {"type": "VALUE", "value": {"data": "eA=="}}}}),
+                           "source": {"type": "SECRET", "secret": {"type": "REFERENCE", "reference": {"name": "db"}}}}),
                 )],
-                "volumes[1]",
-                "not supported",
+                "secret volume i",
+                "--secret-dir",
             ),
             (
                 vec![("volumes", json!({"mode": "RW", "container_path": "i"}))],

@@ -34,7 +34,7 @@ pub(super) fn plan(
         )
     })?;
     let parent = if is_parent(v) {
-        let name = format!("parent sandbox path {}", sp.path);
+        let name = format!("sandbox path {}", sp.path);
         let Some(parent) = cx.parent else {
             return Err(cx.err(
                 &name,
