@@ -609,7 +609,7 @@ fn a_value_secret_is_a_0400_file_of_its_task_only_and_leaves_no_trace() {
         task(&w.ns, UID_B, GROUP, "read", &dir.join("0"), ""),
         Err(nix::libc::EACCES)
     );
-    assert!(files_with(&w.ns, &[sb.clone()], secret).is_empty());
+    assert!(files_with(&w.ns, std::slice::from_ref(&sb), secret).is_empty());
     assert!(!sb.join("secrets").exists());
     // Not in the records, the status or the logs.
     let records = w.root.join("work/containers");

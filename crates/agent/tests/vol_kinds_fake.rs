@@ -258,6 +258,13 @@ fn a_secret_gets_a_tmpfs_and_a_read_only_bind_and_is_never_recorded() {
     let c = secret_cfg("c", &sb, &["one", "two"]);
     let plan = iso.plan(&c).unwrap();
     assert!(!format!("{plan:?}").contains("fake-SECRET"), "{plan:?}");
+    let shown = format!("{c:?}");
+    // (prost shows bytes as a list of numbers)
+    assert!(
+        shown.contains(&format!("{:?}", b"<redacted>".as_slice()))
+            && !shown.contains(&format!("{SECRET:?}")),
+        "{shown}"
+    );
     rt.block_on(iso.prepare(&c)).unwrap();
     let dir = e.work.join("containers-secrets/c");
     let calls = e.kernel.0.calls();

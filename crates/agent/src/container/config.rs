@@ -30,7 +30,9 @@ pub struct ParentContainer {
 }
 
 /// A container as `prepare` takes it (the JSON config file of `berth-isolator prepare`).
-#[derive(Debug, Clone, PartialEq)]
+/// Its `Debug` shows every secret value (of `SECRET` volumes, and of CSI volumes' stage and
+/// publish secrets) as `<redacted>`.
+#[derive(Clone, PartialEq)]
 pub struct ContainerConfig {
     /// The container id: one path component.
     pub container_id: String,
@@ -186,6 +188,45 @@ impl ContainerConfig {
         }
         Ok(id)
     }
+}
+
+impl std::fmt::Debug for ContainerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let volumes: Vec<proto::Volume> = self.volumes.iter().map(redacted).collect();
+        f.debug_struct("ContainerConfig")
+            .field("container_id", &self.container_id)
+            .field("sandbox", &self.sandbox)
+            .field("rootfs", &self.rootfs)
+            .field("resources", &self.resources)
+            .field("volumes", &volumes)
+            .field("environment", &self.environment)
+            .field("parent", &self.parent)
+            .finish()
+    }
+}
+
+/// A volume with every secret value replaced by `<redacted>`.
+fn redacted(v: &proto::Volume) -> proto::Volume {
+    let mut v = v.clone();
+    let hide = |s: &mut proto::Secret| {
+        if let Some(value) = s.value.as_mut() {
+            value.data = b"<redacted>".to_vec();
+        }
+    };
+    if let Some(source) = v.source.as_mut() {
+        if let Some(s) = source.secret.as_mut() {
+            hide(s);
+        }
+        if let Some(sp) = source
+            .csi_volume
+            .as_mut()
+            .and_then(|c| c.static_provisioning.as_mut())
+        {
+            sp.node_stage_secrets.values_mut().for_each(hide);
+            sp.node_publish_secrets.values_mut().for_each(hide);
+        }
+    }
+    v
 }
 
 /// The `parent` object of a config: `container_id` (required), `sandbox` (optional).
