@@ -21,8 +21,8 @@ impl Isolator {
     /// container paths refused.
     ///
     /// # Errors
-    /// [`ContainerError::Config`](super::ContainerError::Config) /
-    /// [`ContainerError::Volume`](super::ContainerError::Volume) naming the volume.
+    /// [`ContainerError::Config`] /
+    /// [`ContainerError::Volume`] naming the volume.
     pub fn plan(&self, cfg: &ContainerConfig) -> Result<Vec<Planned>> {
         Ok(self.plan_admitted(cfg)?.1)
     }
