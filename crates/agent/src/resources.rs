@@ -26,7 +26,10 @@
 //!
 //! ```text
 //! <work_dir>/meta/resources/resources.json         committed set: a Mesos JSON array of Resource
-//! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to
+//!                                                  (with project quotas: {"resources": [..],
+//!                                                  "projects": {dir: {project, hard_bytes}}})
+//! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to (same form)
+//! <work_dir>/meta/resources/projects.json          project ids of sandboxes and leftovers (quota)
 //! <work_dir>/meta/resources/resources.lock         flock held by the open AgentResources
 //! <root>/volumes/roles/<role>/<persistence id>     a volume on a ROOT or PATH disk
 //! <work_dir>/meta/resources/leftovers/<n>.json     a trash entry's record (intent, attempts, last error)
@@ -75,7 +78,7 @@ pub use gc::{GcOptions, GcReport, Leftover, parse_duration};
 pub use layout::{DiskKind, VolumeDir, encode_role};
 
 use fs::Detached;
-use sync::{Plan, encode, read_checkpoint, volume_dirs};
+use sync::{Plan, encode, read_checkpoint, read_checkpoint_file, volume_dirs};
 
 /// The directory of the resource checkpoints, relative to the work dir.
 pub const META_DIR: &str = "meta/resources";
@@ -335,12 +338,28 @@ impl AgentResources {
         config: quota::QuotaConfig,
         quotas: std::sync::Arc<dyn berth_mount::quota::Quotas>,
     ) -> Result<()> {
-        let q = quota::VolumeQuotas::open(&self.meta_dir, config, quotas).map_err(|source| {
-            ResourcesError::Quota {
-                path: self.meta_dir.join(quota::PROJECTS_FILE),
-                source,
+        let record_error = |source| ResourcesError::Quota {
+            path: self.meta_dir.join(quota::PROJECTS_FILE),
+            source,
+        };
+        let mut q =
+            quota::VolumeQuotas::open(&self.meta_dir, config, quotas).map_err(record_error)?;
+        // The ids written ahead in the checkpoints: the committed set's, then a pending
+        // change's (newer), each only for the volumes of its own set.
+        for path in [self.checkpoint_path(), self.target_path()] {
+            let Some(file) = read_checkpoint_file(&path)? else {
+                continue;
+            };
+            let dirs = volume_dirs(&self.work_dir, &file.resources)?;
+            let projects = file
+                .projects
+                .into_iter()
+                .filter(|(d, _)| dirs.contains_key(d))
+                .collect();
+            for (dir, project) in q.adopt(&projects).map_err(record_error)? {
+                tracing::warn!(path = %dir.display(), project, checkpoint = %path.display(), "a checkpointed project id is taken by another entry of the record; the volume gets a new one");
             }
-        })?;
+        }
         self.quotas = Some(q);
         Ok(())
     }
@@ -416,11 +435,12 @@ impl AgentResources {
         Ok(())
     }
 
-    /// Records the ids and limits the change gives before its target is written (see
-    /// [`quota::VolumeQuotas::reserve`]: the target's directory fsync makes both durable).
-    fn reserve_quotas(&mut self, plan: &Plan) -> Result<()> {
+    /// Takes the ids and limits the change gives, for its target to record (see
+    /// [`quota::VolumeQuotas::reserve`]); the record as it was, to restore if the target
+    /// cannot be written.
+    fn reserve_quotas(&mut self, plan: &Plan) -> Result<Option<quota::Reserved>> {
         let Some(q) = &mut self.quotas else {
-            return Ok(());
+            return Ok(None);
         };
         let creates: Vec<(PathBuf, PathBuf, u64)> = plan
             .create
@@ -434,6 +454,7 @@ impl AgentResources {
             .map(|(d, _, new)| (d.path.clone(), *new))
             .collect();
         q.reserve(&creates, &resizes)
+            .map(Some)
             .map_err(|source| ResourcesError::Quota {
                 path: self.meta_dir.join(quota::PROJECTS_FILE),
                 source,
@@ -738,8 +759,21 @@ impl AgentResources {
         plan.check_users(users)?;
         plan.check_mounts()?;
         self.check_quotas(&plan)?;
-        self.reserve_quotas(&plan)?;
-        fs::write_atomic(&self.target_path(), &encode(&new)?)?;
+        let before = self.reserve_quotas(&plan)?;
+        // The ids and limits just taken are written ahead in the target itself: one fsync'd
+        // intent for the whole change.
+        let projects = match &self.quotas {
+            Some(q) => q.live_volumes(volume_dirs(&self.work_dir, &new)?.keys()),
+            None => std::collections::BTreeMap::new(),
+        };
+        let written =
+            encode(&new, &projects).and_then(|bytes| fs::write_atomic(&self.target_path(), &bytes));
+        if let Err(e) = written {
+            if let (Some(q), Some(before)) = (&mut self.quotas, before) {
+                q.restore(before);
+            }
+            return Err(e);
+        }
         self.hook(HookPoint::intent(&[], "target written"));
         let report = self.sync(&plan)?;
         self.commit(new, total)?;

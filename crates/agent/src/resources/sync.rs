@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use super::error::{self, ResourcesError, Result, Step};
 use super::layout::{self, VolumeDir};
+use super::quota::Assigned;
 use super::{VolumeUsers, fs};
 
 /// The volumes of a set, by directory.
@@ -121,7 +122,25 @@ impl Plan {
     }
 }
 
-pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
+/// A checkpoint file: the set, and (with project quotas) its volumes' ids and limits.
+#[derive(Debug, Default)]
+pub(super) struct CheckpointFile {
+    pub(super) resources: Resources,
+    pub(super) projects: BTreeMap<PathBuf, Assigned>,
+}
+
+/// The object form of a checkpoint file with project quotas (without them the file is the
+/// plain Mesos JSON array).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithProjects {
+    resources: Json,
+    projects: BTreeMap<PathBuf, Assigned>,
+}
+
+/// Reads a checkpoint file (`None` when absent): a Mesos JSON array of resources, or
+/// `{"resources": [...], "projects": {dir: {"project", "hard_bytes"}}}`.
+pub(super) fn read_checkpoint_file(path: &Path) -> Result<Option<CheckpointFile>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -132,17 +151,47 @@ pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
         reason,
     };
     let json: Json = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let (json, projects) = if json.is_object() {
+        let w: WithProjects = serde_json::from_value(json).map_err(|e| corrupt(e.to_string()))?;
+        (w.resources, w.projects)
+    } else {
+        (json, BTreeMap::new())
+    };
     let set = Resources::from_json(&json).map_err(|e| corrupt(e.to_string()))?;
     if let Some(r) = set.iter().find(|r| !r.needs_checkpointing()) {
         return Err(corrupt(format!(
             "{r} is neither dynamically reserved nor a persistent volume"
         )));
     }
-    Ok(Some(set))
+    if let Some((dir, a)) = projects
+        .iter()
+        .find(|(d, a)| !d.is_absolute() || a.project == 0 || a.container.is_some())
+    {
+        return Err(corrupt(format!(
+            "project {} of {}: not a volume's quota",
+            a.project,
+            dir.display()
+        )));
+    }
+    Ok(Some(CheckpointFile {
+        resources: set,
+        projects,
+    }))
 }
 
-pub(super) fn encode(set: &Resources) -> Result<Vec<u8>> {
-    serde_json::to_vec(&set.to_json()).map_err(|e| ResourcesError::InvalidResources {
+/// [`read_checkpoint_file`]'s set.
+pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
+    Ok(read_checkpoint_file(path)?.map(|c| c.resources))
+}
+
+/// A checkpoint file's bytes: the plain array without projects, else the object form.
+pub(super) fn encode(set: &Resources, projects: &BTreeMap<PathBuf, Assigned>) -> Result<Vec<u8>> {
+    let invalid = |e: serde_json::Error| ResourcesError::InvalidResources {
         reason: e.to_string(),
-    })
+    };
+    if projects.is_empty() {
+        return serde_json::to_vec(&set.to_json()).map_err(invalid);
+    }
+    serde_json::to_vec(&serde_json::json!({"resources": set.to_json(), "projects": projects}))
+        .map_err(invalid)
 }
