@@ -234,6 +234,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// NodeExpandVolume of a CSI volume published on this node, after its backend grew (the
+    /// plugin must advertise EXPAND_VOLUME); prints `{"capacity_bytes": N}` (0: not reported).
+    ExpandVolume {
+        /// The plugin (`CSIPluginInfo.type`).
+        #[arg(long)]
+        plugin: String,
+        /// The volume id.
+        #[arg(long = "volume-id", alias = "volume_id")]
+        volume_id: String,
+        /// The size the node must see at least, in bytes.
+        #[arg(long = "required-bytes", alias = "required_bytes")]
+        required_bytes: u64,
+        /// The most it may grow to, in bytes (0: no limit).
+        #[arg(long = "limit-bytes", alias = "limit_bytes", default_value_t = 0)]
+        limit_bytes: u64,
+    },
     /// Shows a persistent volume surviving two containers (needs root; uses a temporary work
     /// dir in a private mount namespace).
     Demo,
@@ -509,6 +525,17 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 .with_context(|| format!("operation {}", operation.display()))?;
             let out = agent.apply_operation(op).await?;
             print_json(&berth_isolator::agent::resources_json(&out))
+        }
+        Command::ExpandVolume {
+            plugin,
+            volume_id,
+            required_bytes,
+            limit_bytes,
+        } => {
+            let capacity_bytes = agent
+                .expand_volume(&plugin, &volume_id, required_bytes, limit_bytes)
+                .await?;
+            print_json(&serde_json::json!({ "capacity_bytes": capacity_bytes }))
         }
         Command::Usage { json } => {
             let usage = agent.usage().await;

@@ -325,6 +325,26 @@ impl IsolatorRpc for Service {
         }))
     }
 
+    async fn expand_volume(
+        &self,
+        request: Request<pb::ExpandVolumeRequest>,
+    ) -> Result<Response<pb::ExpandVolumeResponse>, Status> {
+        let pb::ExpandVolumeRequest {
+            plugin,
+            volume_id,
+            required_bytes,
+            limit_bytes,
+        } = request.into_inner();
+        let agent = Arc::clone(&self.agent);
+        let capacity_bytes = detached(async move {
+            agent
+                .expand_volume(&plugin, &volume_id, required_bytes, limit_bytes)
+                .await
+        })
+        .await?;
+        Ok(Response::new(pb::ExpandVolumeResponse { capacity_bytes }))
+    }
+
     async fn ping(
         &self,
         _request: Request<pb::PingRequest>,

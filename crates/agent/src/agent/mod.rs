@@ -503,6 +503,37 @@ impl Agent {
         self.docker.drivers().calls()
     }
 
+    /// `NodeExpandVolume` of CSI volume `volume_id` of plugin `plugin`, published on this
+    /// node, to at least `required_bytes` (at most `limit_bytes`, 0: no limit) — after its
+    /// backend grew (see [`berth_csi::manager::VolumeManager::expand`]). Returns the capacity the
+    /// plugin reports (0: not reported).
+    ///
+    /// # Errors
+    /// [`AgentError::Expand`]: no CSI configuration, an unknown plugin, a plugin without
+    /// `EXPAND_VOLUME`, a volume not published here, a bad capacity, the plugin's error.
+    pub async fn expand_volume(
+        &self,
+        plugin: &str,
+        volume_id: &str,
+        required_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<u64> {
+        let wrap = |source| AgentError::Expand {
+            plugin: plugin.to_owned(),
+            volume_id: volume_id.to_owned(),
+            source: Box::new(source),
+        };
+        let csi = self.csi.as_ref().ok_or_else(|| {
+            wrap(berth_csi::CsiError::UnknownPlugin {
+                plugin: plugin.to_owned(),
+                reason: "no CSI plugin configuration directory is set".to_owned(),
+            })
+        })?;
+        csi.expand(plugin, volume_id, required_bytes, limit_bytes)
+            .await
+            .map_err(wrap)
+    }
+
     /// The CSI plugins, when configured.
     #[must_use]
     pub fn csi(&self) -> Option<&Arc<CsiPlugins>> {
