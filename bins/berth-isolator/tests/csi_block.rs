@@ -4,7 +4,7 @@
 //! device node is bound as a file at the container path and written through it (the bytes
 //! land on the loop device), `expand-volume` grows the device the container sees, refusals
 //! are typed (a volume not published here, a plugin without `EXPAND_VOLUME`, a capacity of
-//! 0), and cleanup leaves no mount and no target behind.
+//! 0; by gRPC `NOT_FOUND`, `FAILED_PRECONDITION`, `INVALID_ARGUMENT`), and cleanup leaves no mount and no target behind.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -283,6 +283,67 @@ fn a_block_volume_is_a_device_file_in_the_container_and_expand_grows_it() {
     });
     assert_eq!(size, 32 * MIB, "the container sees the grown device");
     assert_eq!(&kept, b"written through the container path");
+
+    // The same call by gRPC (the service holds the work dir meanwhile), with its codes.
+    let sock = w.root.join("isolator.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.args(&w.global)
+        .args(["serve", &format!("--listen=unix:{}", sock.display())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut server = w.ns.run(move || cmd.spawn().unwrap());
+    for _ in 0..600 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let codes = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use berth_proto::berth::v1 as pb;
+            let channel = berth_testkit::unix_channel(sock).await;
+            let mut c = pb::isolator_client::IsolatorClient::new(channel);
+            let call = |plugin: &str, required_bytes: u64| pb::ExpandVolumeRequest {
+                plugin: plugin.to_owned(),
+                volume_id: "blk-1".to_owned(),
+                required_bytes,
+                limit_bytes: 0,
+            };
+            let grown = c
+                .expand_volume(call("block.csi.berth", 48 * MIB))
+                .await
+                .unwrap()
+                .into_inner()
+                .capacity_bytes;
+            let mut codes = vec![grown.to_string()];
+            for (plugin, bytes) in [
+                ("nobody.csi.berth", MIB),
+                ("plain.csi.berth", 64 * MIB),
+                ("block.csi.berth", 0),
+            ] {
+                let e = c.expand_volume(call(plugin, bytes)).await.unwrap_err();
+                codes.push(format!("{:?}", e.code()));
+            }
+            codes
+        });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success());
+    assert_eq!(
+        codes,
+        [
+            (48 * MIB).to_string(),
+            "NotFound".to_owned(),
+            "FailedPrecondition".to_owned(),
+            "InvalidArgument".to_owned()
+        ]
+    );
 
     // Cleanup: unpublished, the target file gone, nothing mounted.
     w.ok(&["cleanup", "--container-id", "c1"]);
