@@ -109,6 +109,11 @@ struct Cli {
         global = true
     )]
     enforce_disk_limits: bool,
+    /// Shared persistent volumes get a gid each from `BEGIN-END` (Mesos:
+    /// `--volume_gid_range=[10000-20000]`): group-writable, setgid; prepare returns the gids
+    /// the task must run with (`supplementary_gids`).
+    #[arg(long = "volume-gid-range", alias = "volume_gid_range", global = true)]
+    volume_gid_range: Option<berth_agent::resources::gids::GidRange>,
     /// Every container sandbox must lie under this directory.
     #[arg(long = "sandbox-root", alias = "sandbox_root", global = true)]
     sandbox_root: Option<PathBuf>,
@@ -346,6 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
         enforce_disk_limits: cli.enforce_disk_limits,
+        volume_gid_range: cli.volume_gid_range,
         quota: berth_agent::resources::quota::QuotaConfig {
             isolation: cli.disk_isolation,
             range: cli.project_ids,
@@ -403,6 +409,7 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
         } => {
             let cfg = read_config(&config, &container_id)?;
             let mounts = agent.prepare(&cfg).await?;
+            let gids = agent.supplementary_gids(&cfg).await;
             let list: Vec<serde_json::Value> = mounts
                 .iter()
                 .map(|m| {
@@ -414,7 +421,11 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                     })
                 })
                 .collect();
-            print_json(&serde_json::json!({"container_id": container_id, "mounts": list}))
+            print_json(&serde_json::json!({
+                "container_id": container_id,
+                "mounts": list,
+                "supplementary_gids": gids,
+            }))
         }
         Command::Cleanup {
             container_id,

@@ -188,8 +188,13 @@ impl IsolatorRpc for Service {
         cfg.check()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let agent = Arc::clone(&self.agent);
-        let mounts = detached(async move { agent.prepare(&cfg).await }).await?;
+        let (mounts, supplementary_gids) = detached(async move {
+            let mounts = agent.prepare(&cfg).await?;
+            Ok((mounts, agent.supplementary_gids(&cfg).await))
+        })
+        .await?;
         Ok(Response::new(pb::PrepareResponse {
+            supplementary_gids,
             mounts: mounts
                 .into_iter()
                 .map(|m| pb::PreparedMount {

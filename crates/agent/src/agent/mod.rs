@@ -71,6 +71,9 @@ pub struct Settings {
     pub quota: crate::resources::quota::QuotaConfig,
     /// `--enforce-disk-limits`: prepare refuses a container on a volume over its size.
     pub enforce_disk_limits: bool,
+    /// `--volume-gid-range`: shared persistent volumes get a gid each (see
+    /// [`crate::resources::gids`]).
+    pub volume_gid_range: Option<crate::resources::gids::GidRange>,
 }
 
 /// The backoff of the leftover retry loop: the wait after a failed removal doubles from 30 s
@@ -263,6 +266,9 @@ impl Agent {
             settings.quota,
             Arc::new(berth_mount::quota::LinuxQuotas::new()),
         )?;
+        if let Some(range) = settings.volume_gid_range {
+            resources.set_gid_range(range)?;
+        }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
             let report = resources.recover(&users)?;
@@ -288,6 +294,13 @@ impl Agent {
         // A quota that cannot be put right is reported; it never stops the agent.
         if let Err(e) = resources.reconcile_quotas() {
             tracing::warn!(error = %e, "reconciling the volumes' project quotas");
+        }
+        match resources.reconcile_gids() {
+            Ok(given) if !given.is_empty() => {
+                tracing::info!(volumes = ?given, "gave existing shared volumes their gids");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "giving shared volumes their gids"),
         }
         *checkpointed.write().unwrap_or_else(PoisonError::into_inner) =
             resources.checkpointed().clone();
@@ -501,6 +514,25 @@ impl Agent {
     #[must_use]
     pub fn docker_calls(&self) -> BTreeMap<String, u64> {
         self.docker.drivers().calls()
+    }
+
+    /// The supplementary gids a task of `cfg` must run with: the gids of the shared persistent
+    /// volumes it uses (`--volume-gid-range`), sorted, no duplicates.
+    pub async fn supplementary_gids(&self, cfg: &ContainerConfig) -> Vec<u32> {
+        let r = self.resources.lock().await;
+        let Some(gids) = r.gids() else {
+            return Vec::new();
+        };
+        let mut out: Vec<u32> = cfg
+            .resources
+            .iter()
+            .filter_map(|p| berth_resources::Resource::from_proto(p).ok())
+            .filter(berth_resources::Resource::is_persistent_volume)
+            .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// `NodeExpandVolume` of CSI volume `volume_id` of plugin `plugin`, published on this

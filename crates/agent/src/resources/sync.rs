@@ -32,6 +32,17 @@ pub(super) fn volume_dirs(
     Ok(out)
 }
 
+/// The directories of a set's shared volumes.
+pub(super) fn shared_dirs(
+    work_dir: &Path,
+    set: &Resources,
+) -> Result<std::collections::BTreeSet<PathBuf>> {
+    set.iter()
+        .filter(|r| r.is_persistent_volume() && r.shared)
+        .map(|r| Ok(layout::volume_dir(work_dir, r)?.path))
+        .collect()
+}
+
 /// The sizes of a set's volumes on ROOT and PATH disks (the ones a project quota can
 /// limit), in bytes, by directory.
 pub(super) fn volume_sizes(work_dir: &Path, set: &Resources) -> Result<BTreeMap<PathBuf, u64>> {
@@ -127,6 +138,14 @@ impl Plan {
 pub(super) struct CheckpointFile {
     pub(super) resources: Resources,
     pub(super) projects: BTreeMap<PathBuf, Assigned>,
+    pub(super) gids: BTreeMap<PathBuf, u32>,
+}
+
+/// What a checkpoint file records besides the set: the volumes' project quotas and gids.
+#[derive(Debug, Default)]
+pub(super) struct VolumeExtras {
+    pub(super) projects: BTreeMap<PathBuf, Assigned>,
+    pub(super) gids: BTreeMap<PathBuf, u32>,
 }
 
 /// The object form of a checkpoint file with project quotas (without them the file is the
@@ -135,11 +154,15 @@ pub(super) struct CheckpointFile {
 #[serde(deny_unknown_fields)]
 struct WithProjects {
     resources: Json,
+    #[serde(default)]
     projects: BTreeMap<PathBuf, Assigned>,
+    #[serde(default)]
+    gids: BTreeMap<PathBuf, u32>,
 }
 
 /// Reads a checkpoint file (`None` when absent): a Mesos JSON array of resources, or
-/// `{"resources": [...], "projects": {dir: {"project", "hard_bytes"}}}`.
+/// `{"resources": [...], "projects": {dir: {"project", "hard_bytes"}}, "gids": {dir: gid}}`
+/// (either map may be absent).
 pub(super) fn read_checkpoint_file(path: &Path) -> Result<Option<CheckpointFile>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -151,12 +174,18 @@ pub(super) fn read_checkpoint_file(path: &Path) -> Result<Option<CheckpointFile>
         reason,
     };
     let json: Json = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let (json, projects) = if json.is_object() {
+    let (json, projects, gids) = if json.is_object() {
         let w: WithProjects = serde_json::from_value(json).map_err(|e| corrupt(e.to_string()))?;
-        (w.resources, w.projects)
+        (w.resources, w.projects, w.gids)
     } else {
-        (json, BTreeMap::new())
+        (json, BTreeMap::new(), BTreeMap::new())
     };
+    if let Some((dir, gid)) = gids.iter().find(|(d, g)| !d.is_absolute() || **g == 0) {
+        return Err(corrupt(format!(
+            "gid {gid} of {}: not a volume's gid",
+            dir.display()
+        )));
+    }
     let set = Resources::from_json(&json).map_err(|e| corrupt(e.to_string()))?;
     if let Some(r) = set.iter().find(|r| !r.needs_checkpointing()) {
         return Err(corrupt(format!(
@@ -176,6 +205,7 @@ pub(super) fn read_checkpoint_file(path: &Path) -> Result<Option<CheckpointFile>
     Ok(Some(CheckpointFile {
         resources: set,
         projects,
+        gids,
     }))
 }
 
@@ -184,14 +214,27 @@ pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
     Ok(read_checkpoint_file(path)?.map(|c| c.resources))
 }
 
-/// A checkpoint file's bytes: the plain array without projects, else the object form.
-pub(super) fn encode(set: &Resources, projects: &BTreeMap<PathBuf, Assigned>) -> Result<Vec<u8>> {
+/// A checkpoint file's bytes: the plain array without extras, else the object form.
+pub(super) fn encode(set: &Resources, extras: &VolumeExtras) -> Result<Vec<u8>> {
     let invalid = |e: serde_json::Error| ResourcesError::InvalidResources {
         reason: e.to_string(),
     };
-    if projects.is_empty() {
+    if extras.projects.is_empty() && extras.gids.is_empty() {
         return serde_json::to_vec(&set.to_json()).map_err(invalid);
     }
-    serde_json::to_vec(&serde_json::json!({"resources": set.to_json(), "projects": projects}))
-        .map_err(invalid)
+    let mut object = serde_json::Map::new();
+    object.insert("resources".to_owned(), set.to_json());
+    if !extras.projects.is_empty() {
+        object.insert(
+            "projects".to_owned(),
+            serde_json::to_value(&extras.projects).map_err(invalid)?,
+        );
+    }
+    if !extras.gids.is_empty() {
+        object.insert(
+            "gids".to_owned(),
+            serde_json::to_value(&extras.gids).map_err(invalid)?,
+        );
+    }
+    serde_json::to_vec(&Json::Object(object)).map_err(invalid)
 }
