@@ -195,8 +195,13 @@ impl IsolatorRpc for Service {
         cfg.check()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let agent = Arc::clone(&self.agent);
-        let mounts = detached(async move { agent.prepare(&cfg).await }).await?;
+        let (mounts, supplementary_gids) = detached(async move {
+            let mounts = agent.prepare(&cfg).await?;
+            Ok((mounts, agent.supplementary_gids(&cfg).await))
+        })
+        .await?;
         Ok(Response::new(pb::PrepareResponse {
+            supplementary_gids,
             mounts: mounts
                 .into_iter()
                 .map(|m| pb::PreparedMount {
@@ -330,6 +335,26 @@ impl IsolatorRpc for Service {
         Ok(Response::new(pb::UsageResponse {
             volumes: volumes.into_iter().map(usage_message).collect(),
         }))
+    }
+
+    async fn expand_volume(
+        &self,
+        request: Request<pb::ExpandVolumeRequest>,
+    ) -> Result<Response<pb::ExpandVolumeResponse>, Status> {
+        let pb::ExpandVolumeRequest {
+            plugin,
+            volume_id,
+            required_bytes,
+            limit_bytes,
+        } = request.into_inner();
+        let agent = Arc::clone(&self.agent);
+        let capacity_bytes = detached(async move {
+            agent
+                .expand_volume(&plugin, &volume_id, required_bytes, limit_bytes)
+                .await
+        })
+        .await?;
+        Ok(Response::new(pb::ExpandVolumeResponse { capacity_bytes }))
     }
 
     async fn ping(

@@ -74,6 +74,9 @@ pub struct Settings {
     /// `--secret-dir`: where `REFERENCE` secrets of `SECRET` volumes are read (one file per
     /// secret name).
     pub secret_dir: Option<PathBuf>,
+    /// `--volume-gid-range`: shared persistent volumes get a gid each (see
+    /// [`crate::resources::gids`]).
+    pub volume_gid_range: Option<crate::resources::gids::GidRange>,
 }
 
 /// The backoff of the leftover retry loop: the wait after a failed removal doubles from 30 s
@@ -267,6 +270,9 @@ impl Agent {
             settings.quota,
             Arc::new(berth_mount::quota::LinuxQuotas::new()),
         )?;
+        if let Some(range) = settings.volume_gid_range {
+            resources.set_gid_range(range)?;
+        }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
             let report = resources.recover(&users)?;
@@ -292,6 +298,13 @@ impl Agent {
         // A quota that cannot be put right is reported; it never stops the agent.
         if let Err(e) = resources.reconcile_quotas() {
             tracing::warn!(error = %e, "reconciling the volumes' project quotas");
+        }
+        match resources.reconcile_gids() {
+            Ok(given) if !given.is_empty() => {
+                tracing::info!(volumes = ?given, "gave existing shared volumes their gids");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "giving shared volumes their gids"),
         }
         *checkpointed.write().unwrap_or_else(PoisonError::into_inner) =
             resources.checkpointed().clone();
@@ -505,6 +518,56 @@ impl Agent {
     #[must_use]
     pub fn docker_calls(&self) -> BTreeMap<String, u64> {
         self.docker.drivers().calls()
+    }
+
+    /// The supplementary gids a task of `cfg` must run with: the gids of the shared persistent
+    /// volumes it uses (`--volume-gid-range`), sorted, no duplicates.
+    pub async fn supplementary_gids(&self, cfg: &ContainerConfig) -> Vec<u32> {
+        let r = self.resources.lock().await;
+        let Some(gids) = r.gids() else {
+            return Vec::new();
+        };
+        let mut out: Vec<u32> = cfg
+            .resources
+            .iter()
+            .filter_map(|p| berth_resources::Resource::from_proto(p).ok())
+            .filter(berth_resources::Resource::is_persistent_volume)
+            .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// `NodeExpandVolume` of CSI volume `volume_id` of plugin `plugin`, published on this
+    /// node, to at least `required_bytes` (at most `limit_bytes`, 0: no limit) — after its
+    /// backend grew (see [`berth_csi::manager::VolumeManager::expand`]). Returns the capacity the
+    /// plugin reports (0: not reported).
+    ///
+    /// # Errors
+    /// [`AgentError::Expand`]: no CSI configuration, an unknown plugin, a plugin without
+    /// `EXPAND_VOLUME`, a volume not published here, a bad capacity, the plugin's error.
+    pub async fn expand_volume(
+        &self,
+        plugin: &str,
+        volume_id: &str,
+        required_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<u64> {
+        let wrap = |source| AgentError::Expand {
+            plugin: plugin.to_owned(),
+            volume_id: volume_id.to_owned(),
+            source: Box::new(source),
+        };
+        let csi = self.csi.as_ref().ok_or_else(|| {
+            wrap(berth_csi::CsiError::UnknownPlugin {
+                plugin: plugin.to_owned(),
+                reason: "no CSI plugin configuration directory is set".to_owned(),
+            })
+        })?;
+        csi.expand(plugin, volume_id, required_bytes, limit_bytes)
+            .await
+            .map_err(wrap)
     }
 
     /// The CSI plugins, when configured.
