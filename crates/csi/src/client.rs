@@ -164,6 +164,9 @@ pub struct NodeCapabilities {
     pub expand_volume: bool,
     /// `VOLUME_CONDITION`: `NodeGetVolumeStats` reports the volume's condition.
     pub volume_condition: bool,
+    /// `VOLUME_MOUNT_GROUP`: the plugin applies `MountVolume.volume_mount_group` (a gid) to
+    /// a mount volume at stage and publish.
+    pub volume_mount_group: bool,
 }
 
 impl NodeCapabilities {
@@ -179,6 +182,7 @@ impl NodeCapabilities {
                 Ok(Rpc::GetVolumeStats) => caps.get_volume_stats = true,
                 Ok(Rpc::ExpandVolume) => caps.expand_volume = true,
                 Ok(Rpc::VolumeCondition) => caps.volume_condition = true,
+                Ok(Rpc::VolumeMountGroup) => caps.volume_mount_group = true,
                 _ => {}
             }
         }

@@ -167,6 +167,16 @@ pub enum CsiError {
         /// The volume.
         volume_id: String,
     },
+    /// No gid could be given for `volume_mount_group` (every gid of the range is taken).
+    #[error("plugin {plugin}: volume {volume_id}: volume_mount_group: {reason}")]
+    MountGroup {
+        /// The plugin type.
+        plugin: String,
+        /// The volume.
+        volume_id: String,
+        /// Why.
+        reason: String,
+    },
     /// The plugin type named by a volume is not configured (or failed to start).
     #[error("plugin {plugin}: not configured{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
     UnknownPlugin {

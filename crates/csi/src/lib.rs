@@ -9,6 +9,7 @@
 pub mod client;
 pub mod config;
 mod error;
+pub mod groups;
 pub mod manager;
 pub mod plugins;
 pub mod record;
@@ -20,4 +21,5 @@ pub use client::{
     VolumeCondition, VolumeStats,
 };
 pub use error::{CsiError, Result};
+pub use groups::MountGroups;
 pub use plugins::{CsiPlugins, PluginsConfig};

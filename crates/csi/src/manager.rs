@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_proto::csi::v1 as pb;
 use berth_resources::proto::volume::source::CsiVolume;
@@ -31,9 +32,10 @@ use berth_mount::hook::{self, Phase};
 use berth_mount::store::{Layout, RecordStore, StoreError};
 use berth_mount::{LinuxMounter, MountTable, Mounter, UnmountOptions};
 
-use crate::client::NodeService;
+use crate::client::{NodeCapabilities, NodeService};
 use crate::config::PluginConfig;
 use crate::error::{CsiError, Result};
+use crate::groups::MountGroups;
 use crate::record::{
     Capability, Mode, Publication, PublishState, RECORD_FILE, SCHEMA_VERSION, StageState,
     VolumeRecord,
@@ -160,6 +162,9 @@ pub struct ManagerConfig {
     pub boot_id: Option<String>,
     /// Resolves secret references.
     pub secrets: SecretResolver,
+    /// Gives mount volumes of a plugin with `VOLUME_MOUNT_GROUP` their gid (see
+    /// [`crate::groups`]); `None`: `volume_mount_group` is always empty.
+    pub mount_groups: Option<Arc<dyn MountGroups>>,
 }
 
 /// The per-volume stage/publish manager of one plugin.
@@ -174,6 +179,7 @@ pub struct VolumeManager<N> {
     store: RecordStore<VolumeRecord>,
     hook: Option<Hook>,
     mounter: LinuxMounter,
+    mount_groups: Option<Arc<dyn MountGroups>>,
 }
 
 impl<N> std::fmt::Debug for VolumeManager<N> {
@@ -191,7 +197,8 @@ struct CallSecrets {
     publish: HashMap<String, String>,
 }
 
-fn capability_pb(c: &Capability) -> pb::VolumeCapability {
+/// The capability as sent; `group`: the `volume_mount_group` to send (mount volumes only).
+fn capability_pb(c: &Capability, group: Option<u32>) -> pb::VolumeCapability {
     use pb::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
     pb::VolumeCapability {
         access_type: Some(if c.block {
@@ -200,7 +207,7 @@ fn capability_pb(c: &Capability) -> pb::VolumeCapability {
             AccessType::Mount(MountVolume {
                 fs_type: c.fs_type.clone(),
                 mount_flags: c.mount_flags.clone(),
-                volume_mount_group: String::new(),
+                volume_mount_group: group.map(|g| g.to_string()).unwrap_or_default(),
             })
         }),
         access_mode: Some(AccessMode {
@@ -280,6 +287,7 @@ impl<N: NodeService> VolumeManager<N> {
             secrets: config.secrets,
             hook: None,
             mounter: LinuxMounter::new(),
+            mount_groups: config.mount_groups,
         })
     }
 
@@ -419,6 +427,12 @@ impl<N: NodeService> VolumeManager<N> {
         self.store
             .remove(&[&rec.volume_id])
             .map_err(|e| self.store_err(&rec.volume_id, e))?;
+        // The record is gone: so is the volume's hold on its gid.
+        if let Some(groups) = &self.mount_groups
+            && rec.volume_mount_group.is_some()
+        {
+            groups.release(&self.record_path(&rec.volume_id)?);
+        }
         // Non-recursive removals: a directory that still holds anything (a mount!) stays.
         let mdir = self.mounts.join(&enc);
         for sub in ["staging", "target", "target-ro"] {
@@ -500,6 +514,7 @@ impl<N: NodeService> VolumeManager<N> {
                 publish_secrets: BTreeMap::new(),
                 publications: BTreeMap::new(),
                 consumers: BTreeMap::new(),
+                volume_mount_group: None,
             },
         };
         if let Some(&had) = rec.consumers.get(consumer)
@@ -630,7 +645,7 @@ impl<N: NodeService> VolumeManager<N> {
                     .filter(|_| rec.stage == StageState::VolReady && caps.stage_unstage)
                     .map(path_string)
                     .unwrap_or_default(),
-                volume_capability: Some(capability_pb(&rec.capability)),
+                volume_capability: Some(capability_pb(&rec.capability, sent_group(&rec, caps))),
                 // Mesos volumes carry no node-expand secrets, and the stage and publish ones
                 // are not sent to a call they were not given for.
                 secrets: HashMap::new(),
@@ -897,6 +912,7 @@ impl<N: NodeService> VolumeManager<N> {
             }
             rec.stage = StageState::NodeReady;
         }
+        self.take_mount_group(rec, caps)?;
         if rec.stage != StageState::VolReady {
             if caps.stage_unstage {
                 let staging = self.mount_dir(&vid)?.join("staging");
@@ -922,7 +938,10 @@ impl<N: NodeService> VolumeManager<N> {
                         volume_id: vid.clone(),
                         publish_context: HashMap::new(),
                         staging_target_path: path_string(&staging),
-                        volume_capability: Some(capability_pb(&rec.capability)),
+                        volume_capability: Some(capability_pb(
+                            &rec.capability,
+                            sent_group(rec, caps),
+                        )),
                         secrets: stage_secrets,
                         volume_context: rec.volume_context.clone().into_iter().collect(),
                     })
@@ -997,7 +1016,7 @@ impl<N: NodeService> VolumeManager<N> {
                         .map(path_string)
                         .unwrap_or_default(),
                     target_path: path_string(&target),
-                    volume_capability: Some(capability_pb(&rec.capability)),
+                    volume_capability: Some(capability_pb(&rec.capability, sent_group(rec, caps))),
                     readonly: mode == Mode::Ro,
                     secrets: publish_secrets,
                     volume_context: rec.volume_context.clone().into_iter().collect(),
@@ -1024,6 +1043,33 @@ impl<N: NodeService> VolumeManager<N> {
             self.persist(rec)?;
         }
         Ok(false)
+    }
+
+    /// Gives a mount volume of a `VOLUME_MOUNT_GROUP` plugin its gid before its first stage
+    /// or publish (nothing staged or published yet); the caller's next persist (the intent of
+    /// that RPC) records it, before the RPC carries it. A volume in use without one keeps
+    /// none: its consumers already run without the group.
+    fn take_mount_group(&self, rec: &mut VolumeRecord, caps: NodeCapabilities) -> Result<()> {
+        let Some(groups) = &self.mount_groups else {
+            return Ok(());
+        };
+        if rec.volume_mount_group.is_some()
+            || rec.capability.block
+            || !caps.volume_mount_group
+            || rec.stage != StageState::NodeReady
+            || !rec.publications.is_empty()
+        {
+            return Ok(());
+        }
+        let path = self.record_path(&rec.volume_id)?;
+        let gid = groups.take(&path).map_err(|reason| CsiError::MountGroup {
+            plugin: self.plugin_type.clone(),
+            volume_id: rec.volume_id.clone(),
+            reason,
+        })?;
+        tracing::info!(plugin = %self.plugin_type, volume_id = %rec.volume_id, gid, "volume_mount_group given");
+        rec.volume_mount_group = Some(gid);
+        Ok(())
     }
 
     async fn unpublish_one(&self, rec: &mut VolumeRecord, mode: Mode) -> Result<()> {
@@ -1081,6 +1127,13 @@ impl<N: NodeService> VolumeManager<N> {
         rec.boot_id = None;
         Ok(())
     }
+}
+
+/// The `volume_mount_group` to send: the record's gid, for a mount volume of a plugin that
+/// advertises `VOLUME_MOUNT_GROUP` (the spec forbids it otherwise).
+fn sent_group(rec: &VolumeRecord, caps: NodeCapabilities) -> Option<u32> {
+    rec.volume_mount_group
+        .filter(|_| caps.volume_mount_group && !rec.capability.block)
 }
 
 /// Creates an empty file at `path` (kept if it exists) and makes its directory entry durable.

@@ -53,6 +53,8 @@ pub struct PluginsConfig {
     pub boot_id: Option<String>,
     /// A hook installed on every plugin's volume manager (tests: crash injection).
     pub hook: Option<crate::manager::Hook>,
+    /// Gives `volume_mount_group` gids (see [`crate::groups`]); `None`: never sent.
+    pub mount_groups: Option<Arc<dyn crate::groups::MountGroups>>,
 }
 
 impl std::fmt::Debug for PluginsConfig {
@@ -79,6 +81,7 @@ impl PluginsConfig {
             secrets_dir: None,
             boot_id: None,
             hook: None,
+            mount_groups: None,
         }
     }
 
@@ -251,6 +254,7 @@ impl CsiPlugins {
                 work_dir: self.cfg.work_dir.clone(),
                 boot_id: self.cfg.boot_id.clone(),
                 secrets: SecretResolver::new(self.cfg.secrets_dir.clone()),
+                mount_groups: self.cfg.mount_groups.clone(),
             },
         )?;
         if let Some(h) = &self.cfg.hook {

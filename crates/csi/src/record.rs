@@ -110,6 +110,11 @@ pub struct VolumeRecord {
     pub publications: BTreeMap<Mode, Publication>,
     /// Consumers (container ids) and the mode each wants.
     pub consumers: BTreeMap<String, Mode>,
+    /// The gid sent as `MountVolume.volume_mount_group` (see [`crate::groups`]): taken and
+    /// recorded here before the first `NodeStageVolume` / `NodePublishVolume` that carries
+    /// it, released when the record is removed. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mount_group: Option<u32>,
 }
 
 impl VolumeRecord {

@@ -266,6 +266,7 @@ fn new_manager(work: &Path, node: &MemNode, boot: usize) -> VolumeManager<MemNod
             work_dir: work.to_owned(),
             boot_id: Some(format!("boot-{boot}")),
             secrets: SecretResolver::new(None),
+            mount_groups: None,
         },
     )
     .unwrap()

@@ -35,6 +35,8 @@ pub struct Call {
     pub staging: String,
     pub readonly: bool,
     pub secrets: BTreeMap<String, String>,
+    /// `MountVolume.volume_mount_group` of a stage or publish (empty: none sent).
+    pub mount_group: String,
 }
 
 #[derive(Debug)]
@@ -62,6 +64,8 @@ pub struct FakeState {
     /// With `Some`, the plugin advertises `GET_VOLUME_STATS` (and `VOLUME_CONDITION` when the
     /// answer carries a condition) and answers `NodeGetVolumeStats` of a published volume so.
     pub volume_stats: Option<pb::NodeGetVolumeStatsResponse>,
+    /// The plugin advertises `VOLUME_MOUNT_GROUP`.
+    pub volume_mount_group: bool,
 }
 
 impl Default for FakeState {
@@ -81,6 +85,7 @@ impl Default for FakeState {
             stack_mounts: false,
             ignore_unpublish: 0,
             volume_stats: None,
+            volume_mount_group: false,
         }
     }
 }
@@ -186,6 +191,16 @@ fn call(method: &'static str, volume_id: &str) -> Call {
         staging: String::new(),
         readonly: false,
         secrets: BTreeMap::new(),
+        mount_group: String::new(),
+    }
+}
+
+/// The `volume_mount_group` of a capability (empty for none or a block volume).
+fn mount_group(cap: Option<&pb::VolumeCapability>) -> String {
+    use pb::volume_capability::AccessType;
+    match cap.and_then(|c| c.access_type.as_ref()) {
+        Some(AccessType::Mount(m)) => m.volume_mount_group.clone(),
+        _ => String::new(),
     }
 }
 
@@ -235,6 +250,7 @@ impl Node for Svc {
         let mut c = call("NodeStageVolume", &r.volume_id);
         c.staging = r.staging_target_path.clone();
         c.secrets = r.secrets.clone().into_iter().collect();
+        c.mount_group = mount_group(r.volume_capability.as_ref());
         let fault = self.enter(c).await?;
         if !Path::new(&r.staging_target_path).is_dir() {
             return Err(Status::invalid_argument(
@@ -283,6 +299,7 @@ impl Node for Svc {
         c.staging = r.staging_target_path.clone();
         c.readonly = r.readonly;
         c.secrets = r.secrets.clone().into_iter().collect();
+        c.mount_group = mount_group(r.volume_capability.as_ref());
         let fault = self.enter(c).await?;
         let mut s = self.0.lock().unwrap();
         // A real-mount plugin knows what is staged from the mount table (it survives a
@@ -395,6 +412,9 @@ impl Node for Svc {
         if s.stage_unstage {
             caps.push(rpc(T::StageUnstageVolume));
         }
+        if s.volume_mount_group {
+            caps.push(rpc(T::VolumeMountGroup));
+        }
         if let Some(stats) = &s.volume_stats {
             caps.push(rpc(T::GetVolumeStats));
             if stats.volume_condition.is_some() {
@@ -474,9 +494,72 @@ pub fn manager_for(
             work_dir: work.to_owned(),
             boot_id: Some(boot.into()),
             secrets: berth_csi::secrets::SecretResolver::new(secrets_dir),
+            mount_groups: None,
         },
     )
     .unwrap()
+}
+
+/// A volume manager as [`manager_for`], giving `volume_mount_group` gids from `groups`.
+pub fn manager_with_groups(
+    cfg: &berth_csi::config::PluginConfig,
+    client: berth_csi::CsiClient,
+    work: &Path,
+    boot: &str,
+    groups: Arc<dyn berth_csi::MountGroups>,
+) -> berth_csi::manager::VolumeManager<berth_csi::CsiClient> {
+    berth_csi::manager::VolumeManager::new(
+        client,
+        cfg,
+        berth_csi::manager::ManagerConfig {
+            work_dir: work.to_owned(),
+            boot_id: Some(boot.into()),
+            secrets: berth_csi::secrets::SecretResolver::new(None),
+            mount_groups: Some(groups),
+        },
+    )
+    .unwrap()
+}
+
+/// A [`berth_csi::MountGroups`] over an inclusive range, with gids held by someone else (the
+/// agent's persistent volumes) that it never gives.
+#[derive(Debug)]
+pub struct RangeGroups {
+    pub begin: u32,
+    pub end: u32,
+    pub others: BTreeSet<u32>,
+    pub held: Mutex<BTreeMap<PathBuf, u32>>,
+}
+
+impl RangeGroups {
+    pub fn new(begin: u32, end: u32, others: impl IntoIterator<Item = u32>) -> Arc<Self> {
+        Arc::new(Self {
+            begin,
+            end,
+            others: others.into_iter().collect(),
+            held: Mutex::new(BTreeMap::new()),
+        })
+    }
+    pub fn held(&self) -> BTreeMap<PathBuf, u32> {
+        self.held.lock().unwrap().clone()
+    }
+}
+
+impl berth_csi::MountGroups for RangeGroups {
+    fn take(&self, record: &Path) -> Result<u32, String> {
+        let mut held = self.held.lock().unwrap();
+        if let Some(g) = held.get(record) {
+            return Ok(*g);
+        }
+        let gid = (self.begin..=self.end)
+            .find(|g| !self.others.contains(g) && !held.values().any(|h| h == g))
+            .ok_or_else(|| format!("every gid of {}-{} is taken", self.begin, self.end))?;
+        held.insert(record.to_owned(), gid);
+        Ok(gid)
+    }
+    fn release(&self, record: &Path) {
+        self.held.lock().unwrap().remove(record);
+    }
 }
 
 /// A running fake plugin.
