@@ -375,7 +375,15 @@ impl AgentResources {
     /// # Errors
     /// A checkpoint cannot be read.
     pub fn set_gid_range(&mut self, range: gids::GidRange) -> Result<()> {
-        let mut g = gids::VolumeGids::new(range);
+        self.set_gids(gids::VolumeGids::new(range))
+    }
+
+    /// As [`set_gid_range`](Self::set_gid_range) with a book of gids made beforehand (the
+    /// agent's, already holding the CSI volumes' gids and shared with the CSI plugins).
+    ///
+    /// # Errors
+    /// A checkpoint cannot be read.
+    pub fn set_gids(&mut self, mut g: gids::VolumeGids) -> Result<()> {
         for path in [self.checkpoint_path(), self.target_path()] {
             if let Some(file) = read_checkpoint_file(&path)? {
                 let live = shared_dirs(&self.work_dir, &file.resources)?;

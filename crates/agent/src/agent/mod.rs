@@ -208,11 +208,21 @@ impl Agent {
         let work = &settings.work_dir;
         let lock = lock::lock_work_dir(work, settings.lock_wait).await?;
         let hook = settings.step_hook.clone();
+        // One book of gids for shared persistent volumes and CSI volumes alike, holding the
+        // CSI records' gids before any plugin starts (see `resources::gids`).
+        let gids = settings.volume_gid_range.map(|range| {
+            let g = crate::resources::gids::VolumeGids::new(range);
+            g.adopt_csi(&berth_csi::groups::recorded(work));
+            g
+        });
         let csi = match &settings.csi_plugin_config_dir {
             Some(dir) => {
                 let mut cfg = PluginsConfig::new(work, dir);
                 cfg.socket_dir.clone_from(&settings.csi_socket_dir);
                 cfg.hook = hook.as_ref().map(|h| h.0.clone());
+                cfg.mount_groups = gids
+                    .as_ref()
+                    .map(crate::resources::gids::VolumeGids::csi_groups);
                 let plugins =
                     CsiPlugins::start(cfg)
                         .await
@@ -270,8 +280,8 @@ impl Agent {
             settings.quota,
             Arc::new(berth_mount::quota::LinuxQuotas::new()),
         )?;
-        if let Some(range) = settings.volume_gid_range {
-            resources.set_gid_range(range)?;
+        if let Some(g) = gids {
+            resources.set_gids(g)?;
         }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
@@ -520,20 +530,51 @@ impl Agent {
         self.docker.drivers().calls()
     }
 
-    /// The supplementary gids a task of `cfg` must run with: the gids of the shared persistent
-    /// volumes it uses (`--volume-gid-range`), sorted, no duplicates.
+    /// The supplementary gids a task of `cfg` must run with (`--volume-gid-range`): the gids
+    /// of the shared persistent volumes it uses, and the `volume_mount_group` of its CSI
+    /// volumes that have one (read from their records, so after `prepare`: the container
+    /// must be among the volume's consumers), sorted, no duplicates.
     pub async fn supplementary_gids(&self, cfg: &ContainerConfig) -> Vec<u32> {
-        let r = self.resources.lock().await;
-        let Some(gids) = r.gids() else {
-            return Vec::new();
+        let mut out: Vec<u32> = {
+            let r = self.resources.lock().await;
+            let Some(gids) = r.gids() else {
+                return Vec::new();
+            };
+            cfg.resources
+                .iter()
+                .filter_map(|p| berth_resources::Resource::from_proto(p).ok())
+                .filter(berth_resources::Resource::is_persistent_volume)
+                .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
+                .collect()
         };
-        let mut out: Vec<u32> = cfg
-            .resources
-            .iter()
-            .filter_map(|p| berth_resources::Resource::from_proto(p).ok())
-            .filter(berth_resources::Resource::is_persistent_volume)
-            .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
-            .collect();
+        if let Some(csi) = &self.csi {
+            // Started plugins only (a prepared volume's plugin is): asking for the gids
+            // never starts a plugin or reads the configuration directory.
+            let started = csi.started().await;
+            for v in &cfg.volumes {
+                let Some(c) = v.source.as_ref().and_then(|s| s.csi_volume.as_ref()) else {
+                    continue;
+                };
+                let Some(sp) = &c.static_provisioning else {
+                    continue;
+                };
+                let Some(plugin) = started
+                    .iter()
+                    .find(|p| p.config().plugin_type == c.plugin_name)
+                else {
+                    continue;
+                };
+                match plugin.manager().load(&sp.volume_id) {
+                    Ok(Some(rec)) if rec.consumers.contains_key(&cfg.container_id) => {
+                        out.extend(rec.volume_mount_group);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %cfg.container_id, error = %e, "a CSI volume record is unreadable; its gid is not given");
+                    }
+                }
+            }
+        }
         out.sort_unstable();
         out.dedup();
         out

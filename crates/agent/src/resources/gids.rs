@@ -16,10 +16,18 @@
 //!   volume (the next checkpoint no longer names it). Shared volumes created before the flag
 //!   was set get their gid when the agent opens ([`super::AgentResources::reconcile_gids`]),
 //!   recorded in the committed checkpoint first.
+//! - **CSI volumes.** A CSI mount volume of a plugin that advertises `VOLUME_MOUNT_GROUP`
+//!   gets one gid from the same range as `volume_mount_group` (see [`berth_csi::groups`]),
+//!   shared by all its consumers and recorded in its CSI volume record. Both kinds live in
+//!   one book under one lock ([`VolumeGids`]), so neither ever gets a gid the other holds;
+//!   the agent seeds the book with the CSI records' gids at open
+//!   ([`VolumeGids::adopt_csi`]), before the checkpoints' are adopted and before any plugin
+//!   starts. `prepare` returns a task's CSI volumes' gids beside its shared volumes'.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// `--volume-gid-range BEGIN-END` (also Mesos's `[BEGIN-END]`): an inclusive range of gids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,11 +89,42 @@ impl FromStr for GidRange {
     }
 }
 
-/// The gids of one agent's shared volumes, by volume directory.
-#[derive(Debug, Clone)]
+/// What [`VolumeGids`] holds, under one lock: the shared persistent volumes' gids and the CSI
+/// volumes' (`volume_mount_group`, by record file).
+#[derive(Debug, Default)]
+struct Book {
+    by_dir: BTreeMap<PathBuf, u32>,
+    csi: BTreeMap<PathBuf, u32>,
+}
+
+impl Book {
+    fn taken(&self, gid: u32) -> bool {
+        self.by_dir
+            .values()
+            .chain(self.csi.values())
+            .any(|g| *g == gid)
+    }
+
+    fn lowest_free(&self, range: GidRange) -> Option<u32> {
+        let taken: BTreeSet<u32> = self
+            .by_dir
+            .values()
+            .chain(self.csi.values())
+            .copied()
+            .collect();
+        (range.begin..=range.end).find(|g| !taken.contains(g))
+    }
+}
+
+/// The gids of one agent's volumes from `--volume-gid-range`: shared persistent volumes by
+/// volume directory, and CSI volumes (`volume_mount_group`, see [`berth_csi::groups`]) by
+/// record file — one range, one lock, so the two kinds never get the same gid even while a
+/// CSI publish and a resources change run at once. The CSI side reaches it through
+/// [`csi_groups`](Self::csi_groups), the handle given to the CSI plugins at open.
+#[derive(Debug)]
 pub struct VolumeGids {
     range: GidRange,
-    by_dir: BTreeMap<PathBuf, u32>,
+    book: Arc<Mutex<Book>>,
 }
 
 impl VolumeGids {
@@ -94,8 +133,12 @@ impl VolumeGids {
     pub fn new(range: GidRange) -> Self {
         Self {
             range,
-            by_dir: BTreeMap::new(),
+            book: Arc::default(),
         }
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The range.
@@ -107,32 +150,68 @@ impl VolumeGids {
     /// The gid of the volume at `dir`.
     #[must_use]
     pub fn gid(&self, dir: &Path) -> Option<u32> {
-        self.by_dir.get(dir).copied()
+        self.book().by_dir.get(dir).copied()
     }
 
-    /// Every volume's gid.
+    /// Every shared persistent volume's gid.
     #[must_use]
-    pub fn all(&self) -> &BTreeMap<PathBuf, u32> {
-        &self.by_dir
+    pub fn all(&self) -> BTreeMap<PathBuf, u32> {
+        self.book().by_dir.clone()
     }
 
-    /// Takes the gids a checkpoint names for `live` volume directories (a gid given twice
-    /// keeps its first volume; the other gets a new one from [`assign`](Self::assign)).
-    pub(super) fn adopt(&mut self, recorded: &BTreeMap<PathBuf, u32>, live: &BTreeSet<PathBuf>) {
-        for (dir, gid) in recorded {
-            if !live.contains(dir) || self.by_dir.contains_key(dir) {
+    /// Every CSI volume's gid, by record file.
+    #[must_use]
+    pub fn csi(&self) -> BTreeMap<PathBuf, u32> {
+        self.book().csi.clone()
+    }
+
+    /// Takes the gids the CSI volume records hold ([`berth_csi::groups::recorded`]), before
+    /// the checkpoints' are adopted and before any CSI plugin starts: a gid in use by a staged
+    /// volume cannot be changed, so it wins over a persistent volume's (which then gets a new
+    /// one from [`AgentResources::reconcile_gids`](super::AgentResources::reconcile_gids)).
+    /// A gid two records name (only a damaged work dir) is logged and kept by the first.
+    pub fn adopt_csi(&self, recorded: &BTreeMap<PathBuf, u32>) {
+        let mut b = self.book();
+        for (record, gid) in recorded {
+            if b.csi.contains_key(record) {
                 continue;
             }
-            if self.by_dir.values().any(|g| g == gid) {
-                tracing::warn!(path = %dir.display(), gid, "a checkpointed volume gid is given twice; the volume gets a new one");
+            if b.taken(*gid) {
+                tracing::warn!(record = %record.display(), gid, "a CSI volume's volume_mount_group is given twice (a damaged work dir); its consumers share the group");
                 continue;
             }
-            self.by_dir.insert(dir.clone(), *gid);
+            b.csi.insert(record.clone(), *gid);
         }
     }
 
-    /// Gives each of `dirs` that has none the lowest free gid; returns the map as it was
-    /// (for [`restore`](Self::restore)).
+    /// The handle the CSI plugins take gids from (see [`berth_csi::MountGroups`]).
+    #[must_use]
+    pub fn csi_groups(&self) -> Arc<dyn berth_csi::MountGroups> {
+        Arc::new(CsiGroups {
+            range: self.range,
+            book: Arc::clone(&self.book),
+        })
+    }
+
+    /// Takes the gids a checkpoint names for `live` volume directories (a gid given twice,
+    /// or held by a CSI volume, keeps its first owner; the other volume gets a new one from
+    /// [`assign`](Self::assign)).
+    pub(super) fn adopt(&mut self, recorded: &BTreeMap<PathBuf, u32>, live: &BTreeSet<PathBuf>) {
+        let mut b = self.book();
+        for (dir, gid) in recorded {
+            if !live.contains(dir) || b.by_dir.contains_key(dir) {
+                continue;
+            }
+            if b.taken(*gid) {
+                tracing::warn!(path = %dir.display(), gid, "a checkpointed volume gid is given twice; the volume gets a new one");
+                continue;
+            }
+            b.by_dir.insert(dir.clone(), *gid);
+        }
+    }
+
+    /// Gives each of `dirs` that has none the lowest free gid (free of persistent and CSI
+    /// volumes alike); returns the map as it was (for [`restore`](Self::restore)).
     ///
     /// # Errors
     /// Every gid of the range is taken (`(begin, end)`); nothing is given then.
@@ -140,30 +219,31 @@ impl VolumeGids {
         &mut self,
         dirs: impl IntoIterator<Item = &'a PathBuf>,
     ) -> Result<BTreeMap<PathBuf, u32>, (u32, u32)> {
-        let before = self.by_dir.clone();
+        let range = self.range;
+        let mut b = self.book();
+        let before = b.by_dir.clone();
         for dir in dirs {
-            if self.by_dir.contains_key(dir) {
+            if b.by_dir.contains_key(dir) {
                 continue;
             }
-            let taken: BTreeSet<u32> = self.by_dir.values().copied().collect();
-            let Some(gid) = (self.range.begin..=self.range.end).find(|g| !taken.contains(g)) else {
-                self.by_dir = before;
-                return Err((self.range.begin, self.range.end));
+            let Some(gid) = b.lowest_free(range) else {
+                b.by_dir = before;
+                return Err((range.begin, range.end));
             };
-            self.by_dir.insert(dir.clone(), gid);
+            b.by_dir.insert(dir.clone(), gid);
         }
         Ok(before)
     }
 
-    /// Puts the map back as it was before an [`assign`](Self::assign) whose change was not
-    /// written.
+    /// Puts the persistent volumes' map back as it was before an [`assign`](Self::assign)
+    /// whose change was not written (the CSI side is not touched).
     pub(super) fn restore(&mut self, before: BTreeMap<PathBuf, u32>) {
-        self.by_dir = before;
+        self.book().by_dir = before;
     }
 
     /// Keeps only the volumes in `live` (after a change: destroyed volumes release theirs).
     pub(super) fn retain(&mut self, live: &BTreeSet<PathBuf>) {
-        self.by_dir.retain(|d, _| live.contains(d));
+        self.book().by_dir.retain(|d, _| live.contains(d));
     }
 
     /// The gids of the volumes in `dirs`, for the checkpoint of that set.
@@ -172,9 +252,43 @@ impl VolumeGids {
         &self,
         dirs: impl IntoIterator<Item = &'a PathBuf>,
     ) -> BTreeMap<PathBuf, u32> {
+        let b = self.book();
         dirs.into_iter()
-            .filter_map(|d| Some((d.clone(), *self.by_dir.get(d)?)))
+            .filter_map(|d| Some((d.clone(), *b.by_dir.get(d)?)))
             .collect()
+    }
+}
+
+/// The CSI plugins' view of [`VolumeGids`]: gids for `volume_mount_group` from the same range
+/// and book as the shared persistent volumes'.
+#[derive(Debug)]
+struct CsiGroups {
+    range: GidRange,
+    book: Arc<Mutex<Book>>,
+}
+
+impl berth_csi::MountGroups for CsiGroups {
+    fn take(&self, record: &Path) -> Result<u32, String> {
+        let mut b = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(gid) = b.csi.get(record) {
+            return Ok(*gid);
+        }
+        let gid = b.lowest_free(self.range).ok_or_else(|| {
+            format!(
+                "every gid of --volume-gid-range {}-{} is taken",
+                self.range.begin, self.range.end
+            )
+        })?;
+        b.csi.insert(record.to_owned(), gid);
+        Ok(gid)
+    }
+
+    fn release(&self, record: &Path) {
+        self.book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .csi
+            .remove(record);
     }
 }
 
@@ -233,5 +347,46 @@ mod tests {
         assert_eq!(h.gid(&b), Some(7));
         h.restore(before);
         assert_eq!(h.gid(&b), None);
+    }
+
+    #[test]
+    fn csi_volumes_and_shared_volumes_share_the_range_and_never_a_gid() {
+        let (a, b) = (PathBuf::from("/v/a"), PathBuf::from("/v/b"));
+        let (r1, r2, r3) = (
+            PathBuf::from("/w/csi/t/n/volumes/1/volume.state"),
+            PathBuf::from("/w/csi/t/n/volumes/2/volume.state"),
+            PathBuf::from("/w/csi/t/n/volumes/3/volume.state"),
+        );
+        let mut g = VolumeGids::new(GidRange::new(10, 13).unwrap());
+        // Seeded from the CSI records first: 11 is r1's.
+        g.adopt_csi(&BTreeMap::from([(r1.clone(), 11)]));
+        // A checkpoint naming 11 for a: CSI keeps it, a gets a new one.
+        g.adopt(
+            &BTreeMap::from([(a.clone(), 11)]),
+            &BTreeSet::from([a.clone(), b.clone()]),
+        );
+        assert_eq!(g.gid(&a), None);
+        g.assign([&a]).unwrap();
+        assert_eq!(g.gid(&a), Some(10));
+        let csi = g.csi_groups();
+        // The CSI side skips both kinds; asking again for one record gives its gid again.
+        assert_eq!(csi.take(&r1).unwrap(), 11);
+        assert_eq!(csi.take(&r2).unwrap(), 12);
+        assert_eq!(csi.take(&r2).unwrap(), 12);
+        // The persistent side skips the CSI gids.
+        g.assign([&b]).unwrap();
+        assert_eq!(g.gid(&b), Some(13));
+        assert_eq!(
+            csi.take(&r3).unwrap_err(),
+            "every gid of --volume-gid-range 10-13 is taken"
+        );
+        // Released with its record: free for either side.
+        csi.release(&r2);
+        assert_eq!(g.csi(), BTreeMap::from([(r1.clone(), 11)]));
+        assert_eq!(csi.take(&r3).unwrap(), 12);
+        // A destroyed shared volume frees its gid for a CSI volume too.
+        g.retain(&BTreeSet::from([b.clone()]));
+        csi.release(&r1);
+        assert_eq!(csi.take(&r1).unwrap(), 10);
     }
 }
