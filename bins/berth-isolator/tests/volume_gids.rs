@@ -5,7 +5,10 @@
 //! two tasks of different non-root users write and read each other's files through it while a
 //! user without the group is refused, DESTROY releases the gid, and `kill -9` at every
 //! write-ahead point of a shared CREATE ends, after recovery, with the gid recorded once and on
-//! the directory.
+//! the directory. A CSI volume of a plugin advertising `VOLUME_MOUNT_GROUP` gets its own gid
+//! from the same range as `volume_mount_group` (the testkit plugin applies it as kubelet's
+//! `fsGroup`): both users' tasks share it, the shared volumes never get that gid, and it is
+//! released when the last container is cleaned up.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use berth_testkit::csi::BlockPlugin;
 use berth_testkit::{Ns, privileged};
 use serde_json::{Value, json};
 
@@ -74,6 +78,7 @@ impl World {
         std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let work = root.join("work");
+        std::fs::create_dir_all(root.join("conf")).unwrap();
         Self {
             _dir: dir,
             root,
@@ -87,6 +92,10 @@ impl World {
         c.arg(format!("--work-dir={}", self.work.display()))
             .arg("--resources=disk(db):512")
             .arg(format!("--volume-gid-range={GID}-{}", GID + 1))
+            .arg(format!(
+                "--csi-plugin-config-dir={}",
+                self.root.join("conf").display()
+            ))
             .args(args);
         if let Some(n) = kill_at {
             c.env("BERTH_ISOLATOR_KILL_AT", n.to_string());
@@ -297,4 +306,95 @@ fn kill_at_every_write_ahead_point_of_a_shared_create() {
         );
     }
     assert!(killed_somewhere, "the failpoint never fired");
+}
+
+#[test]
+fn two_users_share_a_csi_volume_through_its_volume_mount_group() {
+    if !privileged("two_users_share_a_csi_volume_through_its_volume_mount_group") {
+        return;
+    }
+    let w = World::new();
+    // A shared persistent volume takes the first gid of the range.
+    assert!(w.apply(&create("pv-shared", true), None).status.success());
+    assert_eq!(group_and_mode(&w.vol("pv-shared")), (GID, 0o2770));
+
+    let sock = w.root.join("mnt.sock");
+    let plugin = BlockPlugin::start_mount(&w.ns, &sock);
+    std::fs::write(
+        w.root.join("conf/mnt.json"),
+        json!({"type": "org.berth.mnt", "endpoints": [{"csi_service": "NODE_SERVICE",
+            "endpoint": format!("unix://{}", sock.display())}]})
+        .to_string(),
+    )
+    .unwrap();
+    let data = w.root.join("csi-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let container = |cid: &str, uid: u32| {
+        let sandbox = w.root.join(format!("sandbox-{cid}"));
+        std::fs::create_dir_all(&sandbox).unwrap();
+        nix::unistd::chown(
+            &sandbox,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(uid)),
+        )
+        .unwrap();
+        let cfg = json!({"container_id": cid, "sandbox": sandbox, "volumes": [
+            {"mode": "RW", "container_path": "csi", "source": {"type": "CSI_VOLUME", "csi_volume": {
+                "plugin_name": "org.berth.mnt",
+                "static_provisioning": {"volume_id": "dir-1",
+                    "volume_capability": {"mount": {}, "access_mode": {"mode": "MULTI_NODE_MULTI_WRITER"}},
+                    "volume_context": {"dir": data}}}}}]});
+        let p = w.root.join(format!("{cid}.json"));
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        (sandbox, p.display().to_string())
+    };
+    let (sa, ca) = container("ca", USER_A);
+    let (sb, cb) = container("cb", USER_B);
+    let csi_gid = GID + 1;
+    for (cid, cfg) in [("ca", &ca), ("cb", &cb)] {
+        let out = w.ok(&["prepare", "--container-id", cid, "--config", cfg]);
+        assert_eq!(out["supplementary_gids"], json!([csi_gid]), "{out}");
+    }
+    // One publish for both consumers, with the volume's gid, which the plugin applied.
+    assert_eq!(plugin.mount_groups(), [csi_gid.to_string()]);
+    assert_eq!(group_and_mode(&data), (csi_gid, 0o2770));
+    let record = w
+        .work
+        .join("csi/org.berth.mnt/default/volumes/dir-1/volume.state");
+    let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(rec["volume_mount_group"], json!(csi_gid), "{rec}");
+
+    // Two users share it through the group; a stranger is refused.
+    assert_eq!(
+        w.task(USER_A, &[csi_gid], "write", &sa.join("csi/from-a")),
+        Ok(String::new())
+    );
+    assert_eq!(
+        w.task(USER_B, &[csi_gid], "read", &sb.join("csi/from-a")),
+        Ok(format!("from {USER_A}"))
+    );
+    assert_eq!(
+        w.task(USER_B, &[csi_gid], "write", &sb.join("csi/from-a")),
+        Ok(String::new())
+    );
+    assert_eq!(
+        w.task(STRANGER, &[], "read", &sa.join("csi/from-a")),
+        Err(nix::errno::Errno::EACCES as i32)
+    );
+
+    // The range is full (the CSI volume holds the second gid): a shared volume is refused.
+    let out = w.apply(&create("pv-2", true), None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no free volume gid"),
+        "{out:?}"
+    );
+    // The last consumer gone, the record and its gid go: the shared volume gets it.
+    w.ok(&["cleanup", "--container-id", "ca"]);
+    assert!(record.exists(), "cb still uses it");
+    w.ok(&["cleanup", "--container-id", "cb"]);
+    assert!(!record.exists());
+    assert!(w.apply(&create("pv-2", true), None).status.success());
+    assert_eq!(group_and_mode(&w.vol("pv-2")), (csi_gid, 0o2770));
+    drop(plugin);
 }

@@ -12,7 +12,15 @@
 //!   (`berth_mount::loopdev::refresh_capacity`) through the published device node, then
 //!   answers the device's size.
 //!
-//! Every call is recorded (`method volume_id`) for the tests to check.
+//! - In mount mode ([`BlockPlugin::start_mount`]) it serves `mount` volumes instead (block is
+//!   refused) and advertises `VOLUME_MOUNT_GROUP`: `NodePublishVolume` makes the target
+//!   directory and binds the directory named by the volume context's `dir` onto it; with a
+//!   `volume_mount_group`, it gives the published directory that group and mode `2770`
+//!   (group rwx, setgid), as kubelet applies an `fsGroup`; `readonly` remounts read-only.
+//!   `NodeUnpublishVolume` unmounts and removes the directory.
+//!
+//! Every call is recorded (`method volume_id`) for the tests to check, and every
+//! `volume_mount_group` received ([`BlockPlugin::mount_groups`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +36,7 @@ use crate::Ns;
 #[derive(Debug)]
 pub struct BlockPlugin {
     calls: Arc<Mutex<Vec<String>>>,
+    groups: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -35,7 +44,10 @@ pub struct BlockPlugin {
 #[derive(Clone)]
 struct Svc {
     calls: Arc<Mutex<Vec<String>>>,
+    groups: Arc<Mutex<Vec<String>>>,
     expand: bool,
+    /// Mount mode: mount volumes from `volume_context.dir`, `VOLUME_MOUNT_GROUP`.
+    mount: bool,
 }
 
 impl Svc {
@@ -98,6 +110,9 @@ impl Node for Svc {
         use pb::volume_capability::AccessType;
         let r = r.into_inner();
         self.record("NodePublishVolume", &r.volume_id);
+        if self.mount {
+            return self.publish_mount(&r);
+        }
         let block = r
             .volume_capability
             .as_ref()
@@ -151,7 +166,12 @@ impl Node for Svc {
         if crate::mounts_below(&target).contains(&target) {
             nix::mount::umount(&target).map_err(|e| internal("unmount", e))?;
         }
-        match std::fs::remove_file(&target) {
+        let removed = match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
+            Ok(_) => std::fs::remove_file(&target),
+            Err(e) => Err(e),
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("remove target", e)),
@@ -219,15 +239,16 @@ impl Node for Svc {
         _r: Request<pb::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<pb::NodeGetCapabilitiesResponse>, Status> {
         use pb::node_service_capability::{Rpc, Type, rpc::Type as T};
-        let capabilities = if self.expand {
-            vec![pb::NodeServiceCapability {
-                r#type: Some(Type::Rpc(Rpc {
-                    r#type: T::ExpandVolume as i32,
-                })),
-            }]
-        } else {
-            Vec::new()
+        let rpc = |t: T| pb::NodeServiceCapability {
+            r#type: Some(Type::Rpc(Rpc { r#type: t as i32 })),
         };
+        let mut capabilities = Vec::new();
+        if self.expand {
+            capabilities.push(rpc(T::ExpandVolume));
+        }
+        if self.mount {
+            capabilities.push(rpc(T::VolumeMountGroup));
+        }
         Ok(Response::new(pb::NodeGetCapabilitiesResponse {
             capabilities,
         }))
@@ -243,6 +264,79 @@ impl Node for Svc {
     }
 }
 
+impl Svc {
+    /// Mount mode's `NodePublishVolume`: binds `volume_context.dir` at the target directory
+    /// and applies the `volume_mount_group`.
+    fn publish_mount(
+        &self,
+        r: &pb::NodePublishVolumeRequest,
+    ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
+        use pb::volume_capability::AccessType;
+        let Some(AccessType::Mount(m)) = r
+            .volume_capability
+            .as_ref()
+            .and_then(|c| c.access_type.as_ref())
+        else {
+            return Err(Status::invalid_argument("only mount volumes"));
+        };
+        self.groups
+            .lock()
+            .unwrap()
+            .push(m.volume_mount_group.clone());
+        let group = if m.volume_mount_group.is_empty() {
+            None
+        } else {
+            Some(
+                m.volume_mount_group
+                    .parse::<u32>()
+                    .map_err(|e| Status::invalid_argument(format!("volume_mount_group: {e}")))?,
+            )
+        };
+        let source = r
+            .volume_context
+            .get("dir")
+            .ok_or_else(|| Status::invalid_argument("volume_context.dir"))?;
+        let target = PathBuf::from(&r.target_path);
+        if !crate::mounts_below(&target).contains(&target) {
+            match std::fs::create_dir(&target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(internal("mkdir target", e)),
+            }
+            nix::mount::mount(
+                Some(Path::new(source)),
+                &target,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| internal("bind dir", e))?;
+        }
+        if let Some(gid) = group {
+            nix::unistd::chown(&target, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|e| internal("chgrp", e))?;
+            std::fs::set_permissions(
+                &target,
+                std::os::unix::fs::PermissionsExt::from_mode(0o2770),
+            )
+            .map_err(|e| internal("chmod 2770", e))?;
+        }
+        if r.readonly {
+            nix::mount::mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND
+                    | nix::mount::MsFlags::MS_REMOUNT
+                    | nix::mount::MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| internal("remount read-only", e))?;
+        }
+        Ok(Response::new(pb::NodePublishVolumeResponse {}))
+    }
+}
+
 impl BlockPlugin {
     /// Serves the plugin on `socket` from a thread inside `ns` (advertising `EXPAND_VOLUME`
     /// when `expand`); returns once the socket listens.
@@ -251,10 +345,27 @@ impl BlockPlugin {
     /// When the socket cannot be bound or the runtime built.
     #[must_use]
     pub fn start(ns: &Ns, socket: &Path, expand: bool) -> Self {
+        Self::serve(ns, socket, expand, false)
+    }
+
+    /// Serves the plugin in mount mode (see the module docs: `mount` volumes bound from
+    /// `volume_context.dir`, `VOLUME_MOUNT_GROUP` advertised and applied).
+    ///
+    /// # Panics
+    /// As [`BlockPlugin::start`].
+    #[must_use]
+    pub fn start_mount(ns: &Ns, socket: &Path) -> Self {
+        Self::serve(ns, socket, false, true)
+    }
+
+    fn serve(ns: &Ns, socket: &Path, expand: bool, mount: bool) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let groups = Arc::new(Mutex::new(Vec::new()));
         let svc = Svc {
             calls: Arc::clone(&calls),
+            groups: Arc::clone(&groups),
             expand,
+            mount,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -287,6 +398,7 @@ impl BlockPlugin {
         ready_rx.recv().unwrap();
         Self {
             calls,
+            groups,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -296,6 +408,12 @@ impl BlockPlugin {
     #[must_use]
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The `volume_mount_group` of every `NodePublishVolume` of a mount volume so far.
+    #[must_use]
+    pub fn mount_groups(&self) -> Vec<String> {
+        self.groups.lock().unwrap().clone()
     }
 }
 
