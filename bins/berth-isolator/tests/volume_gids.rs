@@ -158,6 +158,51 @@ impl World {
         (sandbox, p.display().to_string())
     }
 
+    /// The testkit plugin in mount mode (`org.berth.mnt`, `VOLUME_MOUNT_GROUP`) and the
+    /// directory its volume `dir-1` binds.
+    fn mount_plugin(&self) -> (BlockPlugin, PathBuf) {
+        let sock = self.root.join("mnt.sock");
+        let plugin = BlockPlugin::start_mount(&self.ns, &sock);
+        std::fs::write(
+            self.root.join("conf/mnt.json"),
+            json!({"type": "org.berth.mnt", "endpoints": [{"csi_service": "NODE_SERVICE",
+                "endpoint": format!("unix://{}", sock.display())}]})
+            .to_string(),
+        )
+        .unwrap();
+        let data = self.root.join("csi-data");
+        std::fs::create_dir_all(&data).unwrap();
+        (plugin, data)
+    }
+
+    /// A container whose sandbox belongs to `uid`, using CSI volume `dir-1` (binding `data`)
+    /// at `csi`.
+    fn csi_container(&self, cid: &str, uid: u32, data: &Path) -> (PathBuf, String) {
+        let sandbox = self.root.join(format!("sandbox-{cid}"));
+        std::fs::create_dir_all(&sandbox).unwrap();
+        nix::unistd::chown(
+            &sandbox,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(uid)),
+        )
+        .unwrap();
+        let cfg = json!({"container_id": cid, "sandbox": sandbox, "volumes": [
+            {"mode": "RW", "container_path": "csi", "source": {"type": "CSI_VOLUME", "csi_volume": {
+                "plugin_name": "org.berth.mnt",
+                "static_provisioning": {"volume_id": "dir-1",
+                    "volume_capability": {"mount": {}, "access_mode": {"mode": "MULTI_NODE_MULTI_WRITER"}},
+                    "volume_context": {"dir": data}}}}}]});
+        let p = self.root.join(format!("{cid}.json"));
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        (sandbox, p.display().to_string())
+    }
+
+    /// The record of CSI volume `dir-1`.
+    fn csi_record(&self) -> PathBuf {
+        self.work
+            .join("csi/org.berth.mnt/default/volumes/dir-1/volume.state")
+    }
+
     /// Runs the task half as `uid` with `groups`, in the namespace: `Ok(content)` or the errno.
     fn task(&self, uid: u32, groups: &[u32], op: &str, path: &Path) -> Result<String, i32> {
         let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
@@ -318,38 +363,9 @@ fn two_users_share_a_csi_volume_through_its_volume_mount_group() {
     assert!(w.apply(&create("pv-shared", true), None).status.success());
     assert_eq!(group_and_mode(&w.vol("pv-shared")), (GID, 0o2770));
 
-    let sock = w.root.join("mnt.sock");
-    let plugin = BlockPlugin::start_mount(&w.ns, &sock);
-    std::fs::write(
-        w.root.join("conf/mnt.json"),
-        json!({"type": "org.berth.mnt", "endpoints": [{"csi_service": "NODE_SERVICE",
-            "endpoint": format!("unix://{}", sock.display())}]})
-        .to_string(),
-    )
-    .unwrap();
-    let data = w.root.join("csi-data");
-    std::fs::create_dir_all(&data).unwrap();
-    let container = |cid: &str, uid: u32| {
-        let sandbox = w.root.join(format!("sandbox-{cid}"));
-        std::fs::create_dir_all(&sandbox).unwrap();
-        nix::unistd::chown(
-            &sandbox,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(uid)),
-        )
-        .unwrap();
-        let cfg = json!({"container_id": cid, "sandbox": sandbox, "volumes": [
-            {"mode": "RW", "container_path": "csi", "source": {"type": "CSI_VOLUME", "csi_volume": {
-                "plugin_name": "org.berth.mnt",
-                "static_provisioning": {"volume_id": "dir-1",
-                    "volume_capability": {"mount": {}, "access_mode": {"mode": "MULTI_NODE_MULTI_WRITER"}},
-                    "volume_context": {"dir": data}}}}}]});
-        let p = w.root.join(format!("{cid}.json"));
-        std::fs::write(&p, cfg.to_string()).unwrap();
-        (sandbox, p.display().to_string())
-    };
-    let (sa, ca) = container("ca", USER_A);
-    let (sb, cb) = container("cb", USER_B);
+    let (plugin, data) = w.mount_plugin();
+    let (sa, ca) = w.csi_container("ca", USER_A, &data);
+    let (sb, cb) = w.csi_container("cb", USER_B, &data);
     let csi_gid = GID + 1;
     for (cid, cfg) in [("ca", &ca), ("cb", &cb)] {
         let out = w.ok(&["prepare", "--container-id", cid, "--config", cfg]);
@@ -358,9 +374,7 @@ fn two_users_share_a_csi_volume_through_its_volume_mount_group() {
     // One publish for both consumers, with the volume's gid, which the plugin applied.
     assert_eq!(plugin.mount_groups(), [csi_gid.to_string()]);
     assert_eq!(group_and_mode(&data), (csi_gid, 0o2770));
-    let record = w
-        .work
-        .join("csi/org.berth.mnt/default/volumes/dir-1/volume.state");
+    let record = w.csi_record();
     let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     assert_eq!(rec["volume_mount_group"], json!(csi_gid), "{rec}");
 
@@ -397,4 +411,66 @@ fn two_users_share_a_csi_volume_through_its_volume_mount_group() {
     assert!(w.apply(&create("pv-2", true), None).status.success());
     assert_eq!(group_and_mode(&w.vol("pv-2")), (csi_gid, 0o2770));
     drop(plugin);
+}
+
+#[test]
+fn kill_at_every_write_ahead_point_of_a_csi_prepare() {
+    if !privileged("kill_at_every_write_ahead_point_of_a_csi_prepare") {
+        return;
+    }
+    let (mut killed, mut recorded) = (0, 0);
+    for at in 1..=16 {
+        let w = World::new();
+        assert!(w.apply(&create("pv-shared", true), None).status.success());
+        let (plugin, data) = w.mount_plugin();
+        let (_, ca) = w.csi_container("ca", USER_A, &data);
+        let out = w.cmd(
+            &["prepare", "--container-id", "ca", "--config", &ca],
+            Some(at),
+        );
+        if out.status.success() {
+            break;
+        }
+        killed += 1;
+        // The record, when written, holds the volume's gid: never the shared volume's, and
+        // a restarted agent holds it (the range is full for a new shared volume).
+        let record = w.csi_record();
+        if record.exists() {
+            recorded += 1;
+            let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+            assert_eq!(
+                rec["volume_mount_group"],
+                json!(GID + 1),
+                "killed at {at}: {rec}"
+            );
+            assert!(
+                !w.apply(&create("pv-2", true), None).status.success(),
+                "killed at {at}"
+            );
+        }
+        // Every gid the plugin was sent is the record's.
+        assert!(
+            plugin
+                .mount_groups()
+                .iter()
+                .all(|g| *g == (GID + 1).to_string()),
+            "killed at {at}: {:?}",
+            plugin.mount_groups()
+        );
+        // Cleaning the container up releases the volume and its gid.
+        w.ok(&["cleanup", "--container-id", "ca"]);
+        assert!(!record.exists(), "killed at {at}");
+        assert!(w.ns.mounts_below(&w.root.join("sandbox-ca")).is_empty());
+        assert!(
+            w.apply(&create("pv-2", true), None).status.success(),
+            "killed at {at}"
+        );
+        assert_eq!(group_and_mode(&w.vol("pv-2")).0, GID + 1, "killed at {at}");
+        drop(plugin);
+    }
+    eprintln!("killed at {killed} points, {recorded} with the CSI record written");
+    assert!(
+        recorded >= 2,
+        "killed {killed} times, {recorded} with a record"
+    );
 }
