@@ -110,8 +110,9 @@ struct Cli {
     )]
     enforce_disk_limits: bool,
     /// Shared persistent volumes get a gid each from `BEGIN-END` (Mesos:
-    /// `--volume_gid_range=[10000-20000]`): group-writable, setgid; prepare returns the gids
-    /// the task must run with (`supplementary_gids`).
+    /// `--volume_gid_range=[10000-20000]`): group-writable, setgid; so do CSI mount volumes of
+    /// plugins advertising `VOLUME_MOUNT_GROUP` (sent as `volume_mount_group`); prepare returns
+    /// the gids the task must run with (`supplementary_gids`).
     #[arg(long = "volume-gid-range", alias = "volume_gid_range", global = true)]
     volume_gid_range: Option<berth_agent::resources::gids::GidRange>,
     /// Every container sandbox must lie under this directory.

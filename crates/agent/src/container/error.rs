@@ -128,7 +128,9 @@ impl ContainerError {
     /// container prepared already [`ErrorCode::AlreadyExists`], a quarantined container, a
     /// parent not ready for its nested container or a parent with nested containers still
     /// bound to its sandbox [`ErrorCode::FailedPrecondition`], a CSI plugin nobody
-    /// configured [`ErrorCode::NotFound`], the rest [`ErrorCode::Internal`].
+    /// configured [`ErrorCode::NotFound`], a CSI volume finding every gid of
+    /// `--volume-gid-range` taken [`ErrorCode::FailedPrecondition`], the rest
+    /// [`ErrorCode::Internal`].
     #[must_use]
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -141,6 +143,12 @@ impl ContainerError {
                 if matches!(**source, berth_csi::CsiError::UnknownPlugin { .. }) =>
             {
                 ErrorCode::NotFound
+            }
+            // Every gid of --volume-gid-range taken, as for a shared persistent volume.
+            Self::Csi { source, .. }
+                if matches!(**source, berth_csi::CsiError::MountGroup { .. }) =>
+            {
+                ErrorCode::FailedPrecondition
             }
             Self::Mount { .. }
             | Self::Dvdi { .. }
@@ -265,6 +273,15 @@ mod tests {
             reason: String::new(),
         };
         assert_eq!(csi_err("c", "v", unknown).code(), ErrorCode::NotFound);
+        let no_gid = berth_csi::CsiError::MountGroup {
+            plugin: "p".into(),
+            volume_id: "v".into(),
+            reason: "every gid of --volume-gid-range 1-1 is taken".into(),
+        };
+        assert_eq!(
+            csi_err("c", "v", no_gid).code(),
+            ErrorCode::FailedPrecondition
+        );
         let io = io_err("c", "write record", Path::new("/x"))(std::io::Error::other("disk"));
         assert_eq!(io.code(), ErrorCode::Internal);
         let mount = mount_err(
