@@ -292,6 +292,15 @@ impl ReservationStack {
     pub fn clear(&mut self) {
         self.0 = None;
     }
+
+    /// The same stack object (or both empty): identical without comparing.
+    pub(crate) fn same_object(&self, other: &ReservationStack) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl PartialEq for ReservationStack {
@@ -770,6 +779,23 @@ impl Resource {
                 (None, None) => true,
                 _ => false,
             }
+    }
+
+    /// True when `other`'s metadata is not only equal to this one's but made of the same
+    /// objects (shared stacks and disk infos), so that giving this resource `other`'s value
+    /// makes it structurally identical to `other`.
+    pub(crate) fn same_metadata_objects(&self, other: &Resource) -> bool {
+        self.name == other.name
+            && self.reservations.same_object(&other.reservations)
+            && match (&self.disk, &other.disk) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.allocation_info == other.allocation_info
+            && self.revocable == other.revocable
+            && self.provider_id == other.provider_id
+            && self.shared == other.shared
     }
 
     /// A hash of the metadata compared by [`Resource::same_metadata`].
