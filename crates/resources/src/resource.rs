@@ -205,6 +205,7 @@ impl std::ops::Deref for Name {
 }
 
 impl PartialEq for Name {
+    #[inline]
     fn eq(&self, other: &Name) -> bool {
         match (&self.0, &other.0) {
             (NameRepr::Static(a), NameRepr::Static(b)) => std::ptr::eq(*a, *b) || a == b,
@@ -304,6 +305,7 @@ impl ReservationStack {
 }
 
 impl PartialEq for ReservationStack {
+    #[inline]
     fn eq(&self, other: &ReservationStack) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
@@ -754,6 +756,7 @@ impl Resource {
 
     /// Mesos metadata equality: everything but the value.
     #[must_use]
+    #[inline]
     pub fn same_metadata(&self, other: &Resource) -> bool {
         self.name == other.name
             && self.value_type() == other.value_type()

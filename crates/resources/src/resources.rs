@@ -142,18 +142,22 @@ pub struct Resources {
 /// largest size, as a vector's capacity is.
 const VACANT_SLACK: usize = 16;
 
-/// Mesos `addable(l, r)`.
-fn addable(l: &Resource, r: &Resource) -> bool {
-    if l.shared != r.shared {
-        return false;
+/// Equal metadata (Mesos A-3): the cached hashes first, then the comparison, whose
+/// pointer-equality shortcuts make it a few compares for entries of one origin.
+#[inline]
+fn same_meta(l: &Entry, r: &Entry) -> bool {
+    l.hash == r.hash && l.single == r.single && l.resource.same_metadata(&r.resource)
+}
+
+/// Mesos `addable(l, r)`: a shared volume to an identical one (copies count), anything else
+/// mergeable to its metadata's entry.
+#[inline]
+fn addable(l: &Entry, r: &Entry) -> bool {
+    if r.resource.shared {
+        same_meta(l, r) && l.resource.value == r.resource.value
+    } else {
+        !r.single && same_meta(l, r)
     }
-    if l.shared {
-        return l == r;
-    }
-    if !l.same_metadata(r) {
-        return false;
-    }
-    !whole_only(l)
 }
 
 /// Disks that are used whole: never merged, only subtracted when equal.
@@ -172,32 +176,24 @@ fn whole_only(r: &Resource) -> bool {
     }
 }
 
-/// Mesos `subtractable(l, r)`.
-fn subtractable(l: &Resource, r: &Resource) -> bool {
-    if l.shared != r.shared {
-        return false;
-    }
-    if l.shared {
-        return l == r;
-    }
-    if !l.same_metadata(r) {
-        return false;
-    }
-    !whole_only(l) || l == r
+/// Mesos `subtractable(l, r)`: same metadata, and equal when never merged (whole disks,
+/// shared volumes).
+#[inline]
+fn subtractable(l: &Entry, r: &Entry) -> bool {
+    same_meta(l, r) && (!l.single || l.resource.value == r.resource.value)
 }
 
 /// Mesos `Resource_::contains` (a vacant entry contains nothing).
+#[inline]
 fn entry_contains(l: &Entry, r: &Entry) -> bool {
-    if l.is_vacant() {
-        return false;
-    }
-    if l.resource.shared != r.resource.shared {
+    if l.is_vacant() || !subtractable(l, r) {
         return false;
     }
     if l.resource.shared {
-        return l.count >= r.count && l.resource == r.resource;
+        l.count >= r.count
+    } else {
+        r.resource.value.le(&l.resource.value)
     }
-    subtractable(&l.resource, &r.resource) && r.resource.value.le(&l.resource.value)
 }
 
 fn check_u32(i: usize) -> u32 {
@@ -233,6 +229,14 @@ impl Resources {
     #[must_use]
     pub fn new() -> Resources {
         Resources::default()
+    }
+
+    /// An empty collection with room for `n` entries (and their index).
+    fn with_capacity(n: usize) -> Resources {
+        Resources {
+            entries: Vec::with_capacity(n),
+            ..Resources::default()
+        }
     }
 
     /// Number of distinct entries (identical shared copies are one entry).
@@ -348,7 +352,9 @@ impl Resources {
 
     fn build_index(&mut self) {
         let mut index: FxHashMap<u64, Bucket> = FxHashMap::default();
-        index.reserve(self.entries.len());
+        // Room for what the entries have room for: a collection built to a known size is
+        // indexed once, without growing the table as it fills.
+        index.reserve(self.entries.capacity());
         for i in 0..self.entries.len() {
             index_insert(&mut index, &mut self.entries, i);
         }
@@ -431,7 +437,7 @@ impl Resources {
             self.push(entry.clone());
             return None;
         }
-        let found = self.find_near(guess, entry, |e| addable(&e.resource, &entry.resource));
+        let found = self.find_near(guess, entry, |e| addable(e, entry));
         match found.and_then(|i| self.entries.get_mut(i)) {
             Some(e) if e.is_vacant() => {
                 // The entry of this metadata, kept empty: it takes the resource again.
@@ -489,9 +495,7 @@ impl Resources {
         if entry.resource.is_empty() {
             return Some(usize::MAX);
         }
-        let i = self.find_near(guess, entry, |e| {
-            !e.is_vacant() && subtractable(&e.resource, &entry.resource)
-        })?;
+        let i = self.find_near(guess, entry, |e| !e.is_vacant() && subtractable(e, entry))?;
         self.subtract_at(i, entry);
         Some(i)
     }
@@ -760,7 +764,7 @@ impl Resources {
 
     /// Rebuilds the collection with every entry mapped by `f` (re-combining).
     fn map(&self, f: impl Fn(&Resource) -> Resource) -> Resources {
-        let mut out = Resources::new();
+        let mut out = Resources::with_capacity(self.len());
         for e in self.live() {
             out.add_entry(&Entry {
                 count: e.count,
@@ -795,7 +799,7 @@ impl Resources {
         &self,
         reservation: &ReservationInfo,
     ) -> Result<Resources, crate::ResourceError> {
-        let mut out = Resources::new();
+        let mut out = Resources::with_capacity(self.len());
         for e in self.live() {
             let mut r = e.resource.clone();
             r.reservations.push(reservation.clone());
@@ -934,7 +938,8 @@ impl Resource {
 
 impl FromIterator<Resource> for Resources {
     fn from_iter<I: IntoIterator<Item = Resource>>(iter: I) -> Resources {
-        let mut out = Resources::new();
+        let iter = iter.into_iter();
+        let mut out = Resources::with_capacity(iter.size_hint().0);
         for r in iter {
             out.add_resource(r);
         }
