@@ -362,13 +362,13 @@ impl Resources {
     }
 
     /// Removes the entry at `i`; the last entry takes its place.
-    fn remove(&mut self, i: usize) {
+    fn remove(&mut self, i: usize) -> Option<Entry> {
         if i >= self.entries.len() {
-            return;
+            return None;
         }
         let removed = self.entries.swap_remove(i);
         let Some(index) = &mut self.index else {
-            return;
+            return Some(removed);
         };
         // The former last entry, now at `i`, keeps its slot (and so its place in its bucket).
         if let Some(moved) = self.entries.get(i)
@@ -377,11 +377,11 @@ impl Resources {
             bucket.set(moved.slot, check_u32(i));
         }
         let Some(bucket) = index.get_mut(&removed.hash) else {
-            return;
+            return Some(removed);
         };
         let Bucket::Many(m) = bucket else {
             index.remove(&removed.hash);
-            return;
+            return Some(removed);
         };
         let Slots { slots, head, live } = &mut **m;
         if let Some(x) = slots.get_mut(removed.slot as usize) {
@@ -420,6 +420,7 @@ impl Resources {
             *slots = kept;
             *head = 0;
         }
+        Some(removed)
     }
 
     fn add_entry(&mut self, entry: &Entry) {
@@ -633,72 +634,66 @@ impl Resources {
     /// entry must really be removed: Mesos's `contains` lets one MOUNT disk "contain" the same
     /// disk listed twice (research Q-4), which would make resources out of nothing.
     pub fn convert(&mut self, consumed: &Resources, converted: &Resources) -> bool {
-        if !consumed.live().any(|e| e.single) {
-            // Every consumed entry is mergeable, so each has metadata of its own (on both
-            // sides) and is taken from its own entry, and emptying an entry moves nothing: check
-            // them all, then subtract, without sorting or copying anything.
-            let mut first = [0usize; 8];
-            let mut guess = 0;
-            for (k, e) in consumed.live().enumerate() {
-                let Some(i) = self.find_near(guess, e, |l| entry_contains(l, e)) else {
-                    return false;
-                };
-                if let Some(p) = first.get_mut(k) {
-                    *p = i;
+        if consumed.live().any(|e| e.resource.is_persistent_volume()) {
+            return self.convert_volumes(consumed, converted);
+        }
+        // 1. Mergeable entries have metadata of their own (on both sides), so each is taken
+        //    from its own entry: all checked before anything changes.
+        let mut first = [0usize; 8];
+        let mut guess = 0;
+        for (k, e) in consumed.live().filter(|e| !e.single).enumerate() {
+            let Some(i) = self.find_near(guess, e, |l| entry_contains(l, e)) else {
+                return false;
+            };
+            if let Some(p) = first.get_mut(k) {
+                *p = i;
+            }
+            guess = i + 1;
+        }
+        // 2. Entries used whole (MOUNT and BLOCK disks, RAW disks with an id) are taken out one
+        //    by one, so that equal ones need as many held copies (stricter than `contains`,
+        //    research Q-4); if one is missing, those taken go back and nothing has changed.
+        let mut taken: Vec<Entry> = Vec::new();
+        for e in consumed.live().filter(|e| e.single) {
+            let Some(i) = self.find(e.hash, |l| entry_contains(l, e)) else {
+                for x in taken {
+                    self.push(x);
                 }
+                return false;
+            };
+            taken.extend(self.remove(i));
+        }
+        let moved = !taken.is_empty();
+        drop(taken);
+        // 3. The mergeable entries, where step 1 found them unless step 2 moved entries.
+        let mut guess = 0;
+        for (k, e) in consumed.live().filter(|e| !e.single).enumerate() {
+            let at = match first.get(k) {
+                Some(&i) if !moved => Some(i),
+                _ => self.find_near(guess, e, |l| entry_contains(l, e)),
+            };
+            if let Some(i) = at {
+                self.subtract_at(i, e);
                 guess = i + 1;
             }
-            for (k, e) in consumed.live().enumerate() {
-                let at = match first.get(k) {
-                    Some(&i) => Some(i),
-                    None => self.find_near(guess, e, |l| entry_contains(l, e)),
-                };
-                if let Some(i) = at {
-                    self.subtract_at(i, e);
-                    guess = i + 1;
-                }
-            }
-            self.add_all(converted);
-            self.settle();
-            return true;
         }
-        let simple = !consumed.live().any(|e| e.resource.is_persistent_volume());
-        let mut at: Vec<(usize, &Entry)> = Vec::with_capacity(consumed.len());
-        if simple {
-            let mut guess = 0;
-            for e in consumed.live() {
-                match self.find_near(guess, e, |l| entry_contains(l, e)) {
-                    Some(i) => {
-                        at.push((i, e));
-                        guess = i + 1;
-                    }
-                    None => return false,
-                }
-            }
-            at.sort_unstable_by_key(|x| std::cmp::Reverse(x.0));
+        self.add_all(converted);
+        self.settle();
+        true
+    }
+
+    /// [`Resources::convert`] of persistent volumes: consumed one copy at a time, by Mesos's
+    /// `contains`, then subtracted from a copy that replaces `self` only if every consumed entry
+    /// was really taken.
+    fn convert_volumes(&mut self, consumed: &Resources, converted: &Resources) -> bool {
+        if !self.contains(consumed) {
+            return false;
         }
-        if !simple || at.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
-            // Volumes are consumed one copy at a time, and equal whole disks may match the same
-            // entry twice: take the general path.
-            // Stricter than `contains` (research Q-4): every consumed entry must really be
-            // taken away, so two identical whole disks need two held copies.
-            if !self.contains(consumed) {
-                return false;
-            }
-            let mut next = self.clone();
-            if !consumed.live().all(|e| next.subtract_entry(e)) {
-                return false;
-            }
-            *self = next;
-        } else {
-            // Highest position first: removing an entry moves the last one into its place,
-            // which never disturbs a lower position still to be done.
-            for (i, e) in at {
-                if !e.resource.is_empty() {
-                    self.subtract_at(i, e);
-                }
-            }
+        let mut next = self.clone();
+        if !consumed.live().all(|e| next.subtract_entry(e)) {
+            return false;
         }
+        *self = next;
         self.add_all(converted);
         self.settle();
         true
