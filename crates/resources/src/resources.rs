@@ -650,20 +650,49 @@ impl Resources {
             }
             guess = i + 1;
         }
-        // 2. Entries used whole (MOUNT and BLOCK disks, RAW disks with an id) are taken out one
-        //    by one, so that equal ones need as many held copies (stricter than `contains`,
-        //    research Q-4); if one is missing, those taken go back and nothing has changed.
-        let mut taken: Vec<Entry> = Vec::new();
+        // 2. Entries used whole (MOUNT and BLOCK disks, RAW disks with an id). When each finds
+        //    an entry of its own, those are marked and removed highest position first (removing
+        //    one moves the last entry, never a marked one, into its place), with no copy.
+        let mut marked: Vec<u64> = Vec::new();
+        let mut distinct = true;
         for e in consumed.live().filter(|e| e.single) {
             let Some(i) = self.find(e.hash, |l| entry_contains(l, e)) else {
-                for x in taken {
-                    self.push(x);
-                }
                 return false;
             };
-            taken.extend(self.remove(i));
+            if marked.is_empty() {
+                marked = vec![0; self.entries.len().div_ceil(64)];
+            }
+            if let Some(word) = marked.get_mut(i / 64) {
+                let bit = 1u64 << (i % 64);
+                distinct &= *word & bit == 0;
+                *word |= bit;
+            }
         }
-        let moved = !taken.is_empty();
+        let mut taken: Vec<Entry> = Vec::new();
+        if distinct {
+            for (w, word) in marked.iter().enumerate().rev() {
+                let mut bits = *word;
+                while bits != 0 {
+                    let b = 63 - bits.leading_zeros() as usize;
+                    bits &= !(1u64 << b);
+                    self.remove(w * 64 + b);
+                }
+            }
+        } else {
+            // Equal ones (identical disks) found the same entry: take them out one by one, so
+            // that they need as many held copies (stricter than `contains`, research Q-4); if
+            // one is missing, those taken go back and nothing has changed.
+            for e in consumed.live().filter(|e| e.single) {
+                let Some(i) = self.find(e.hash, |l| entry_contains(l, e)) else {
+                    for x in taken {
+                        self.push(x);
+                    }
+                    return false;
+                };
+                taken.extend(self.remove(i));
+            }
+        }
+        let moved = !marked.is_empty();
         drop(taken);
         // 3. The mergeable entries, where step 1 found them unless step 2 moved entries.
         let mut guess = 0;
