@@ -373,9 +373,13 @@ impl AgentResources {
     /// record. Call [`reconcile_gids`](Self::reconcile_gids) after recovery.
     ///
     /// # Errors
-    /// A checkpoint cannot be read.
+    /// A checkpoint or the record of other holders' gids cannot be read.
     pub fn set_gid_range(&mut self, range: gids::GidRange) -> Result<()> {
-        let mut g = gids::VolumeGids::new(range);
+        let g = gids::VolumeGids::new(range, self.meta_dir.join(gids::TASK_GIDS_FILE));
+        g.load_others().map_err(|e| ResourcesError::Corrupt {
+            path: self.meta_dir.join(gids::TASK_GIDS_FILE),
+            reason: e.to_string(),
+        })?;
         for path in [self.checkpoint_path(), self.target_path()] {
             if let Some(file) = read_checkpoint_file(&path)? {
                 let live = shared_dirs(&self.work_dir, &file.resources)?;

@@ -272,6 +272,11 @@ impl Agent {
         )?;
         if let Some(range) = settings.volume_gid_range {
             resources.set_gid_range(range)?;
+            let gids = resources
+                .gids()
+                .cloned()
+                .map(|g| Arc::new(ParentGidsOf(g)) as Arc<dyn crate::container::ParentGids>);
+            isolator = isolator.with_parent_gids(gids);
         }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
@@ -521,7 +526,8 @@ impl Agent {
     }
 
     /// The supplementary gids a task of `cfg` must run with: the gids of the shared persistent
-    /// volumes it uses (`--volume-gid-range`), sorted, no duplicates.
+    /// volumes and the `PARENT` sandbox paths it uses (`--volume-gid-range`), sorted, no
+    /// duplicates.
     pub async fn supplementary_gids(&self, cfg: &ContainerConfig) -> Vec<u32> {
         let r = self.resources.lock().await;
         let Some(gids) = r.gids() else {
@@ -534,6 +540,20 @@ impl Agent {
             .filter(berth_resources::Resource::is_persistent_volume)
             .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
             .collect();
+        if let Some(parent) = &cfg.parent {
+            out.extend(
+                cfg.volumes
+                    .iter()
+                    .filter(|v| crate::container::is_parent_sandbox_path(v))
+                    .filter_map(|v| {
+                        let sp = v.source.as_ref()?.sandbox_path.as_ref()?;
+                        gids.other(&crate::container::parent_gid_key(
+                            &parent.container_id,
+                            Path::new(&sp.path),
+                        ))
+                    }),
+            );
+        }
         out.sort_unstable();
         out.dedup();
         out
@@ -635,8 +655,33 @@ impl Agent {
                 .map_err(AgentError::from),
             Err(e) => Err(e),
         };
+        if out.is_ok() {
+            self.release_parent_gids(|parent| parent == id).await;
+        }
         self.counters.count("cleanup", out.is_ok());
         out
+    }
+
+    /// Releases the gids of the `PARENT` sandbox paths of the parents `release` picks.
+    async fn release_parent_gids(&self, release: impl Fn(&str) -> bool) {
+        let gids = self.resources.lock().await.gids().cloned();
+        let Some(gids) = gids else {
+            return;
+        };
+        let picked = |key: &str| {
+            key.strip_prefix("parent/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(parent, _)| release(parent))
+        };
+        match gids.release_others(picked) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(released = ?gone, "released the gids of a pod's sandbox paths");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the gids of a pod's sandbox paths")
+            }
+        }
     }
 
     /// `cleanup --force`: also ends the quarantine of a container whose record cannot be
@@ -646,6 +691,9 @@ impl Agent {
     /// The isolator's error.
     pub async fn force_cleanup(&self, id: &str) -> Result<()> {
         let out = self.isolator.force_cleanup(id).await;
+        if out.is_ok() {
+            self.release_parent_gids(|parent| parent == id).await;
+        }
         self.counters.count("cleanup", out.is_ok());
         Ok(out?)
     }
@@ -670,6 +718,8 @@ impl Agent {
         };
         let recorded: std::collections::BTreeSet<String> =
             states.into_iter().map(|(id, _)| id).collect();
+        self.release_parent_gids(|parent| !recorded.contains(parent))
+            .await;
         let mut r = self.resources.lock().await;
         for c in r.sandbox_quota_containers() {
             if recorded.contains(&c) {
@@ -809,4 +859,14 @@ pub fn docker_manager(
     // This thread's mount namespace (a private one in tests and the demo).
     cfg.mountinfo = Some(PathBuf::from("/proc/thread-self/mountinfo"));
     berth_dvdi::VolumeManager::new(registry, cfg)
+}
+
+/// The agent's gid book as the isolator's `PARENT` sandbox path gids.
+struct ParentGidsOf(crate::resources::gids::VolumeGids);
+
+impl crate::container::ParentGids for ParentGidsOf {
+    fn gid(&self, parent: &str, path: &Path) -> std::result::Result<u32, String> {
+        self.0
+            .take_other(&crate::container::parent_gid_key(parent, path))
+    }
 }
