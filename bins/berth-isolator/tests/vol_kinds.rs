@@ -572,19 +572,32 @@ fn grpc_cleanup_refused(w: &World, id: &str) {
     }
     let id = id.to_owned();
     let s2 = sock.clone();
-    let status = tokio::runtime::Builder::new_current_thread()
+    let (status, family) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async move {
             let channel = berth_testkit::unix_channel(s2).await;
-            pb::isolator_client::IsolatorClient::new(channel)
+            let mut c = pb::isolator_client::IsolatorClient::new(channel);
+            let refused = c
                 .cleanup(pb::CleanupRequest {
-                    container_id: id,
+                    container_id: id.clone(),
                     force: false,
                 })
                 .await
-                .unwrap_err()
+                .unwrap_err();
+            // The family as the gRPC status shows it.
+            let containers = c
+                .status(pb::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            let family: Vec<(String, String, Vec<String>)> = containers
+                .into_iter()
+                .map(|c| (c.container_id, c.parent, c.children))
+                .collect();
+            (refused, family)
         });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
@@ -594,6 +607,10 @@ fn grpc_cleanup_refused(w: &World, id: &str) {
     assert!(child.wait().unwrap().success());
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("task-a"), "{status:?}");
+    let pod = family.iter().find(|(c, _, _)| c == "pod").unwrap();
+    assert_eq!(pod.2, ["task-a", "task-b"], "{family:?}");
+    let task_a = family.iter().find(|(c, _, _)| c == "task-a").unwrap();
+    assert_eq!(task_a.1, "pod", "{family:?}");
 }
 
 #[test]
