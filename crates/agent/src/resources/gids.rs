@@ -65,20 +65,8 @@ impl GidRange {
 impl FromStr for GidRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let inner = s
-            .trim()
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(s.trim());
-        let (b, e) = inner
-            .split_once('-')
-            .ok_or_else(|| format!("volume gids: expected BEGIN-END, got {s:?}"))?;
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| format!("volume gids {s:?}: {e}"))
-        };
-        Self::new(num(b)?, num(e)?)
+        let (begin, end) = super::quota::parse_id_range(s, "volume gids")?;
+        Self::new(begin, end)
     }
 }
 
