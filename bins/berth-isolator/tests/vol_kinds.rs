@@ -25,8 +25,7 @@
     missing_docs
 )]
 
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -43,85 +42,25 @@ const GROUP: u32 = 3000;
 /// A user outside the group.
 const UID_OTHER: u32 = 2003;
 
-const TASK_VAR: &str = "BERTH_VOL_TASK";
-/// `uid:g1,g2`: the child drops to `uid` (its primary group `uid`) with these supplementary
-/// groups itself.
-const GROUPS_VAR: &str = "BERTH_VOL_TASK_GROUPS";
 /// `--volume-gid-range` of the pod test: the shared path gets the first.
 const GID_RANGE: &str = "--volume-gid-range=30000-30009";
 const POD_GID: u32 = 30_000;
 
-/// The child half of [`task`]: with `BERTH_VOL_TASK=<op>\n<path>\n<data>`, does `op` (`write`:
-/// a new file of mode 0660; `append`; `read`) and prints `TASK {"ok": <content>}` or
-/// `TASK {"errno": <n>}`; without it, nothing.
+/// The child half of the task helpers ([`berth_testkit::task`]).
 #[test]
 fn task_child() {
-    let Ok(spec) = std::env::var(TASK_VAR) else {
-        return;
-    };
-    let mut parts = spec.splitn(3, '\n');
-    let (op, path, data) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap_or(""),
-    );
-    if let Ok(who) = std::env::var(GROUPS_VAR) {
-        // `uid:g1,g2`: the task's user with supplementary groups (std's Command clears them).
-        let (uid, groups) = who.split_once(':').unwrap();
-        let uid: u32 = uid.parse().unwrap();
-        let groups: Vec<nix::unistd::Gid> = groups
-            .split(',')
-            .filter(|g| !g.is_empty())
-            .map(|g| nix::unistd::Gid::from_raw(g.parse().unwrap()))
-            .collect();
-        nix::unistd::setgroups(&groups).unwrap();
-        nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).unwrap();
-        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).unwrap();
-    }
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o007));
-    let r: std::io::Result<String> = match op {
-        "write" => std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o660)
-            .open(path)
-            .and_then(|mut f| f.write_all(data.as_bytes()))
-            .map(|()| String::new()),
-        "append" => std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(data.as_bytes()))
-            .map(|()| String::new()),
-        "read" => std::fs::read_to_string(path),
-        other => panic!("unknown op {other}"),
-    };
-    match r {
-        Ok(s) => println!("TASK {}", json!({"ok": s})),
-        Err(e) => println!("TASK {}", json!({"errno": e.raw_os_error().unwrap_or(-1)})),
-    }
+    berth_testkit::task::child();
 }
 
 /// Runs `op` on `path` as `uid`:`gid` (no supplementary groups) in the namespace: the
 /// content read (or empty), or the errno.
 fn task(ns: &Ns, uid: u32, gid: u32, op: &str, path: &Path, data: &str) -> Result<String, i32> {
-    use std::os::unix::process::CommandExt as _;
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", "task_child", "--nocapture", "--test-threads=1"])
-        .env(TASK_VAR, format!("{op}\n{}\n{data}", path.display()))
-        .uid(uid)
-        .gid(gid)
-        .stdin(Stdio::null());
-    let out = ns.output(c);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.split_once("TASK ").map(|(_, rest)| rest))
-        .unwrap_or_else(|| panic!("task child said nothing: {out:?}"));
-    let v: Value = serde_json::from_str(line).unwrap();
-    match v.get("ok") {
-        Some(s) => Ok(s.as_str().unwrap().to_owned()),
-        None => Err(i32::try_from(v["errno"].as_i64().unwrap()).unwrap()),
-    }
+    let user = berth_testkit::task::TaskUser {
+        uid,
+        gid,
+        groups: &[],
+    };
+    berth_testkit::task::run(user, op, path, data, |c| ns.output(c))
 }
 
 /// Runs `op` on `path` as `uid` (primary group `uid`) with the supplementary `groups`, as a
@@ -134,23 +73,12 @@ fn task_in_groups(
     path: &Path,
     data: &str,
 ) -> Result<String, i32> {
-    let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", "task_child", "--nocapture", "--test-threads=1"])
-        .env(TASK_VAR, format!("{op}\n{}\n{data}", path.display()))
-        .env(GROUPS_VAR, format!("{uid}:{}", groups.join(",")))
-        .stdin(Stdio::null());
-    let out = ns.output(c);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.split_once("TASK ").map(|(_, rest)| rest))
-        .unwrap_or_else(|| panic!("task child said nothing: {out:?}"));
-    let v: Value = serde_json::from_str(line).unwrap();
-    match v.get("ok") {
-        Some(s) => Ok(s.as_str().unwrap().to_owned()),
-        None => Err(i32::try_from(v["errno"].as_i64().unwrap()).unwrap()),
-    }
+    let user = berth_testkit::task::TaskUser {
+        uid,
+        gid: uid,
+        groups,
+    };
+    berth_testkit::task::run(user, op, path, data, |c| ns.output(c))
 }
 
 struct World {
