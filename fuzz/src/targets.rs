@@ -757,6 +757,8 @@ fn seeds_container_config() -> Vec<Vec<u8>> {
         r#"{"container_id": "c1", "sandbox": "/var/lib/mesos/slaves/s/frameworks/f/executors/e/runs/c1", "resources": [{"name": "disk", "type": "SCALAR", "scalar": {"value": 64}, "reservations": [{"type": "DYNAMIC", "role": "r", "principal": "p"}], "disk": {"persistence": {"id": "v1"}, "volume": {"container_path": "data", "mode": "RW"}}}], "volumes": [{"container_path": "/etc/x", "host_path": "/etc/x", "mode": "RO"}], "environment": {"DVDI_VOLUME_NAME": "v"}}"#,
         r#"{"container_id": "c2", "sandbox": "/s", "rootfs": "/r", "volumes": [{"container_path": "d", "mode": "RW", "source": {"type": "DOCKER_VOLUME", "docker_volume": {"driver": "rexray", "name": "v", "driver_options": {"parameter": [{"key": "size", "value": "1"}]}}}}]}"#,
         r#"{"container_id": "", "sandbox": ""}"#,
+        r#"{"container_id": "t1", "sandbox": "/s/t1", "parent": {"container_id": "pod", "sandbox": "/s/pod"}, "volumes": [{"container_path": "shared", "mode": "RW", "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": "PARENT", "path": "shared"}}}]}"#,
+        r#"{"container_id": "t2", "sandbox": "/s", "volumes": [{"container_path": "a", "mode": "RO", "source": {"type": "SECRET", "secret": {"type": "VALUE", "value": {"data": "c2VjcmV0"}}}}, {"container_path": "b", "mode": "RO", "source": {"type": "SECRET", "secret": {"type": "REFERENCE", "reference": {"name": "db", "key": "password"}}}}]}"#,
     ])
 }
 

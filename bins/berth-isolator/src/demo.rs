@@ -121,6 +121,7 @@ async fn steps<W: Write>(out: &mut W) -> Result<()> {
         resources: vec![volume.clone()],
         volumes: Vec::new(),
         environment: std::collections::BTreeMap::new(),
+        parent: None,
     };
     let mounts = agent.prepare(&cfg("demo-1", &sandbox1)).await?;
     let target = &mounts.first().context("no mount")?.target;

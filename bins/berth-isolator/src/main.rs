@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! berth-isolator [--work-dir DIR] [--csi-plugin-config-dir DIR] [--resources SPEC]
-//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...]
+//!                [--sandbox-root DIR] [--allowed-host-paths PREFIX,...] [--secret-dir DIR]
 //!                [--retain-destroyed-data] [--retain-destroyed-data-for DURATION] <command>
 //!   prepare --container-id ID --config FILE    prepare a container's volumes (prints the mounts as JSON)
 //!   cleanup --container-id ID [--force]        undo exactly what prepare did (--force: also a
@@ -109,6 +109,11 @@ struct Cli {
         global = true
     )]
     enforce_disk_limits: bool,
+    /// Shared persistent volumes get a gid each from `BEGIN-END` (Mesos:
+    /// `--volume_gid_range=[10000-20000]`): group-writable, setgid; prepare returns the gids
+    /// the task must run with (`supplementary_gids`).
+    #[arg(long = "volume-gid-range", alias = "volume_gid_range", global = true)]
+    volume_gid_range: Option<berth_agent::resources::gids::GidRange>,
     /// Every container sandbox must lie under this directory.
     #[arg(long = "sandbox-root", alias = "sandbox_root", global = true)]
     sandbox_root: Option<PathBuf>,
@@ -120,6 +125,10 @@ struct Cli {
         value_delimiter = ','
     )]
     allowed_host_paths: Vec<PathBuf>,
+    /// Where REFERENCE secrets of SECRET volumes are read: one file per secret name
+    /// (`<DIR>/<name>`, or `<DIR>/<name>/<key>`).
+    #[arg(long = "secret-dir", alias = "secret_dir", global = true)]
+    secret_dir: Option<PathBuf>,
     /// Retained destroyed data older than this (`7d`, `12h`, `30m`, `3600s`) is removed by
     /// `gc` and by `serve`'s retry loop.
     #[arg(
@@ -234,6 +243,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// NodeExpandVolume of a CSI volume published on this node, after its backend grew (the
+    /// plugin must advertise EXPAND_VOLUME); prints `{"capacity_bytes": N}` (0: not reported).
+    ExpandVolume {
+        /// The plugin (`CSIPluginInfo.type`).
+        #[arg(long)]
+        plugin: String,
+        /// The volume id.
+        #[arg(long = "volume-id", alias = "volume_id")]
+        volume_id: String,
+        /// The size the node must see at least, in bytes.
+        #[arg(long = "required-bytes", alias = "required_bytes")]
+        required_bytes: u64,
+        /// The most it may grow to, in bytes (0: no limit).
+        #[arg(long = "limit-bytes", alias = "limit_bytes", default_value_t = 0)]
+        limit_bytes: u64,
+    },
     /// Shows a persistent volume surviving two containers (needs root; uses a temporary work
     /// dir in a private mount namespace).
     Demo,
@@ -330,6 +355,8 @@ async fn run(cli: Cli) -> Result<()> {
         lock_wait: std::time::Duration::from_secs(cli.lock_wait),
         step_hook: None,
         enforce_disk_limits: cli.enforce_disk_limits,
+        secret_dir: cli.secret_dir,
+        volume_gid_range: cli.volume_gid_range,
         quota: berth_agent::resources::quota::QuotaConfig {
             isolation: cli.disk_isolation,
             range: cli.project_ids,
@@ -387,6 +414,7 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
         } => {
             let cfg = read_config(&config, &container_id)?;
             let mounts = agent.prepare(&cfg).await?;
+            let gids = agent.supplementary_gids(&cfg).await;
             let list: Vec<serde_json::Value> = mounts
                 .iter()
                 .map(|m| {
@@ -398,7 +426,11 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                     })
                 })
                 .collect();
-            print_json(&serde_json::json!({"container_id": container_id, "mounts": list}))
+            print_json(&serde_json::json!({
+                "container_id": container_id,
+                "mounts": list,
+                "supplementary_gids": gids,
+            }))
         }
         Command::Cleanup {
             container_id,
@@ -420,6 +452,8 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 "incomplete": r.incomplete,
                 "orphans_kept": r.orphans_kept,
                 "cleaned": r.cleaned,
+                "kept_for_children": r.kept_for_children,
+                "secrets_swept": r.secrets_swept,
                 "quarantined": r.quarantined,
                 "quarantine_kept": r.quarantine_kept,
                 "csi_records": r.csi_records,
@@ -447,6 +481,12 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
             }
             for c in containers {
                 println!("{} {}", c.container_id, c.state);
+                if let Some(p) = &c.parent {
+                    println!("  parent: {p}");
+                }
+                if !c.children.is_empty() {
+                    println!("  nested containers: {}", c.children.join(", "));
+                }
                 if let Some(e) = &c.last_error {
                     println!("  last error: {e}");
                 }
@@ -509,6 +549,17 @@ async fn command(agent: &Agent, command: Command) -> Result<()> {
                 .with_context(|| format!("operation {}", operation.display()))?;
             let out = agent.apply_operation(op).await?;
             print_json(&berth_isolator::agent::resources_json(&out))
+        }
+        Command::ExpandVolume {
+            plugin,
+            volume_id,
+            required_bytes,
+            limit_bytes,
+        } => {
+            let capacity_bytes = agent
+                .expand_volume(&plugin, &volume_id, required_bytes, limit_bytes)
+                .await?;
+            print_json(&serde_json::json!({ "capacity_bytes": capacity_bytes }))
         }
         Command::Usage { json } => {
             let usage = agent.usage().await;

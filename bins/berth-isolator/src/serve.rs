@@ -184,12 +184,24 @@ impl IsolatorRpc for Service {
             resources: r.resources,
             volumes: r.volumes,
             environment: r.environment.into_iter().collect(),
+            parent: (!r.parent_container_id.is_empty()).then(|| {
+                berth_agent::container::ParentContainer {
+                    container_id: r.parent_container_id,
+                    sandbox: (!r.parent_sandbox.is_empty())
+                        .then(|| PathBuf::from(r.parent_sandbox)),
+                }
+            }),
         };
         cfg.check()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let agent = Arc::clone(&self.agent);
-        let mounts = detached(async move { agent.prepare(&cfg).await }).await?;
+        let (mounts, supplementary_gids) = detached(async move {
+            let mounts = agent.prepare(&cfg).await?;
+            Ok((mounts, agent.supplementary_gids(&cfg).await))
+        })
+        .await?;
         Ok(Response::new(pb::PrepareResponse {
+            supplementary_gids,
             mounts: mounts
                 .into_iter()
                 .map(|m| pb::PreparedMount {
@@ -239,6 +251,8 @@ impl IsolatorRpc for Service {
             errors: report.errors.iter().map(ToString::to_string).collect(),
             incomplete: report.incomplete,
             quarantine_kept: report.quarantine_kept,
+            kept_for_children: report.kept_for_children,
+            secrets_swept: report.secrets_swept,
         }))
     }
 
@@ -256,6 +270,8 @@ impl IsolatorRpc for Service {
                     container_id: c.container_id,
                     state: c.state.to_owned(),
                     last_error: c.last_error.unwrap_or_default(),
+                    parent: c.parent.unwrap_or_default(),
+                    children: c.children,
                     volumes: c
                         .volumes
                         .into_iter()
@@ -323,6 +339,26 @@ impl IsolatorRpc for Service {
         Ok(Response::new(pb::UsageResponse {
             volumes: volumes.into_iter().map(usage_message).collect(),
         }))
+    }
+
+    async fn expand_volume(
+        &self,
+        request: Request<pb::ExpandVolumeRequest>,
+    ) -> Result<Response<pb::ExpandVolumeResponse>, Status> {
+        let pb::ExpandVolumeRequest {
+            plugin,
+            volume_id,
+            required_bytes,
+            limit_bytes,
+        } = request.into_inner();
+        let agent = Arc::clone(&self.agent);
+        let capacity_bytes = detached(async move {
+            agent
+                .expand_volume(&plugin, &volume_id, required_bytes, limit_bytes)
+                .await
+        })
+        .await?;
+        Ok(Response::new(pb::ExpandVolumeResponse { capacity_bytes }))
     }
 
     async fn ping(

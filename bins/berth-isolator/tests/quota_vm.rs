@@ -161,6 +161,12 @@ impl World {
         serde_json::from_slice(&text).unwrap()
     }
 
+    fn checkpoint(&self) -> Value {
+        let path = self.work.join("meta/resources/resources.json");
+        let text = self.ns.run(move || std::fs::read(path).unwrap());
+        serde_json::from_slice(&text).unwrap()
+    }
+
     /// Runs `f` on a path inside the namespace (where the quota filesystem is mounted).
     fn at<T: Send + 'static>(&self, path: &Path, f: impl FnOnce(&Path) -> T + Send + 'static) -> T {
         let p = path.to_owned();
@@ -218,8 +224,9 @@ fn enforced_through_the_binary(fstype: &str, over_limit_errno: i32) {
         300,
         "{fstype}: the first id of the range"
     );
+    // Written ahead in the change's target, kept by the committed checkpoint.
     assert_eq!(
-        w.record()["volumes"][vol.to_str().unwrap()]["hard_bytes"],
+        w.checkpoint()["projects"][vol.to_str().unwrap()]["hard_bytes"],
         16 * MIB
     );
     let u = w.usage();

@@ -26,7 +26,10 @@
 //!
 //! ```text
 //! <work_dir>/meta/resources/resources.json         committed set: a Mesos JSON array of Resource
-//! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to
+//!                                                  (with project quotas: {"resources": [..],
+//!                                                  "projects": {dir: {project, hard_bytes}}})
+//! <work_dir>/meta/resources/resources.target.json  the intent: the set being synced to (same form)
+//! <work_dir>/meta/resources/projects.json          project ids of sandboxes and leftovers (quota)
 //! <work_dir>/meta/resources/resources.lock         flock held by the open AgentResources
 //! <root>/volumes/roles/<role>/<persistence id>     a volume on a ROOT or PATH disk
 //! <work_dir>/meta/resources/leftovers/<n>.json     a trash entry's record (intent, attempts, last error)
@@ -59,6 +62,7 @@ pub mod detect;
 mod error;
 mod fs;
 pub mod gc;
+pub mod gids;
 pub mod layout;
 pub mod quota;
 mod sync;
@@ -75,7 +79,9 @@ pub use gc::{GcOptions, GcReport, Leftover, parse_duration};
 pub use layout::{DiskKind, VolumeDir, encode_role};
 
 use fs::Detached;
-use sync::{Plan, encode, read_checkpoint, volume_dirs};
+use sync::{
+    Plan, VolumeExtras, encode, read_checkpoint, read_checkpoint_file, shared_dirs, volume_dirs,
+};
 
 /// The directory of the resource checkpoints, relative to the work dir.
 pub const META_DIR: &str = "meta/resources";
@@ -243,6 +249,7 @@ pub struct AgentResources {
     options: Options,
     hook: Option<Hook>,
     quotas: Option<quota::VolumeQuotas>,
+    gids: Option<gids::VolumeGids>,
     _lock: Flock<std::fs::File>,
 }
 
@@ -321,6 +328,7 @@ impl AgentResources {
             options,
             hook: None,
             quotas: None,
+            gids: None,
             _lock: lock,
         })
     }
@@ -335,14 +343,154 @@ impl AgentResources {
         config: quota::QuotaConfig,
         quotas: std::sync::Arc<dyn berth_mount::quota::Quotas>,
     ) -> Result<()> {
-        let q = quota::VolumeQuotas::open(&self.meta_dir, config, quotas).map_err(|source| {
-            ResourcesError::Quota {
-                path: self.meta_dir.join(quota::PROJECTS_FILE),
-                source,
+        let record_error = |source| ResourcesError::Quota {
+            path: self.meta_dir.join(quota::PROJECTS_FILE),
+            source,
+        };
+        let mut q =
+            quota::VolumeQuotas::open(&self.meta_dir, config, quotas).map_err(record_error)?;
+        // The ids written ahead in the checkpoints: the committed set's, then a pending
+        // change's (newer), each only for the volumes of its own set.
+        for path in [self.checkpoint_path(), self.target_path()] {
+            let Some(file) = read_checkpoint_file(&path)? else {
+                continue;
+            };
+            let dirs = volume_dirs(&self.work_dir, &file.resources)?;
+            let projects = file
+                .projects
+                .into_iter()
+                .filter(|(d, _)| dirs.contains_key(d))
+                .collect();
+            for (dir, project) in q.adopt(&projects).map_err(record_error)? {
+                tracing::warn!(path = %dir.display(), project, checkpoint = %path.display(), "a checkpointed project id is taken by another entry of the record; the volume gets a new one");
             }
-        })?;
+        }
         self.quotas = Some(q);
         Ok(())
+    }
+
+    /// Gives shared volumes gids from `range` (see [`gids`]), taking those the checkpoints
+    /// record. Call [`reconcile_gids`](Self::reconcile_gids) after recovery.
+    ///
+    /// # Errors
+    /// A checkpoint or the record of other holders' gids cannot be read.
+    pub fn set_gid_range(&mut self, range: gids::GidRange) -> Result<()> {
+        let g = gids::VolumeGids::new(range, self.meta_dir.join(gids::TASK_GIDS_FILE));
+        g.load_others().map_err(|e| ResourcesError::Corrupt {
+            path: self.meta_dir.join(gids::TASK_GIDS_FILE),
+            reason: e.to_string(),
+        })?;
+        for path in [self.checkpoint_path(), self.target_path()] {
+            if let Some(file) = read_checkpoint_file(&path)? {
+                let live = shared_dirs(&self.work_dir, &file.resources)?;
+                g.adopt(&file.gids, &live);
+            }
+        }
+        self.gids = Some(g);
+        Ok(())
+    }
+
+    /// The shared volumes' gids, when a range is set.
+    #[must_use]
+    pub fn gids(&self) -> Option<&gids::VolumeGids> {
+        self.gids.as_ref()
+    }
+
+    /// After recovery: gives every committed shared volume without a gid one (recorded in the
+    /// committed checkpoint first), and every shared volume's directory its gid and mode
+    /// again (a crash may have come between the record and the directory). Without a range,
+    /// nothing. Returns the volumes that got a new gid.
+    ///
+    /// # Errors
+    /// [`ResourcesError::RecoveryRequired`] with a change pending,
+    /// [`ResourcesError::GidsExhausted`], the checkpoint write, `fchown`/`fchmod`.
+    pub fn reconcile_gids(&mut self) -> Result<Vec<PathBuf>> {
+        if self.gids.is_none() {
+            return Ok(Vec::new());
+        }
+        self.ensure_settled()?;
+        let shared = shared_dirs(&self.work_dir, &self.checkpointed)?;
+        let Some(g) = &mut self.gids else {
+            return Ok(Vec::new());
+        };
+        g.retain(&shared);
+        let missing: Vec<PathBuf> = shared
+            .iter()
+            .filter(|d| g.gid(d).is_none())
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            if let Err((begin, end)) = g.assign(&missing) {
+                return Err(ResourcesError::GidsExhausted {
+                    path: missing.first().cloned().unwrap_or_default(),
+                    begin,
+                    end,
+                });
+            }
+            let checkpointed = self.checkpointed.clone();
+            let bytes = encode(&checkpointed, &self.extras(&checkpointed)?)?;
+            fs::write_atomic(&self.checkpoint_path(), &bytes)?;
+            tracing::info!(volumes = missing.len(), "gave shared volumes their gids");
+        }
+        for dir in volume_dirs(&self.work_dir, &self.checkpointed)?.into_values() {
+            let gid = self.gids.as_ref().and_then(|g| g.gid(&dir.path));
+            if let Some(gid) = gid
+                && std::fs::symlink_metadata(&dir.path).is_ok()
+            {
+                fs::set_volume_group(&dir, gid)?;
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Gives the change's new shared volumes their gids; the map as it was, to restore if the
+    /// target cannot be written.
+    fn assign_gids(
+        &mut self,
+        plan: &Plan,
+        new: &Resources,
+    ) -> Result<Option<std::collections::BTreeMap<PathBuf, u32>>> {
+        let Some(g) = &mut self.gids else {
+            return Ok(None);
+        };
+        let shared = shared_dirs(&self.work_dir, new)?;
+        let created: Vec<&PathBuf> = plan
+            .create
+            .iter()
+            .map(|d| &d.path)
+            .filter(|p| shared.contains(*p))
+            .collect();
+        g.assign(created.iter().copied())
+            .map(Some)
+            .map_err(|(begin, end)| ResourcesError::GidsExhausted {
+                path: created.first().map(|p| (*p).clone()).unwrap_or_default(),
+                begin,
+                end,
+            })
+    }
+
+    fn restore_gids(&mut self, before: Option<std::collections::BTreeMap<PathBuf, u32>>) {
+        if let (Some(g), Some(b)) = (&mut self.gids, before) {
+            g.restore(b);
+        }
+    }
+
+    /// What the checkpoint of `set` records besides it: its volumes' project quotas and
+    /// shared volumes' gids.
+    fn extras(&self, set: &Resources) -> Result<VolumeExtras> {
+        let dirs = volume_dirs(&self.work_dir, set)?;
+        Ok(VolumeExtras {
+            projects: self
+                .quotas
+                .as_ref()
+                .map(|q| q.live_volumes(dirs.keys()))
+                .unwrap_or_default(),
+            gids: self
+                .gids
+                .as_ref()
+                .map(|g| g.of(dirs.keys()))
+                .unwrap_or_default(),
+        })
     }
 
     /// The project quotas, when set.
@@ -416,11 +564,12 @@ impl AgentResources {
         Ok(())
     }
 
-    /// Records the ids and limits the change gives before its target is written (see
-    /// [`quota::VolumeQuotas::reserve`]: the target's directory fsync makes both durable).
-    fn reserve_quotas(&mut self, plan: &Plan) -> Result<()> {
+    /// Takes the ids and limits the change gives, for its target to record (see
+    /// [`quota::VolumeQuotas::reserve`]); the record as it was, to restore if the target
+    /// cannot be written.
+    fn reserve_quotas(&mut self, plan: &Plan) -> Result<Option<quota::Reserved>> {
         let Some(q) = &mut self.quotas else {
-            return Ok(());
+            return Ok(None);
         };
         let creates: Vec<(PathBuf, PathBuf, u64)> = plan
             .create
@@ -434,6 +583,7 @@ impl AgentResources {
             .map(|(d, _, new)| (d.path.clone(), *new))
             .collect();
         q.reserve(&creates, &resizes)
+            .map(Some)
             .map_err(|source| ResourcesError::Quota {
                 path: self.meta_dir.join(quota::PROJECTS_FILE),
                 source,
@@ -738,8 +888,27 @@ impl AgentResources {
         plan.check_users(users)?;
         plan.check_mounts()?;
         self.check_quotas(&plan)?;
-        self.reserve_quotas(&plan)?;
-        fs::write_atomic(&self.target_path(), &encode(&new)?)?;
+        let gids_before = self.assign_gids(&plan, &new)?;
+        let before = match self.reserve_quotas(&plan) {
+            Ok(b) => b,
+            Err(e) => {
+                self.restore_gids(gids_before);
+                return Err(e);
+            }
+        };
+        // The ids, limits and gids just taken are written ahead in the target itself: one
+        // fsync'd intent for the whole change.
+        let written = self
+            .extras(&new)
+            .and_then(|extras| encode(&new, &extras))
+            .and_then(|bytes| fs::write_atomic(&self.target_path(), &bytes));
+        if let Err(e) = written {
+            if let (Some(q), Some(before)) = (&mut self.quotas, before) {
+                q.restore(before);
+            }
+            self.restore_gids(gids_before);
+            return Err(e);
+        }
         self.hook(HookPoint::intent(&[], "target written"));
         let report = self.sync(&plan)?;
         self.commit(new, total)?;
@@ -756,6 +925,10 @@ impl AgentResources {
             self.volume_step("volume created", &d.path);
             if let Some(bytes) = plan.sizes.get(&d.path) {
                 self.limit(&d.path, *bytes)?;
+            }
+            if let Some(gid) = self.gids.as_ref().and_then(|g| g.gid(&d.path)) {
+                fs::set_volume_group(d, gid)?;
+                self.volume_step("volume grouped", &d.path);
             }
         }
         // GROW and SHRINK: the limit follows the size, before the new size is committed.
@@ -817,6 +990,9 @@ impl AgentResources {
         let committed = self.checkpoint_path();
         std::fs::rename(&target, &committed).map_err(|e| error::io(Step::Commit, &target, e))?;
         fs::fsync_dir(&self.meta_dir)?;
+        if let Some(g) = &mut self.gids {
+            g.retain(&shared_dirs(&self.work_dir, &new)?);
+        }
         self.checkpointed = new;
         self.total = total;
         self.hook(HookPoint::done(&[], "committed"));

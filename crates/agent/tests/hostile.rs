@@ -208,6 +208,8 @@ fn assert_no_trace(e: &Env, id: &str, before: &BTreeSet<u64>, what: &str) {
         Vec::<PathBuf>::new(),
         "{what}: mounts left"
     );
+    let secrets = e.work.join("containers-secrets").join(id);
+    assert!(!secrets.exists(), "{what}: secrets tmpfs dir left");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -626,10 +628,10 @@ fn volumes_that_cannot_be_used_are_refused_naming_them_and_leave_nothing() {
                 vec![(
                     "volumes",
                     json!({"mode": "RW", "container_path": "i",
-                           "source": {"type": "SECRET", "secret": {"type": "VALUE", "value": {"data": "eA=="}}}}),
+                           "source": {"type": "SECRET", "secret": {"type": "REFERENCE", "reference": {"name": "db"}}}}),
                 )],
-                "volumes[1]",
-                "not supported",
+                "secret volume i",
+                "--secret-dir",
             ),
             (
                 vec![("volumes", json!({"mode": "RW", "container_path": "i"}))],
@@ -1091,6 +1093,7 @@ enum Kind {
     DvdiEnv,
     SandboxPath,
     HostFile,
+    Secret,
 }
 
 impl Kind {
@@ -1105,6 +1108,8 @@ impl Kind {
             ],
             Self::SandboxPath => vec!["sandbox path src".into()],
             Self::HostFile => vec![format!("host path {}", e.hostfile.display())],
+            // Named by its container path (see `run_path_case`).
+            Self::Secret => Vec::new(),
         }
     }
 
@@ -1115,6 +1120,7 @@ impl Kind {
             Self::DockerVolume | Self::DvdiEnv => b"docker",
             Self::SandboxPath => b"sandbox",
             Self::HostFile => b"host file",
+            Self::Secret => b"secret file",
         }
     }
 }
@@ -1140,6 +1146,11 @@ fn path_config(e: &Env, kind: Kind, path: &str, absolute: bool) -> ContainerConf
         Kind::HostFile => {
             v["volumes"] = json!([{"mode": "RO", "container_path": path,
                 "source": {"type": "HOST_PATH", "host_path": {"path": e.hostfile}}}]);
+        }
+        Kind::Secret => {
+            // "secret file"
+            v["volumes"] = json!([{"mode": "RO", "container_path": path,
+                "source": {"type": "SECRET", "secret": {"type": "VALUE", "value": {"data": "c2VjcmV0IGZpbGU="}}}}]);
         }
     }
     ContainerConfig::from_json(&v.to_string()).unwrap()
@@ -1173,11 +1184,13 @@ async fn run_path_case(base: &Path, case: &Case, kind: Kind, absolute: bool) {
 
     let got = e.iso.prepare(&path_config(&e, kind, &path, absolute)).await;
 
-    // Whatever the outcome: nothing outside changed, nothing mounted outside the root.
+    // Whatever the outcome: nothing outside changed, nothing mounted outside the root (but
+    // a secret's own tmpfs under the work dir).
     assert_eq!(snapshot(&e.outside), outside, "{what}: outside changed");
+    let secrets = e.work.join("containers-secrets/c");
     for m in new_mounts(&before) {
         assert!(
-            m.starts_with(root),
+            m.starts_with(root) || (kind == Kind::Secret && m == secrets),
             "{what}: new mount {} is outside the root",
             m.display()
         );
@@ -1202,7 +1215,11 @@ async fn run_path_case(base: &Path, case: &Case, kind: Kind, absolute: bool) {
             if let Expect::Inside(want) = expect {
                 panic!("{what}: expected a mount at {want:?}, got {err}");
             }
-            let names = kind.names(&e);
+            let names = if kind == Kind::Secret {
+                vec![format!("secret volume {path}")]
+            } else {
+                kind.names(&e)
+            };
             let named = volume_of(&err).unwrap_or_else(|| panic!("{what}: untyped {err:?}"));
             assert!(
                 names.iter().any(|n| n == named),
@@ -1238,7 +1255,7 @@ async fn run_path_case(base: &Path, case: &Case, kind: Kind, absolute: bool) {
             );
             // (A target longer than PATH_MAX cannot be opened by path; the mount table has it.)
             if target.as_os_str().len() < 4000 {
-                let seen = if kind == Kind::HostFile {
+                let seen = if matches!(kind, Kind::HostFile | Kind::Secret) {
                     std::fs::read(target)
                 } else {
                     std::fs::read(target.join(MARKER))
@@ -1295,9 +1312,11 @@ fn hostile_container_paths_are_refused_or_confined_for_every_volume_kind() {
             }
         }
         for case in &file_cases() {
-            for absolute in [false, true] {
-                n += 1;
-                run_path_case(&base.join(format!("p{n}")), case, Kind::HostFile, absolute).await;
+            for kind in [Kind::HostFile, Kind::Secret] {
+                for absolute in [false, true] {
+                    n += 1;
+                    run_path_case(&base.join(format!("p{n}")), case, kind, absolute).await;
+                }
             }
         }
         eprintln!("{n} hostile container paths checked");

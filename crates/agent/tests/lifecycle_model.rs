@@ -49,7 +49,7 @@ const VARIANTS: [&[(&str, Kind)]; 4] = [
         ("a", Kind::Persistent("pv-1")),
         ("b", Kind::Persistent("pv-0")),
     ],
-    &[("only", Kind::SandboxPath("s"))],
+    &[("only", Kind::SandboxPath("s")), ("key", Kind::Secret)],
     // Fails: `a` and `b` are mounted first (depth 1), then `zz/boom` (depth 2) fails.
     &[
         ("a", Kind::Persistent("pv-1")),
@@ -64,6 +64,8 @@ enum Kind {
     Persistent(&'static str),
     SandboxPath(&'static str),
     HostPath,
+    /// A `SECRET` volume: its bind, and the container's secrets tmpfs under the work dir.
+    Secret,
 }
 
 /// How many write-ahead points (hooks) a complete prepare or cleanup of `variant` passes:
@@ -258,6 +260,10 @@ impl Sut {
         self.root.join(format!("sb-{c}"))
     }
 
+    fn secrets_dir(&self, c: usize) -> PathBuf {
+        self.root.join(format!("work/containers-secrets/{}", id(c)))
+    }
+
     fn config(&self, c: usize, variant: usize) -> ContainerConfig {
         let mut resources = Vec::new();
         let mut volumes = Vec::new();
@@ -275,6 +281,10 @@ impl Sut {
                 Kind::HostPath => volumes.push(serde_json::json!(
                     {"mode": "RO", "container_path": path,
                      "source": {"type": "HOST_PATH", "host_path": {"path": self.root.join("host")}}}
+                )),
+                Kind::Secret => volumes.push(serde_json::json!(
+                    {"mode": "RO", "container_path": path,
+                     "source": {"type": "SECRET", "secret": {"type": "VALUE", "value": {"data": "c2VjcmV0"}}}}
                 )),
             }
         }
@@ -424,7 +434,13 @@ impl StateMachineTest for LifecycleTest {
                         }
                     }
                     allowed.extend(targets);
+                    if VARIANTS[*variant].iter().any(|(_, k)| *k == Kind::Secret) {
+                        allowed.insert(sut.secrets_dir(c));
+                    }
                 }
+            }
+            if !model.held.contains_key(&c) {
+                assert!(!sut.secrets_dir(c).exists(), "c{c}: secrets tmpfs dir left");
             }
         }
         for m in sut.kernel.0.mounted() {

@@ -808,10 +808,16 @@ fn project_quotas_follow_create_grow_shrink_and_destroy() {
     let v1 = work.join("volumes/roles/db/v1");
     assert_eq!(fake.project_of(&v1).unwrap(), 100);
     assert_eq!(fake.limits_of(100).unwrap().hard_bytes, mib(1000));
-    let record: Json =
-        serde_json::from_slice(&std::fs::read(work.join("meta/resources/projects.json")).unwrap())
+    // The id and limit are in the committed checkpoint (written ahead in the target).
+    let checkpoint: Json =
+        serde_json::from_slice(&std::fs::read(work.join("meta/resources/resources.json")).unwrap())
             .unwrap();
-    assert_eq!(record["volumes"][v1.to_str().unwrap()]["project"], 100);
+    assert_eq!(checkpoint["projects"][v1.to_str().unwrap()]["project"], 100);
+    assert_eq!(
+        checkpoint["projects"][v1.to_str().unwrap()]["hard_bytes"],
+        mib(1000)
+    );
+    assert_eq!(checkpoint["resources"].as_array().unwrap().len(), 2);
 
     ar.apply_operation_json(
         &json!({"type": "GROW_VOLUME", "grow_volume": {
@@ -894,4 +900,101 @@ fn project_quotas_follow_create_grow_shrink_and_destroy() {
         fake.project_of(&work.join("volumes/roles/db/v3")).unwrap(),
         100
     );
+}
+
+/// A new volume's project id is written ahead in the change's target, before the directory is
+/// tagged: a crash right after the target (here a panic at the `target written` point) leaves
+/// no id on any directory and none in `projects.json`, and the reopened agent takes the id
+/// from the target, finishes the change with that same id and limit, and commits them in the
+/// checkpoint; an id in the checkpoint that the record gives to something else is never
+/// given twice.
+#[test]
+fn a_volumes_project_id_is_written_ahead_in_the_target() {
+    use berth_agent::resources::quota::{DiskIsolation, ProjectRange, QuotaConfig};
+    use berth_mount::quota::{FakeQuotas, Quotas, Support};
+    let (_t, work) = tempdir();
+    let fake = Arc::new(FakeQuotas::new(Support::Enforced));
+    let config = QuotaConfig {
+        isolation: DiskIsolation::Auto,
+        range: ProjectRange::new(300, 302).unwrap(),
+        headroom_bytes: 0,
+    };
+    let mib = |n: u64| n << 20;
+    let target = work.join("meta/resources/resources.target.json");
+    {
+        let mut ar = open(&work, FLAG, Options::default());
+        ar.set_quotas(config, Arc::clone(&fake) as Arc<dyn Quotas>)
+            .unwrap();
+        ar.apply_operation_json(
+            &json!({"type": "RESERVE", "reserve": {"resources": [disk(3000, "db")]}}),
+            &NoUsers,
+        )
+        .unwrap();
+        ar.set_hook(Arc::new(|p: HookPoint<'_>| {
+            assert_ne!(p.step, "target written", "crash");
+        }));
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ar.apply_operation_json(
+                &json!({"type": "CREATE", "create": {"volumes": [volume(700, "db", "w1")]}}),
+                &NoUsers,
+            )
+        }));
+        assert!(crashed.is_err(), "the hook stopped the change");
+    }
+    let w1 = work.join("volumes/roles/db/w1");
+    let pending: Json = serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
+    assert_eq!(pending["projects"][w1.to_str().unwrap()]["project"], 300);
+    assert_eq!(
+        pending["projects"][w1.to_str().unwrap()]["hard_bytes"],
+        mib(700)
+    );
+    assert!(!w1.exists(), "nothing done after the intent");
+    assert_eq!(fake.limits_of(300), None, "no limit set before the crash");
+    assert!(!work.join("meta/resources/projects.json").exists());
+
+    let mut ar = open(&work, FLAG, Options::default());
+    assert!(ar.is_pending());
+    ar.set_quotas(config, Arc::clone(&fake) as Arc<dyn Quotas>)
+        .unwrap();
+    assert_eq!(ar.quotas().unwrap().assigned(&w1).unwrap().project, 300);
+    ar.recover(&NoUsers).unwrap();
+    assert_eq!(fake.project_of(&w1).unwrap(), 300);
+    assert_eq!(fake.limits_of(300).unwrap().hard_bytes, mib(700));
+    let committed: Json =
+        serde_json::from_slice(&std::fs::read(work.join("meta/resources/resources.json")).unwrap())
+            .unwrap();
+    assert_eq!(committed["projects"][w1.to_str().unwrap()]["project"], 300);
+    drop(ar);
+
+    // The checkpoint names id 300 for w1, but the record gives 300 to a sandbox: the reopened
+    // agent leaves w1's entry out and reconciliation gives w1 a fresh id.
+    let record = json!({"schema_version": 1, "volumes": {
+        "/sandboxes/c9": {"project": 300, "hard_bytes": 1, "container": "c9"}}});
+    std::fs::write(
+        work.join("meta/resources/projects.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let mut ar = open(&work, FLAG, Options::default());
+    ar.set_quotas(config, Arc::clone(&fake) as Arc<dyn Quotas>)
+        .unwrap();
+    assert_eq!(ar.quotas().unwrap().assigned(&w1), None);
+    let report = ar.reconcile_quotas().unwrap();
+    assert_eq!(report.cleared, vec![(w1.clone(), 300)]);
+    assert_eq!(ar.quotas().unwrap().assigned(&w1).unwrap().project, 301);
+    assert_eq!(fake.project_of(&w1).unwrap(), 301);
+
+    // A checkpoint whose projects are not volumes' quotas is refused as corrupt.
+    drop(ar);
+    let bad = json!({"resources": committed["resources"].clone(),
+        "projects": {"relative/dir": {"project": 5, "hard_bytes": 1}}});
+    std::fs::write(
+        work.join("meta/resources/resources.json"),
+        serde_json::to_vec(&bad).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        AgentResources::open(&work, parse_configured(FLAG).unwrap(), Options::default()),
+        Err(ResourcesError::Corrupt { .. })
+    ));
 }

@@ -259,6 +259,8 @@ pub trait NodeService: Send + Sync {
     -> impl Future<Output = Result<()>> + Send;
     /// `NodeUnpublishVolume` (`NOT_FOUND` = done).
     fn unpublish(&self, volume_id: &str, target: &Path) -> impl Future<Output = Result<()>> + Send;
+    /// `NodeExpandVolume`: the capacity the plugin reports (0 = unknown).
+    fn expand(&self, req: pb::NodeExpandVolumeRequest) -> impl Future<Output = Result<u64>> + Send;
 }
 
 type SocketId = (u64, u64);
@@ -672,6 +674,24 @@ impl NodeService for CsiClient {
             }
         })
         .await
+    }
+
+    async fn expand(&self, request: pb::NodeExpandVolumeRequest) -> Result<u64> {
+        let vid = request.volume_id.clone();
+        let secrets = request.secrets.clone();
+        let resp = self
+            .call("NodeExpandVolume", Some(&vid), &[&secrets], |ch, t| {
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(t);
+                async move {
+                    NodeClient::new(ch)
+                        .node_expand_volume(req)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok(u64::try_from(resp.capacity_bytes).unwrap_or(0))
     }
 
     async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {

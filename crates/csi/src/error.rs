@@ -149,6 +149,24 @@ pub enum CsiError {
         /// The mount engine's error (boxed: it is large and rare).
         source: Box<berth_mount::MountError>,
     },
+    /// The plugin does not advertise the node capability a call needs (`EXPAND_VOLUME`).
+    #[error("plugin {plugin}: volume {volume_id}: the plugin does not advertise {capability}")]
+    NotCapable {
+        /// The plugin type.
+        plugin: String,
+        /// The volume.
+        volume_id: String,
+        /// The capability (`EXPAND_VOLUME`).
+        capability: &'static str,
+    },
+    /// The volume is not published on this node (a call that needs its published path).
+    #[error("plugin {plugin}: volume {volume_id}: not published on this node")]
+    NotPublished {
+        /// The plugin type.
+        plugin: String,
+        /// The volume.
+        volume_id: String,
+    },
     /// The plugin type named by a volume is not configured (or failed to start).
     #[error("plugin {plugin}: not configured{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
     UnknownPlugin {

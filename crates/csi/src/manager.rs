@@ -559,6 +559,85 @@ impl<N: NodeService> VolumeManager<N> {
             .map(|_| ())
     }
 
+    /// `NodeExpandVolume` of a volume published (or staged) on this node, after its backend
+    /// grew (CSI's `ControllerExpandVolume`, or the operator's storage tools, for a
+    /// pre-provisioned volume): the plugin grows what the node sees — the file system of a
+    /// mount volume, the device of a block volume — to at least `required_bytes` (and at
+    /// most `limit_bytes` when not 0). It is called with the volume's published path (the
+    /// read-write one first), its staging path when staged and its capability (no secrets),
+    /// under the volume's lock. Returns the capacity the plugin reports
+    /// (0: not reported).
+    ///
+    /// # Errors
+    /// [`CsiError::NotCapable`] when the plugin does not advertise `EXPAND_VOLUME`,
+    /// [`CsiError::NotPublished`] when no publication is in place, [`CsiError::Spec`] for a
+    /// capacity of 0 or a limit below it, RPC errors.
+    pub async fn expand(
+        &self,
+        volume_id: &str,
+        required_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<u64> {
+        self.enc(volume_id)?;
+        let spec_err = |reason: String| CsiError::Spec {
+            plugin: self.plugin_type.clone(),
+            volume_id: volume_id.to_owned(),
+            step: "expand",
+            reason,
+        };
+        if required_bytes == 0 || (limit_bytes != 0 && limit_bytes < required_bytes) {
+            return Err(spec_err(format!(
+                "required {required_bytes} bytes, limit {limit_bytes}: need 0 < required <= limit (0: no limit)"
+            )));
+        }
+        let as_i64 =
+            |b: u64| i64::try_from(b).map_err(|_| spec_err(format!("{b} bytes is too large")));
+        let (required, limit) = (as_i64(required_bytes)?, as_i64(limit_bytes)?);
+        let caps = self.node.capabilities().await?;
+        if !caps.expand_volume {
+            return Err(CsiError::NotCapable {
+                plugin: self.plugin_type.clone(),
+                volume_id: volume_id.to_owned(),
+                capability: "EXPAND_VOLUME",
+            });
+        }
+        let _guard = self.store.lock(&[volume_id]).await;
+        let not_published = || CsiError::NotPublished {
+            plugin: self.plugin_type.clone(),
+            volume_id: volume_id.to_owned(),
+        };
+        let rec = self.load(volume_id)?.ok_or_else(not_published)?;
+        let published = [Mode::Rw, Mode::Ro].into_iter().find_map(|m| {
+            rec.publications
+                .get(&m)
+                .filter(|p| p.state == PublishState::Published)
+                .map(|p| p.target.clone())
+        });
+        let Some(volume_path) = published else {
+            return Err(not_published());
+        };
+        self.node
+            .expand(pb::NodeExpandVolumeRequest {
+                volume_id: volume_id.to_owned(),
+                volume_path: path_string(&volume_path),
+                capacity_range: Some(pb::CapacityRange {
+                    required_bytes: required,
+                    limit_bytes: limit,
+                }),
+                staging_target_path: rec
+                    .staging_path
+                    .as_deref()
+                    .filter(|_| rec.stage == StageState::VolReady && caps.stage_unstage)
+                    .map(path_string)
+                    .unwrap_or_default(),
+                volume_capability: Some(capability_pb(&rec.capability)),
+                // Mesos volumes carry no node-expand secrets, and the stage and publish ones
+                // are not sent to a call they were not given for.
+                secrets: HashMap::new(),
+            })
+            .await
+    }
+
     /// Every volume record, in key order (records that cannot be read are left out: recovery
     /// reports them). Reads every record.
     #[must_use]
@@ -875,11 +954,21 @@ impl<N: NodeService> VolumeManager<N> {
                 &parent,
             ))?;
             if self.target_path_exists {
-                berth_mount::durable::create_dir_durable(&target).map_err(self.io(
-                    &vid,
-                    "mkdir target",
-                    &target,
-                ))?;
+                // The CO makes the target: a directory for a mount volume, a file for a block
+                // volume (the plugin places the device there).
+                if rec.capability.block {
+                    create_file_durable(&target).map_err(self.io(
+                        &vid,
+                        "create target file",
+                        &target,
+                    ))?;
+                } else {
+                    berth_mount::durable::create_dir_durable(&target).map_err(self.io(
+                        &vid,
+                        "mkdir target",
+                        &target,
+                    ))?;
+                }
             }
             rec.publications.insert(
                 mode,
@@ -950,11 +1039,17 @@ impl<N: NodeService> VolumeManager<N> {
         self.hook(Phase::Done, &vid, "NODE_UNPUBLISH");
         let berth_unmounted = self.ensure_unmounted(&vid, &target, false).await?;
         if self.target_path_exists || berth_unmounted {
-            // Ours to remove (berth made it, or berth had to finish the plugin's unmount).
-            match std::fs::remove_dir(&target) {
+            // Ours to remove (berth made it, or berth had to finish the plugin's unmount): a
+            // directory, or a block volume's file.
+            let removed = match std::fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
+                Ok(_) => std::fs::remove_file(&target),
+                Err(e) => Err(e),
+            };
+            match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.io(&vid, "rmdir target", &target)(e)),
+                Err(e) => return Err(self.io(&vid, "remove target", &target)(e)),
             }
         } else if target.exists() {
             return Err(CsiError::Target {
@@ -985,6 +1080,19 @@ impl<N: NodeService> VolumeManager<N> {
         rec.stage = StageState::NodeReady;
         rec.boot_id = None;
         Ok(())
+    }
+}
+
+/// Creates an empty file at `path` (kept if it exists) and makes its directory entry durable.
+fn create_file_durable(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    match path.parent() {
+        Some(parent) => berth_mount::durable::fsync_dir(parent),
+        None => Ok(()),
     }
 }
 

@@ -304,6 +304,25 @@ impl CsiPlugins {
         plugin.manager.publish(&spec, consumer, mode).await
     }
 
+    /// `NodeExpandVolume` of a volume of `plugin_type` published on this node (see
+    /// [`VolumeManager::expand`]).
+    ///
+    /// # Errors
+    /// As [`CsiPlugins::plugin`] and [`VolumeManager::expand`].
+    pub async fn expand(
+        &self,
+        plugin_type: &str,
+        volume_id: &str,
+        required_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<u64> {
+        let plugin = self.plugin(plugin_type).await?;
+        plugin
+            .manager
+            .expand(volume_id, required_bytes, limit_bytes)
+            .await
+    }
+
     /// Removes `consumer` from a volume (unpublish/unstage after the last one).
     ///
     /// # Errors

@@ -91,6 +91,11 @@ impl NodeService for MemNode {
         let _ = std::fs::remove_dir(target);
         Ok(())
     }
+    async fn expand(&self, req: pb::NodeExpandVolumeRequest) -> berth_csi::Result<u64> {
+        Ok(req
+            .capacity_range
+            .map_or(0, |r| u64::try_from(r.required_bytes).unwrap_or(0)))
+    }
 }
 
 fn enc(volume_id: &str) -> String {

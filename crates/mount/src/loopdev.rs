@@ -21,6 +21,9 @@ const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
+/// `BLKGETSIZE64` = `_IOR(0x12, 114, size_t)` (linux/fs.h).
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LOOP_MAJOR: u64 = 7;
@@ -215,4 +218,28 @@ fn configure(dev: &File, backing: &File, read_only: bool) -> nix::Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// The size in bytes of the block device open as `dev` (`BLKGETSIZE64`).
+///
+/// # Errors
+/// The ioctl's errno (`ENOTTY`: not a block device).
+pub fn device_size(dev: &File) -> std::result::Result<u64, Errno> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at `size`, alive
+    // for the call; `dev` is an open descriptor for the duration of the call.
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), BLKGETSIZE64, &raw mut size) };
+    Errno::result(r).map(|_| size)
+}
+
+/// Has the kernel re-read the size of the loop device open as `dev` from its backing file
+/// (`LOOP_SET_CAPACITY`), after the file grew.
+///
+/// # Errors
+/// The ioctl's errno (`ENOTTY`/`EINVAL`: not a loop device, `ENXIO`: not attached).
+pub fn refresh_capacity(dev: &File) -> std::result::Result<(), Errno> {
+    // SAFETY: LOOP_SET_CAPACITY takes no argument; `dev` is an open descriptor for the
+    // duration of the call.
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_CAPACITY, 0) };
+    Errno::result(r).map(drop)
 }

@@ -61,6 +61,16 @@ pub enum AgentError {
     /// The container isolator refused or failed the operation.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// `expand-volume` of a CSI volume failed or was refused.
+    #[error("expand CSI volume {plugin}/{volume_id}")]
+    Expand {
+        /// The plugin type.
+        plugin: String,
+        /// The volume.
+        volume_id: String,
+        /// Why.
+        source: Box<berth_csi::CsiError>,
+    },
     /// `--enforce-disk-limits`: a container would use a volume that holds more than its size
     /// (measured with `du`; volumes with a project quota cannot get there).
     #[error(
@@ -96,6 +106,15 @@ impl AgentError {
             Self::Container(e) => e.code(),
             Self::Resources(e) => e.code(),
             Self::OverDiskLimit { .. } => ErrorCode::FailedPrecondition,
+            Self::Expand { source, .. } => match **source {
+                berth_csi::CsiError::UnknownPlugin { .. } => ErrorCode::NotFound,
+                berth_csi::CsiError::NotCapable { .. }
+                | berth_csi::CsiError::NotPublished { .. } => ErrorCode::FailedPrecondition,
+                berth_csi::CsiError::Spec { .. } | berth_csi::CsiError::InvalidId { .. } => {
+                    ErrorCode::InvalidArgument
+                }
+                _ => ErrorCode::Internal,
+            },
             // The caller's list: its mistake.
             Self::CheckpointedResources { .. } => ErrorCode::InvalidArgument,
             Self::WorkDir { .. } | Self::Locked { .. } | Self::CsiConfig { .. } | Self::Dvdi(_) => {

@@ -71,6 +71,12 @@ pub struct Settings {
     pub quota: crate::resources::quota::QuotaConfig,
     /// `--enforce-disk-limits`: prepare refuses a container on a volume over its size.
     pub enforce_disk_limits: bool,
+    /// `--secret-dir`: where `REFERENCE` secrets of `SECRET` volumes are read (one file per
+    /// secret name).
+    pub secret_dir: Option<PathBuf>,
+    /// `--volume-gid-range`: shared persistent volumes get a gid each (see
+    /// [`crate::resources::gids`]).
+    pub volume_gid_range: Option<crate::resources::gids::GidRange>,
 }
 
 /// The backoff of the leftover retry loop: the wait after a failed removal doubles from 30 s
@@ -239,7 +245,8 @@ impl Agent {
         .with_policy(PreparePolicy {
             sandbox_root: settings.sandbox_root.clone(),
             allowed_host_paths: settings.allowed_host_paths.clone(),
-        });
+        })
+        .with_secret_dir(settings.secret_dir.clone());
         if let Some(h) = &hook {
             isolator.set_hook(h.0.clone());
         }
@@ -263,6 +270,14 @@ impl Agent {
             settings.quota,
             Arc::new(berth_mount::quota::LinuxQuotas::new()),
         )?;
+        if let Some(range) = settings.volume_gid_range {
+            resources.set_gid_range(range)?;
+            let gids = resources
+                .gids()
+                .cloned()
+                .map(|g| Arc::new(ParentGidsOf(g)) as Arc<dyn crate::container::ParentGids>);
+            isolator = isolator.with_parent_gids(gids);
+        }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
             let report = resources.recover(&users)?;
@@ -288,6 +303,13 @@ impl Agent {
         // A quota that cannot be put right is reported; it never stops the agent.
         if let Err(e) = resources.reconcile_quotas() {
             tracing::warn!(error = %e, "reconciling the volumes' project quotas");
+        }
+        match resources.reconcile_gids() {
+            Ok(given) if !given.is_empty() => {
+                tracing::info!(volumes = ?given, "gave existing shared volumes their gids");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "giving shared volumes their gids"),
         }
         *checkpointed.write().unwrap_or_else(PoisonError::into_inner) =
             resources.checkpointed().clone();
@@ -503,6 +525,71 @@ impl Agent {
         self.docker.drivers().calls()
     }
 
+    /// The supplementary gids a task of `cfg` must run with: the gids of the shared persistent
+    /// volumes and the `PARENT` sandbox paths it uses (`--volume-gid-range`), sorted, no
+    /// duplicates.
+    pub async fn supplementary_gids(&self, cfg: &ContainerConfig) -> Vec<u32> {
+        let r = self.resources.lock().await;
+        let Some(gids) = r.gids() else {
+            return Vec::new();
+        };
+        let mut out: Vec<u32> = cfg
+            .resources
+            .iter()
+            .filter_map(|p| berth_resources::Resource::from_proto(p).ok())
+            .filter(berth_resources::Resource::is_persistent_volume)
+            .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
+            .collect();
+        if let Some(parent) = &cfg.parent {
+            out.extend(
+                cfg.volumes
+                    .iter()
+                    .filter(|v| crate::container::is_parent_sandbox_path(v))
+                    .filter_map(|v| {
+                        let sp = v.source.as_ref()?.sandbox_path.as_ref()?;
+                        gids.other(&crate::container::parent_gid_key(
+                            &parent.container_id,
+                            Path::new(&sp.path),
+                        ))
+                    }),
+            );
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// `NodeExpandVolume` of CSI volume `volume_id` of plugin `plugin`, published on this
+    /// node, to at least `required_bytes` (at most `limit_bytes`, 0: no limit) — after its
+    /// backend grew (see [`berth_csi::manager::VolumeManager::expand`]). Returns the capacity the
+    /// plugin reports (0: not reported).
+    ///
+    /// # Errors
+    /// [`AgentError::Expand`]: no CSI configuration, an unknown plugin, a plugin without
+    /// `EXPAND_VOLUME`, a volume not published here, a bad capacity, the plugin's error.
+    pub async fn expand_volume(
+        &self,
+        plugin: &str,
+        volume_id: &str,
+        required_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<u64> {
+        let wrap = |source| AgentError::Expand {
+            plugin: plugin.to_owned(),
+            volume_id: volume_id.to_owned(),
+            source: Box::new(source),
+        };
+        let csi = self.csi.as_ref().ok_or_else(|| {
+            wrap(berth_csi::CsiError::UnknownPlugin {
+                plugin: plugin.to_owned(),
+                reason: "no CSI plugin configuration directory is set".to_owned(),
+            })
+        })?;
+        csi.expand(plugin, volume_id, required_bytes, limit_bytes)
+            .await
+            .map_err(wrap)
+    }
+
     /// The CSI plugins, when configured.
     #[must_use]
     pub fn csi(&self) -> Option<&Arc<CsiPlugins>> {
@@ -568,8 +655,33 @@ impl Agent {
                 .map_err(AgentError::from),
             Err(e) => Err(e),
         };
+        if out.is_ok() {
+            self.release_parent_gids(|parent| parent == id).await;
+        }
         self.counters.count("cleanup", out.is_ok());
         out
+    }
+
+    /// Releases the gids of the `PARENT` sandbox paths of the parents `release` picks.
+    async fn release_parent_gids(&self, release: impl Fn(&str) -> bool) {
+        let gids = self.resources.lock().await.gids().cloned();
+        let Some(gids) = gids else {
+            return;
+        };
+        let picked = |key: &str| {
+            key.strip_prefix("parent/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(parent, _)| release(parent))
+        };
+        match gids.release_others(picked) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(released = ?gone, "released the gids of a pod's sandbox paths");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the gids of a pod's sandbox paths")
+            }
+        }
     }
 
     /// `cleanup --force`: also ends the quarantine of a container whose record cannot be
@@ -579,6 +691,9 @@ impl Agent {
     /// The isolator's error.
     pub async fn force_cleanup(&self, id: &str) -> Result<()> {
         let out = self.isolator.force_cleanup(id).await;
+        if out.is_ok() {
+            self.release_parent_gids(|parent| parent == id).await;
+        }
         self.counters.count("cleanup", out.is_ok());
         Ok(out?)
     }
@@ -603,6 +718,8 @@ impl Agent {
         };
         let recorded: std::collections::BTreeSet<String> =
             states.into_iter().map(|(id, _)| id).collect();
+        self.release_parent_gids(|parent| !recorded.contains(parent))
+            .await;
         let mut r = self.resources.lock().await;
         for c in r.sandbox_quota_containers() {
             if recorded.contains(&c) {
@@ -742,4 +859,14 @@ pub fn docker_manager(
     // This thread's mount namespace (a private one in tests and the demo).
     cfg.mountinfo = Some(PathBuf::from("/proc/thread-self/mountinfo"));
     berth_dvdi::VolumeManager::new(registry, cfg)
+}
+
+/// The agent's gid book as the isolator's `PARENT` sandbox path gids.
+struct ParentGidsOf(crate::resources::gids::VolumeGids);
+
+impl crate::container::ParentGids for ParentGidsOf {
+    fn gid(&self, parent: &str, path: &Path) -> std::result::Result<u32, String> {
+        self.0
+            .take_other(&crate::container::parent_gid_key(parent, path))
+    }
 }

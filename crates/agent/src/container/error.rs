@@ -95,6 +95,29 @@ pub enum ContainerError {
         /// The container id.
         container: String,
     },
+    /// A nested container's `PARENT` sandbox path while its parent is not prepared on this
+    /// agent, or is preparing or cleaning up.
+    #[error("container {container}: parent container {parent}: {reason}")]
+    ParentNotReady {
+        /// The nested container.
+        container: String,
+        /// Its parent.
+        parent: String,
+        /// What is wrong with the parent.
+        reason: String,
+    },
+    /// Cleanup of a container whose sandbox nested containers still bind from (`PARENT`
+    /// sandbox paths): refused until they are cleaned up.
+    #[error(
+        "container {container}: cleanup refused: nested container(s) {} hold PARENT sandbox path volumes in its sandbox; clean them up first",
+        .children.join(", ")
+    )]
+    HasChildren {
+        /// The parent container.
+        container: String,
+        /// The nested containers holding binds into its sandbox.
+        children: Vec<String>,
+    },
 }
 
 /// The container module's result.
@@ -102,15 +125,18 @@ pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
 
 impl ContainerError {
     /// The error's class: the caller's mistakes are [`ErrorCode::InvalidArgument`], a
-    /// container prepared already [`ErrorCode::AlreadyExists`], a quarantined container
-    /// [`ErrorCode::FailedPrecondition`], a CSI plugin nobody
+    /// container prepared already [`ErrorCode::AlreadyExists`], a quarantined container, a
+    /// parent not ready for its nested container or a parent with nested containers still
+    /// bound to its sandbox [`ErrorCode::FailedPrecondition`], a CSI plugin nobody
     /// configured [`ErrorCode::NotFound`], the rest [`ErrorCode::Internal`].
     #[must_use]
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Config { .. } | Self::Volume { .. } => ErrorCode::InvalidArgument,
             Self::AlreadyPrepared { .. } => ErrorCode::AlreadyExists,
-            Self::Quarantined { .. } => ErrorCode::FailedPrecondition,
+            Self::Quarantined { .. } | Self::ParentNotReady { .. } | Self::HasChildren { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             Self::Csi { source, .. }
                 if matches!(**source, berth_csi::CsiError::UnknownPlugin { .. }) =>
             {
@@ -222,6 +248,18 @@ mod tests {
                 .to_string()
                 .contains("cleanup --container-id c --force")
         );
+        let family = ContainerError::HasChildren {
+            container: "pod".into(),
+            children: vec!["task-a".into(), "task-b".into()],
+        };
+        assert_eq!(family.code(), ErrorCode::FailedPrecondition);
+        assert!(family.to_string().contains("task-a, task-b"), "{family}");
+        let parent = ContainerError::ParentNotReady {
+            container: "task-a".into(),
+            parent: "pod".into(),
+            reason: "not prepared on this agent".into(),
+        };
+        assert_eq!(parent.code(), ErrorCode::FailedPrecondition);
         let unknown = berth_csi::CsiError::UnknownPlugin {
             plugin: "p".into(),
             reason: String::new(),

@@ -1,9 +1,9 @@
 //! Container volumes: `prepare` / `cleanup` / `recover` / `status`.
 //!
 //! A container's config lists Mesos resources (persistent volumes: disks with `persistence`
-//! and `volume.container_path`) and Mesos `Volume`s (`SANDBOX_PATH`, `HOST_PATH`,
-//! `CSI_VOLUME`; `DOCKER_VOLUME` and the `DVDI_VOLUME_*` environment come with the Docker
-//! volume bridge). `prepare` resolves each to a host source (the volume directory, a path in the
+//! and `volume.container_path`) and Mesos `Volume`s (`SANDBOX_PATH` of type `SELF` or, for a
+//! nested container with a `parent`, `PARENT`; `HOST_PATH`, `CSI_VOLUME`, `SECRET`;
+//! `DOCKER_VOLUME` and the `DVDI_VOLUME_*` environment come with the Docker volume bridge). `prepare` resolves each to a host source (the volume directory, a path in the
 //! sandbox, a host path, a CSI publication) and bind-mounts it at the container path, inside
 //! the sandbox (relative paths) or the rootfs (absolute paths), never outside them.
 //!
@@ -84,13 +84,16 @@ use berth_csi::CsiPlugins;
 use berth_mount::path::RootDir;
 use berth_mount::{LinuxMounter, Mounter};
 
-pub use config::{ContainerConfig, MAX_ID_LEN};
+pub use config::{ContainerConfig, MAX_ID_LEN, ParentContainer};
 pub use error::{ContainerError, Result};
 pub use record::{ContainerRecord, Hook, HookPoint, Phase, RecordState, SCHEMA_VERSION};
 pub use recover::RecoveryReport;
+pub(crate) use sources::sandbox_path::is_parent as is_parent_sandbox_path;
+pub use sources::secret::{MAX_SECRET_BYTES, SecretBytes, TMPFS_BYTES};
 pub use sources::{
     BoxFuture, DockerVolumes, PersistentVolumes, Planned, PreparePolicy, Source, VolumeEntry,
 };
+pub use sources::{ParentGids, parent_gid_key};
 pub use status::{ContainerStatus, VolumeStatus};
 
 use record::RecordStore;
@@ -123,6 +126,11 @@ pub struct Isolator {
     plan_gate: tokio::sync::RwLock<()>,
     policy: PreparePolicy,
     busy: Mutex<BTreeSet<String>>,
+    /// Held (briefly, never across an await) while a nested container's prepare checks its
+    /// parent and writes its record, and while a cleanup checks for nested containers and
+    /// writes its `cleaning` record: a parent's cleanup and a child's prepare never pass
+    /// each other.
+    family: Mutex<()>,
     hook: Option<Hook>,
 }
 
@@ -150,6 +158,9 @@ impl Isolator {
                 persistent,
                 csi,
                 docker: None,
+                secret_dir: None,
+                work_dir: work_dir.clone(),
+                parent_gids: None,
             },
             records: RecordStore::new(&work_dir),
             work_dir,
@@ -157,6 +168,7 @@ impl Isolator {
             plan_gate: tokio::sync::RwLock::new(()),
             policy: PreparePolicy::default(),
             busy: Mutex::new(BTreeSet::new()),
+            family: Mutex::new(()),
             hook: None,
         }
     }
@@ -182,6 +194,23 @@ impl Isolator {
     /// is then on disk for [`Isolator::users_of`] to see) or after it.
     pub async fn hold_prepares(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.plan_gate.write().await
+    }
+
+    /// Reads `REFERENCE` secrets of `SECRET` volumes from `dir` (`--secret-dir`): one file
+    /// per secret name (`<dir>/<name>`, or `<dir>/<name>/<key>` for a reference with a key).
+    /// Without it, only `VALUE` secrets can be used.
+    #[must_use]
+    pub fn with_secret_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.backends.secret_dir = dir;
+        self
+    }
+
+    /// Gives `PARENT` sandbox paths a gid each from `gids` (`--volume-gid-range`): the
+    /// directory gets that group and mode `2770` when a task of the pod first uses it.
+    #[must_use]
+    pub fn with_parent_gids(mut self, gids: Option<Arc<dyn sources::ParentGids>>) -> Self {
+        self.backends.parent_gids = gids;
+        self
     }
 
     /// Adds Docker volume-driver volumes (`DOCKER_VOLUME`, `DVDI_VOLUME_*`).

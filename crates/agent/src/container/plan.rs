@@ -2,10 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::PoisonError;
+
 use super::Isolator;
 use super::config::ContainerConfig;
-use super::error::{Result, cfg_err, vol_err};
-use super::sources::{self, PlanCx, Planned};
+use super::error::{ContainerError, Result, cfg_err, vol_err};
+use super::record::RecordState;
+use super::sources::{self, ParentPlan, PlanCx, Planned, Source};
 
 fn depth(p: &Path) -> usize {
     p.components().count()
@@ -18,8 +21,8 @@ impl Isolator {
     /// container paths refused.
     ///
     /// # Errors
-    /// [`ContainerError::Config`](super::ContainerError::Config) /
-    /// [`ContainerError::Volume`](super::ContainerError::Volume) naming the volume.
+    /// [`ContainerError::Config`] /
+    /// [`ContainerError::Volume`] naming the volume.
     pub fn plan(&self, cfg: &ContainerConfig) -> Result<Vec<Planned>> {
         Ok(self.plan_admitted(cfg)?.1)
     }
@@ -85,11 +88,69 @@ impl Isolator {
         Ok((cfg, plan))
     }
 
+    /// The parent of a nested container with `PARENT` sandbox paths, from the parent's own
+    /// record: it must be prepared on this agent (not preparing, not cleaning up), and a
+    /// sandbox the config names for it must be the one it was prepared with. `None` when
+    /// no volume needs the parent.
+    ///
+    /// # Errors
+    /// [`ContainerError::ParentNotReady`], [`ContainerError::Config`] (another sandbox).
+    pub(crate) fn admit_parent(&self, cfg: &ContainerConfig) -> Result<Option<ParentPlan>> {
+        let Some(parent) = &cfg.parent else {
+            return Ok(None);
+        };
+        if !cfg.volumes.iter().any(sources::is_parent) {
+            return Ok(None);
+        }
+        let not_ready = |reason: &str| ContainerError::ParentNotReady {
+            container: cfg.container_id.clone(),
+            parent: parent.container_id.clone(),
+            reason: reason.to_owned(),
+        };
+        let rec = self
+            .records
+            .load(&parent.container_id)?
+            .ok_or_else(|| not_ready("not prepared on this agent (prepare the parent first)"))?;
+        if rec.state != RecordState::Preparing {
+            return Err(not_ready("cleaning up"));
+        }
+        if self
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&parent.container_id)
+        {
+            return Err(not_ready("still preparing"));
+        }
+        if let Some(given) = &parent.sandbox {
+            let real = std::fs::canonicalize(given).map_err(|e| {
+                cfg_err(format!(
+                    "parent.sandbox {}: cannot resolve: {e}",
+                    given.display()
+                ))
+            })?;
+            if real != rec.sandbox {
+                return Err(cfg_err(format!(
+                    "parent.sandbox {} is not the sandbox {} parent container {} was prepared with",
+                    real.display(),
+                    rec.sandbox.display(),
+                    parent.container_id
+                )));
+            }
+        }
+        Ok(Some(ParentPlan {
+            container_id: parent.container_id.clone(),
+            sandbox: rec.sandbox,
+        }))
+    }
+
     fn plan_checked(&self, cfg: &ContainerConfig) -> Result<Vec<Planned>> {
+        let parent = self.admit_parent(cfg)?;
         let cx = PlanCx {
             cfg,
             backends: &self.backends,
             policy: &self.policy,
+            parent: parent.as_ref(),
         };
         let id = cx.id();
         let mut plan = Vec::new();
@@ -110,13 +171,24 @@ impl Isolator {
             ));
         }
         sources::check_unique(id, &plan)?;
-        // Who the task runs as: the sandbox's owner (Mesos gives fresh volumes to that user).
-        let owner = std::fs::metadata(&cfg.sandbox).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt as _;
-            (m.uid(), m.gid())
-        });
+        sources::secret::check_total(id, &plan)?;
+        // Who the task runs as: the sandbox's owner (Mesos gives fresh volumes to that user;
+        // a fresh directory of a PARENT sandbox path to the parent sandbox's owner).
+        let owner_of = |dir: &Path| {
+            std::fs::metadata(dir).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt as _;
+                (m.uid(), m.gid())
+            })
+        };
+        let owner = owner_of(&cfg.sandbox);
+        let parent_owner = parent.as_ref().and_then(|p| owner_of(&p.sandbox));
         for p in &mut plan {
-            p.sandbox_owner = owner;
+            p.sandbox_owner = match &p.entry.source {
+                Source::SandboxPath {
+                    parent: Some(_), ..
+                } => parent_owner,
+                _ => owner,
+            };
         }
         // Parents first, so nested paths are mounted on top of (inside) their parents.
         plan.sort_by(|a, b| {

@@ -65,7 +65,7 @@ impl Isolator {
         gate: tokio::sync::RwLockReadGuard<'_, ()>,
     ) -> Result<Vec<Prepared>> {
         let id = rec.container_id.as_str();
-        self.records.save(rec)?;
+        self.save_intent(rec)?;
         drop(gate);
         self.hook(HookPoint::intent(&[id], "preparing"));
         let mut done = Vec::with_capacity(plan.len());
@@ -94,6 +94,51 @@ impl Isolator {
         Ok(done)
     }
 
+    /// Writes the `preparing` record; for a nested container with `PARENT` sandbox paths,
+    /// under the family lock, after checking again that its parent is prepared with the
+    /// sandbox planned (a parent's cleanup holds the same lock while it looks for nested
+    /// containers and marks itself `cleaning`).
+    fn save_intent(&self, rec: &ContainerRecord) -> Result<()> {
+        let Some(parent) = rec.parent() else {
+            return self.records.save(rec);
+        };
+        let _family = self.family.lock().unwrap_or_else(PoisonError::into_inner);
+        let not_ready = |reason: &str| ContainerError::ParentNotReady {
+            container: rec.container_id.clone(),
+            parent: parent.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let planned = rec.volumes.iter().find_map(|v| match &v.source {
+            super::sources::Source::SandboxPath {
+                sandbox,
+                parent: Some(_),
+                ..
+            } => Some(sandbox),
+            _ => None,
+        });
+        match self.records.load(parent)? {
+            None => {
+                return Err(not_ready(
+                    "not prepared on this agent (prepare the parent first)",
+                ));
+            }
+            Some(p) if p.state != RecordState::Preparing => return Err(not_ready("cleaning up")),
+            Some(p) if Some(&p.sandbox) != planned => {
+                return Err(not_ready("prepared again with another sandbox"));
+            }
+            Some(_) => {}
+        }
+        if self
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(parent)
+        {
+            return Err(not_ready("still preparing"));
+        }
+        self.records.save(rec)
+    }
+
     async fn prepare_one(
         &self,
         id: &str,
@@ -108,6 +153,7 @@ impl Isolator {
                 id,
                 planned: p,
                 roots: &mut *roots,
+                mounter: self.mounter.as_ref(),
             })
             .await?;
         self.hook(HookPoint::step(&[id], "source", index));

@@ -5,14 +5,16 @@
 //! [`RecordStore`] (load, save, remove, list, quarantine, sweep), so the store can be swapped
 //! without touching the lifecycle code.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use berth_mount::store::{KeyGuard, Layout, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::config::check_id;
 use super::error::{ContainerError, Result, io_err};
-use super::sources::VolumeEntry;
+use super::sources::{Source, VolumeEntry};
 
 /// The record schema version.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -50,6 +52,20 @@ pub struct ContainerRecord {
 
 pub use berth_mount::hook::{Hook, HookPoint, Phase};
 
+impl ContainerRecord {
+    /// The parent container whose sandbox this container binds from (`PARENT` sandbox
+    /// paths), if any.
+    #[must_use]
+    pub fn parent(&self) -> Option<&str> {
+        self.volumes.iter().find_map(|v| match &v.source {
+            Source::SandboxPath {
+                parent: Some(p), ..
+            } => Some(p.as_str()),
+            _ => None,
+        })
+    }
+}
+
 impl berth_mount::store::Record for ContainerRecord {
     fn check(&self, key: &[&str]) -> std::result::Result<(), String> {
         if self.schema_version != SCHEMA_VERSION || key != [self.container_id.as_str()] {
@@ -71,6 +87,10 @@ impl berth_mount::store::Record for ContainerRecord {
 pub(crate) struct RecordStore {
     store: berth_mount::store::RecordStore<ContainerRecord>,
     quarantine_dir: PathBuf,
+    /// Nested container → its parent, for every record with a `PARENT` sandbox path: built
+    /// from the records at its first use, then kept in step by `save`, `remove` and
+    /// `quarantine` (the records stay the truth; this spares a cleanup reading them all).
+    family: Mutex<Option<BTreeMap<String, String>>>,
 }
 
 fn store_err(id: &str, e: StoreError) -> ContainerError {
@@ -99,7 +119,38 @@ impl RecordStore {
             )
             .unsynced_removal(),
             quarantine_dir: work_dir.join("containers-quarantine"),
+            family: Mutex::new(None),
         }
+    }
+
+    fn family(&self) -> std::sync::MutexGuard<'_, Option<BTreeMap<String, String>>> {
+        self.family.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The nested containers whose records hold `PARENT` sandbox paths in `parent`'s sandbox,
+    /// sorted. A record that cannot be read is not counted (recovery quarantines it).
+    pub(crate) fn children_of(&self, parent: &str) -> Result<Vec<String>> {
+        let mut family = self.family();
+        if family.is_none() {
+            let mut map = BTreeMap::new();
+            for id in self.ids()? {
+                if let Ok(Some(rec)) = self.load(&id)
+                    && let Some(p) = rec.parent()
+                {
+                    map.insert(id, p.to_owned());
+                }
+            }
+            *family = Some(map);
+        }
+        Ok(family
+            .as_ref()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, p)| p.as_str() == parent)
+                    .map(|(c, _)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// How many fsync'd record writes this store made.
@@ -139,12 +190,25 @@ impl RecordStore {
     /// Writes a record durably (atomic replace, fsync'd).
     pub(crate) fn save(&self, rec: &ContainerRecord) -> Result<()> {
         let id = rec.container_id.as_str();
-        self.store.persist(&[id], rec).map_err(|e| store_err(id, e))
+        self.store
+            .persist(&[id], rec)
+            .map_err(|e| store_err(id, e))?;
+        if let Some(map) = self.family().as_mut() {
+            match rec.parent() {
+                Some(p) => map.insert(id.to_owned(), p.to_owned()),
+                None => map.remove(id),
+            };
+        }
+        Ok(())
     }
 
     /// Removes a record once everything it describes is undone (unlink not fsync'd).
     pub(crate) fn remove(&self, id: &str) -> Result<()> {
-        self.store.remove(&[id]).map_err(|e| store_err(id, e))
+        self.store.remove(&[id]).map_err(|e| store_err(id, e))?;
+        if let Some(map) = self.family().as_mut() {
+            map.remove(id);
+        }
+        Ok(())
     }
 
     /// Removes the temp files of record writes a crash interrupted.
@@ -204,6 +268,9 @@ impl RecordStore {
 
     /// Moves a corrupt record aside, to `<work_dir>/containers-quarantine/<id>.<seconds>`.
     pub(crate) fn quarantine(&self, name: &str) {
+        if let Some(map) = self.family().as_mut() {
+            map.remove(name);
+        }
         match self.store.quarantine(&[name], &self.quarantine_dir) {
             Ok(to) => {
                 tracing::warn!(container = name, to = %to.display(), "corrupt container record quarantined");

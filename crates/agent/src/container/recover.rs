@@ -18,6 +18,11 @@ pub struct RecoveryReport {
     pub orphans_kept: Vec<String>,
     /// Containers whose volumes were torn down (dead, interrupted prepare, interrupted cleanup).
     pub cleaned: Vec<String>,
+    /// Dead containers kept because live nested containers still bind from their sandbox
+    /// (`PARENT` sandbox paths); cleaned up once those are.
+    pub kept_for_children: Vec<String>,
+    /// Secrets tmpfs mounts of containers without a record or quarantine, taken down.
+    pub secrets_swept: Vec<String>,
     /// Records quarantined by this recovery (moved to `<work_dir>/containers-quarantine/`).
     pub quarantined: Vec<String>,
     /// Containers quarantined earlier: everything they hold (binds, CSI publications, Docker
@@ -56,8 +61,37 @@ impl Isolator {
                 source: Box::new(source),
             })?;
         let mut remaining: BTreeSet<String> = BTreeSet::new();
-        for name in names {
-            let rec = match self.records.load(&name) {
+        // Nested containers before their parents, so a dead pod's tasks are cleaned up
+        // before the pod's own cleanup looks for them.
+        let mut loaded: Vec<(String, Result<Option<super::ContainerRecord>>)> = names
+            .into_iter()
+            .map(|n| {
+                let r = self.records.load(&n);
+                (n, r)
+            })
+            .collect();
+        let parents: std::collections::HashMap<String, String> = loaded
+            .iter()
+            .filter_map(|(n, r)| {
+                let p = r.as_ref().ok()?.as_ref()?.parent()?;
+                Some((n.clone(), p.to_owned()))
+            })
+            .collect();
+        let depth = |n: &str| {
+            let mut d = 0usize;
+            let mut at = n;
+            while let Some(p) = parents.get(at) {
+                d += 1;
+                at = p;
+                if d > parents.len() {
+                    break;
+                }
+            }
+            d
+        };
+        loaded.sort_by_cached_key(|(n, _)| std::cmp::Reverse(depth(n)));
+        for (name, loaded) in loaded {
+            let rec = match loaded {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(e) => {
@@ -98,6 +132,11 @@ impl Isolator {
             let mut rec = rec;
             match self.cleanup_locked(&mut rec).await {
                 Ok(()) => report.cleaned.push(name),
+                Err(ContainerError::HasChildren { children, .. }) => {
+                    tracing::warn!(container = %name, children = ?children, "dead container kept: live nested containers bind from its sandbox");
+                    report.kept_for_children.push(name.clone());
+                    remaining.insert(name);
+                }
                 Err(e) => {
                     remaining.insert(name);
                     report.errors.push(e);
@@ -114,7 +153,37 @@ impl Isolator {
         report.csi_records += self
             .release_consumers_but(&remaining, &mut report.errors)
             .await;
+        self.sweep_secrets(&remaining, &mut report);
         Ok(report)
+    }
+
+    /// Takes down every secrets tmpfs (`<work_dir>/containers-secrets/<id>`) whose container
+    /// has neither a record nor a quarantine (in `remaining`): its secrets are no one's.
+    fn sweep_secrets(&self, remaining: &BTreeSet<String>, report: &mut RecoveryReport) {
+        let root = super::sources::secret::secrets_root(&self.work_dir);
+        let rd = match std::fs::read_dir(&root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                report
+                    .errors
+                    .push(super::error::io_err("", "list secrets dir", &root)(e));
+                return;
+            }
+        };
+        for entry in rd.flatten() {
+            let Ok(id) = entry.file_name().into_string() else {
+                continue;
+            };
+            if remaining.contains(&id) || super::config::check_id(&id).is_err() {
+                continue;
+            }
+            let dir = entry.path();
+            match super::sources::secret::remove_tmpfs(self.mounter.as_ref(), &id, &dir) {
+                Ok(()) => report.secrets_swept.push(id),
+                Err(e) => report.errors.push(e),
+            }
+        }
     }
 
     /// Every container that may hold a CSI or Docker consumer: those with a record (readable

@@ -25,6 +25,13 @@ pub struct ContainerStatus {
     pub volumes: Vec<VolumeStatus>,
     /// Why the last teardown attempt failed, if it did.
     pub last_error: Option<String>,
+    /// The parent container whose sandbox it binds from (`PARENT` sandbox paths); not in
+    /// the JSON when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The nested containers binding from its sandbox; not in the JSON when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 /// One volume in [`ContainerStatus`].
@@ -92,6 +99,15 @@ impl Isolator {
                 }
             }
         }
+        let mut children_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for rec in &records {
+            if let Some(p) = rec.parent() {
+                children_of
+                    .entry(p)
+                    .or_default()
+                    .push(rec.container_id.clone());
+            }
+        }
         let mut out = Vec::new();
         for rec in &records {
             let state = match rec.state {
@@ -128,11 +144,17 @@ impl Isolator {
                     }
                 })
                 .collect();
+            let children = children_of
+                .get(rec.container_id.as_str())
+                .cloned()
+                .unwrap_or_default();
             out.push(ContainerStatus {
                 container_id: rec.container_id.clone(),
                 state,
                 volumes,
                 last_error: rec.last_error.clone(),
+                parent: rec.parent().map(str::to_owned),
+                children,
             });
         }
         // Quarantined containers: their volumes are unknown, everything they hold is kept.
@@ -148,6 +170,8 @@ impl Isolator {
                     "record corrupt, quarantined at {}; its mounts and plugin consumers are kept until `berth-isolator cleanup --container-id {id} --force`",
                     file.display()
                 )),
+                parent: None,
+                children: Vec::new(),
             });
         }
         Ok(out)

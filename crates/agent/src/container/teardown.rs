@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 
 use berth_mount::path::ResolveMode;
 use berth_mount::path::Resolver;
@@ -155,6 +156,17 @@ impl Isolator {
             }
             self.hook(HookPoint::step(&[id], "released", index));
         }
+        // 4. The secrets tmpfs, once no bind of a secret is left: the secrets go with it.
+        if rec.volumes.iter().any(sources::secret::is_secret)
+            && !failed
+                .iter()
+                .any(|i| rec.volumes.get(*i).is_some_and(sources::secret::is_secret))
+        {
+            let dir = sources::secret::dir_of(&self.work_dir, id);
+            if let Err(e) = sources::secret::remove_tmpfs(self.mounter.as_ref(), id, &dir) {
+                first.get_or_insert(e);
+            }
+        }
         first.map_or(Ok(()), Err)
     }
 
@@ -281,9 +293,21 @@ impl Isolator {
     }
 
     pub(crate) async fn cleanup_locked(&self, rec: &mut ContainerRecord) -> Result<()> {
-        if rec.state != RecordState::Cleaning {
-            rec.state = RecordState::Cleaning;
-            self.records.save(rec)?;
+        {
+            // Under the family lock: no nested container's prepare passes between the check
+            // and the `cleaning` record (after which it finds the parent cleaning up).
+            let _family = self.family.lock().unwrap_or_else(PoisonError::into_inner);
+            let children = self.children_holding(rec)?;
+            if !children.is_empty() {
+                return Err(ContainerError::HasChildren {
+                    container: rec.container_id.clone(),
+                    children,
+                });
+            }
+            if rec.state != RecordState::Cleaning {
+                rec.state = RecordState::Cleaning;
+                self.records.save(rec)?;
+            }
         }
         self.hook(HookPoint::intent(&[&rec.container_id], "cleaning"));
         if let Err(e) = self.teardown(rec).await {
@@ -294,6 +318,34 @@ impl Isolator {
             return Err(e);
         }
         self.records.remove(&rec.container_id)
+    }
+}
+
+impl Isolator {
+    /// The nested containers whose records hold `PARENT` sandbox paths in `rec`'s sandbox;
+    /// and, while a quarantined record (whose volumes are unknown) exists, every mount the
+    /// mount table shows of something in that sandbox outside the container's own sandbox
+    /// and rootfs (`mount at <path>`): fail closed.
+    fn children_holding(&self, rec: &ContainerRecord) -> Result<Vec<String>> {
+        let mut out = self.records.children_of(&rec.container_id)?;
+        if out.is_empty()
+            && !self.records.quarantined().is_empty()
+            && let Ok(table) = self.mounter.mount_table()
+            && let Some((major, minor, root)) = signature(&table, &rec.sandbox)
+        {
+            for e in table.iter() {
+                let mp = e.mount_point();
+                if e.major() == major
+                    && e.minor() == minor
+                    && e.root().starts_with(&root)
+                    && !mp.starts_with(&rec.sandbox)
+                    && !rec.rootfs.as_deref().is_some_and(|r| mp.starts_with(r))
+                {
+                    out.push(format!("mount at {}", mp.display()));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

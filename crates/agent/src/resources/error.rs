@@ -35,6 +35,8 @@ pub enum Step {
     Canonicalize,
     /// Writing or updating a leftover record (`meta/resources/leftovers`).
     WriteRecord,
+    /// Giving a shared volume's directory its gid and mode (`fchown`, `fchmod`).
+    Chown,
 }
 
 /// Why a change of the agent's resources or volume directories failed.
@@ -227,6 +229,16 @@ pub enum ResourcesError {
         #[source]
         source: berth_mount::MountError,
     },
+    /// Every gid of `--volume-gid-range` is given to a live shared volume.
+    #[error("no free volume gid in {begin}-{end} for the shared volume at {}", .path.display())]
+    GidsExhausted {
+        /// The volume that needs one.
+        path: PathBuf,
+        /// The range's first gid.
+        begin: u32,
+        /// The range's last gid.
+        end: u32,
+    },
     /// A volume's project quota could not be given, changed, checked or released.
     #[error("persistent volume at {path}: {source}")]
     Quota {
@@ -282,6 +294,7 @@ impl ResourcesError {
                 ..
             }
             | Self::MountedInside { .. }
+            | Self::GidsExhausted { .. }
             | Self::RecoveryRequired { .. }
             | Self::Locked { .. } => ErrorCode::FailedPrecondition,
             Self::Io { .. }

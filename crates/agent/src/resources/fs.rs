@@ -132,6 +132,30 @@ pub(crate) fn create_volume_dir(dir: &VolumeDir) -> Result<bool> {
     Ok(walk(root, &dir.root, &rel, true)?.is_some_and(|(_, created)| created))
 }
 
+/// Gives the volume directory `dir` the group `gid` and mode `2770` (group rwx, setgid), without
+/// following a symlink anywhere below the root; the owner is kept.
+pub(crate) fn set_volume_group(dir: &VolumeDir, gid: u32) -> Result<()> {
+    let rel = dir.relative();
+    let fd = if rel.is_empty() {
+        open_trusted(&dir.root)?
+    } else {
+        let root = open_trusted(&dir.root)?;
+        walk(root, &dir.root, &rel, false)?
+            .map(|(fd, _)| fd)
+            .ok_or_else(|| {
+                io(
+                    Step::OpenDir,
+                    &dir.path,
+                    std::io::ErrorKind::NotFound.into(),
+                )
+            })?
+    };
+    nix::unistd::fchown(&fd, None, Some(nix::unistd::Gid::from_raw(gid)))
+        .map_err(|e| errno(Step::Chown, &dir.path, e))?;
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o2770))
+        .map_err(|e| errno(Step::Chown, &dir.path, e))
+}
+
 /// Refuses, before anything is written, a volume path whose existing components below the
 /// root include a symlink or a non-directory.
 pub(crate) fn check_creatable(dir: &VolumeDir) -> Result<()> {

@@ -11,9 +11,14 @@
 //!   filesystem's).
 //! - **Project ids** come from `--project-ids BEGIN-END` (Mesos's `--xfs_project_range`, same
 //!   default `[5000-10000]`), the lowest free one first; two live volumes never share one.
-//! - **Write-ahead.** A volume's id and limit are written (fsync'd, atomically) to
-//!   `meta/resources/projects.json` *before* the directory is tagged or the limit set; a crash
-//!   in between leaves a recorded id that [`VolumeQuotas::reconcile`] finishes or releases.
+//! - **Write-ahead.** A new volume's id and limit, and a resized volume's new limit, are
+//!   written into the change's target checkpoint (`resources.target.json`, fsync'd, the one
+//!   intent of the change) *before* the directory is tagged or the limit set, and the
+//!   committed checkpoint keeps them; [`VolumeQuotas::adopt`] takes them back after a
+//!   restart, and a crash in between leaves a recorded id that [`VolumeQuotas::reconcile`]
+//!   finishes or releases. `meta/resources/projects.json` (fsync'd, atomically) records what
+//!   is no live volume's: sandboxes' ids and the ids kept by a destroyed volume's leftovers,
+//!   and every release.
 //!   An id is released only when the volume's data is gone, so a new volume never inherits
 //!   the bytes of an old one still being removed.
 //! - **Limits.** Hard limit = the volume's size; `--quota-headroom BYTES` adds a soft limit
@@ -108,21 +113,31 @@ impl Default for ProjectRange {
 impl FromStr for ProjectRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let inner = s
-            .trim()
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(s.trim());
-        let (b, e) = inner
-            .split_once('-')
-            .ok_or_else(|| format!("project ids: expected BEGIN-END, got {s:?}"))?;
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| format!("project ids {s:?}: {e}"))
-        };
-        Self::new(num(b)?, num(e)?)
+        let (begin, end) = parse_id_range(s, "project ids")?;
+        Self::new(begin, end)
     }
+}
+
+/// `BEGIN-END` or Mesos's `[BEGIN-END]` (`--project-ids`, `--volume-gid-range`): the two
+/// numbers, unchecked; `what` names the flag in errors.
+///
+/// # Errors
+/// Not two numbers joined by `-`.
+pub(crate) fn parse_id_range(s: &str, what: &str) -> Result<(u32, u32), String> {
+    let inner = s
+        .trim()
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(s.trim());
+    let (b, e) = inner
+        .split_once('-')
+        .ok_or_else(|| format!("{what}: expected BEGIN-END, got {s:?}"))?;
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{what} {s:?}: {e}"))
+    };
+    Ok((num(b)?, num(e)?))
 }
 
 /// How project quotas are used (the agent's flags).
@@ -226,6 +241,11 @@ pub struct ReconcileReport {
     /// Ids found on volume directories that the record does not give them, cleared.
     pub cleared: Vec<(PathBuf, u32)>,
 }
+
+/// The record as it was before [`VolumeQuotas::reserve`] (for [`VolumeQuotas::restore`]).
+#[derive(Debug)]
+#[must_use]
+pub struct Reserved(BTreeMap<PathBuf, Assigned>);
 
 /// The project quotas of one agent's persistent volumes.
 pub struct VolumeQuotas {
@@ -377,25 +397,23 @@ impl VolumeQuotas {
         })
     }
 
-    /// Records, in one write, the ids and limits a change is about to give: `creates` (new
-    /// volume directories with the directory their filesystem is judged by) and `resizes`
-    /// (volumes keeping their directory, with a new size). The record is written to a temp
-    /// file, fsync'd and renamed over the old one; the directory entry is made durable by
-    /// the caller's next fsync of the same directory (the change's target checkpoint lives
-    /// there and is written right after), so the record costs one fsync, not two, and is
-    /// still durable before any directory is tagged or limit set. [`limit`](Self::limit)
-    /// then finds every entry in place and writes nothing.
+    /// Takes, in memory, the ids and limits a change is about to give: `creates` (new volume
+    /// directories with the directory their filesystem is judged by) and `resizes` (volumes
+    /// keeping their directory, with a new size). Nothing is written here: the caller writes
+    /// them into the change's target checkpoint ([`live_volumes`](Self::live_volumes)), the
+    /// one fsync'd intent of the change, before any directory is tagged or limit set; a
+    /// restart takes them back from there ([`adopt`](Self::adopt)). [`limit`](Self::limit)
+    /// then finds every entry in place and writes nothing. Returns the record as it was, for
+    /// [`restore`](Self::restore) when the target cannot be written.
     ///
     /// # Errors
-    /// [`QuotaFailure::Unsupported`], [`QuotaFailure::Exhausted`] (nothing recorded), the
-    /// record.
+    /// [`QuotaFailure::Unsupported`], [`QuotaFailure::Exhausted`] (nothing taken).
     pub fn reserve(
         &mut self,
         creates: &[(PathBuf, PathBuf, u64)],
         resizes: &[(PathBuf, u64)],
-    ) -> Result<(), QuotaFailure> {
+    ) -> Result<Reserved, QuotaFailure> {
         let before = self.record.volumes.clone();
-        let mut changed = false;
         let mut run = || -> Result<(), QuotaFailure> {
             for (dir, root, size) in creates {
                 if self.record.volumes.contains_key(dir)
@@ -412,53 +430,81 @@ impl VolumeQuotas {
                         container: None,
                     },
                 );
-                changed = true;
             }
             for (dir, size) in resizes {
-                if let Some(a) = self.record.volumes.get_mut(dir)
-                    && a.hard_bytes != *size
-                {
+                if let Some(a) = self.record.volumes.get_mut(dir) {
                     a.hard_bytes = *size;
-                    changed = true;
                 }
-            }
-            if changed {
-                self.persist_file_only()?;
             }
             Ok(())
         };
-        let out = run();
-        if out.is_err() {
-            self.record.volumes = before;
+        match run() {
+            Ok(()) => Ok(Reserved(before)),
+            Err(e) => {
+                self.record.volumes = before;
+                Err(e)
+            }
         }
-        out
     }
 
-    fn persist_file_only(&self) -> Result<(), QuotaFailure> {
-        use std::io::Write as _;
-        let bytes = serde_json::to_vec_pretty(&self.record).map_err(|e| QuotaFailure::Corrupt {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let record = |step, source| QuotaFailure::Record {
-            step,
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        // The resources' own temp prefix: an interrupted write is swept by their recovery.
-        let tmp = dir.join(format!(".resources.tmp.projects.{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| record("creating a temp file for", e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| record("writing", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| record("renaming", e))?;
-        Ok(())
+    /// Puts the record back as it was before a [`reserve`](Self::reserve) whose change was
+    /// not written.
+    pub fn restore(&mut self, before: Reserved) {
+        self.record.volumes = before.0;
+    }
+
+    /// The recorded quotas of the volumes in `dirs` (a checkpointed set's volume directories),
+    /// for the checkpoint of that set.
+    #[must_use]
+    pub fn live_volumes<'a>(
+        &self,
+        dirs: impl IntoIterator<Item = &'a PathBuf>,
+    ) -> BTreeMap<PathBuf, Assigned> {
+        dirs.into_iter()
+            .filter_map(|d| {
+                let a = self.record.volumes.get(d)?;
+                a.container.is_none().then(|| (d.clone(), a.clone()))
+            })
+            .collect()
+    }
+
+    /// Takes the volumes' quotas a checkpoint holds (the committed one, then a pending
+    /// target's) into the record. The checkpoint is where a new volume's id and every new
+    /// limit are written ahead of their use, so its limit wins, and its id for a volume the
+    /// record does not know; a volume the record knows keeps the record's id (only a
+    /// reconciliation, which writes `projects.json` ahead, gives a live volume another id).
+    /// An id the record gives to something else (a sandbox, a leftover) is never given
+    /// twice: such an entry is left out and returned, and reconciliation gives the volume a
+    /// fresh id. Writes the record when it changed.
+    ///
+    /// # Errors
+    /// The record.
+    pub fn adopt(
+        &mut self,
+        from_checkpoint: &BTreeMap<PathBuf, Assigned>,
+    ) -> Result<Vec<(PathBuf, u32)>, QuotaFailure> {
+        let mut refused = Vec::new();
+        let mut changed = false;
+        for (dir, a) in from_checkpoint {
+            if let Some(known) = self.record.volumes.get_mut(dir) {
+                if known.hard_bytes != a.hard_bytes {
+                    known.hard_bytes = a.hard_bytes;
+                    changed = true;
+                }
+                continue;
+            }
+            let taken = self.record.volumes.values().any(|o| o.project == a.project);
+            if taken || a.container.is_some() || !self.config.range.contains(a.project) {
+                refused.push((dir.clone(), a.project));
+                continue;
+            }
+            self.record.volumes.insert(dir.clone(), a.clone());
+            changed = true;
+        }
+        if changed {
+            self.persist()?;
+        }
+        Ok(refused)
     }
 
     fn free_id(&self) -> Result<u32, QuotaFailure> {
@@ -804,6 +850,51 @@ mod tests {
         assert!(
             q.assigned(Path::new("/v/e")).is_none(),
             "nothing recorded on failure"
+        );
+    }
+
+    #[test]
+    fn adopt_takes_new_ids_and_limits_from_the_checkpoint_but_never_shares_an_id() {
+        let meta = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeQuotas::new(Support::Enforced));
+        let mut q = open(meta.path(), &fake, cfg(DiskIsolation::Auto));
+        let (a, b, c, d) = (
+            PathBuf::from("/v/a"),
+            PathBuf::from("/v/b"),
+            PathBuf::from("/v/c"),
+            PathBuf::from("/v/d"),
+        );
+        assert_eq!(q.limit(&a, 1000).unwrap(), Some(7));
+        let entry = |project, hard_bytes| Assigned {
+            project,
+            hard_bytes,
+            container: None,
+        };
+        let checkpoint = BTreeMap::from([
+            // Known: the record's id stays, the checkpoint's (newer) limit is taken.
+            (a.clone(), entry(9, 4000)),
+            // New: taken as written ahead.
+            (b.clone(), entry(8, 2000)),
+            // Id 7 is a's: refused, never shared.
+            (c.clone(), entry(7, 10)),
+            // Outside the range: refused.
+            (d.clone(), entry(70, 10)),
+        ]);
+        let refused = q.adopt(&checkpoint).unwrap();
+        assert_eq!(refused, vec![(c.clone(), 7), (d.clone(), 70)]);
+        assert_eq!(q.assigned(&a).unwrap(), entry(7, 4000));
+        assert_eq!(q.assigned(&b).unwrap(), entry(8, 2000));
+        assert!(q.assigned(&c).is_none() && q.assigned(&d).is_none());
+        // Written: a reopened record has them.
+        let again = open(meta.path(), &fake, cfg(DiskIsolation::Auto));
+        assert_eq!(again.assigned(&b).unwrap(), entry(8, 2000));
+        // Nothing new: nothing refused, nothing changed.
+        let mut again = again;
+        assert!(
+            again
+                .adopt(&BTreeMap::from([(b.clone(), entry(8, 2000))]))
+                .unwrap()
+                .is_empty()
         );
     }
 

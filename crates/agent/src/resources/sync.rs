@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use super::error::{self, ResourcesError, Result, Step};
 use super::layout::{self, VolumeDir};
+use super::quota::Assigned;
 use super::{VolumeUsers, fs};
 
 /// The volumes of a set, by directory.
@@ -29,6 +30,17 @@ pub(super) fn volume_dirs(
         out.insert(dir.path.clone(), dir);
     }
     Ok(out)
+}
+
+/// The directories of a set's shared volumes.
+pub(super) fn shared_dirs(
+    work_dir: &Path,
+    set: &Resources,
+) -> Result<std::collections::BTreeSet<PathBuf>> {
+    set.iter()
+        .filter(|r| r.is_persistent_volume() && r.shared)
+        .map(|r| Ok(layout::volume_dir(work_dir, r)?.path))
+        .collect()
 }
 
 /// The sizes of a set's volumes on ROOT and PATH disks (the ones a project quota can
@@ -121,7 +133,37 @@ impl Plan {
     }
 }
 
-pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
+/// A checkpoint file: the set, and (with project quotas) its volumes' ids and limits.
+#[derive(Debug, Default)]
+pub(super) struct CheckpointFile {
+    pub(super) resources: Resources,
+    pub(super) projects: BTreeMap<PathBuf, Assigned>,
+    pub(super) gids: BTreeMap<PathBuf, u32>,
+}
+
+/// What a checkpoint file records besides the set: the volumes' project quotas and gids.
+#[derive(Debug, Default)]
+pub(super) struct VolumeExtras {
+    pub(super) projects: BTreeMap<PathBuf, Assigned>,
+    pub(super) gids: BTreeMap<PathBuf, u32>,
+}
+
+/// The object form of a checkpoint file with project quotas (without them the file is the
+/// plain Mesos JSON array).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithProjects {
+    resources: Json,
+    #[serde(default)]
+    projects: BTreeMap<PathBuf, Assigned>,
+    #[serde(default)]
+    gids: BTreeMap<PathBuf, u32>,
+}
+
+/// Reads a checkpoint file (`None` when absent): a Mesos JSON array of resources, or
+/// `{"resources": [...], "projects": {dir: {"project", "hard_bytes"}}, "gids": {dir: gid}}`
+/// (either map may be absent).
+pub(super) fn read_checkpoint_file(path: &Path) -> Result<Option<CheckpointFile>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -132,17 +174,67 @@ pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
         reason,
     };
     let json: Json = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let (json, projects, gids) = if json.is_object() {
+        let w: WithProjects = serde_json::from_value(json).map_err(|e| corrupt(e.to_string()))?;
+        (w.resources, w.projects, w.gids)
+    } else {
+        (json, BTreeMap::new(), BTreeMap::new())
+    };
+    if let Some((dir, gid)) = gids.iter().find(|(d, g)| !d.is_absolute() || **g == 0) {
+        return Err(corrupt(format!(
+            "gid {gid} of {}: not a volume's gid",
+            dir.display()
+        )));
+    }
     let set = Resources::from_json(&json).map_err(|e| corrupt(e.to_string()))?;
     if let Some(r) = set.iter().find(|r| !r.needs_checkpointing()) {
         return Err(corrupt(format!(
             "{r} is neither dynamically reserved nor a persistent volume"
         )));
     }
-    Ok(Some(set))
+    if let Some((dir, a)) = projects
+        .iter()
+        .find(|(d, a)| !d.is_absolute() || a.project == 0 || a.container.is_some())
+    {
+        return Err(corrupt(format!(
+            "project {} of {}: not a volume's quota",
+            a.project,
+            dir.display()
+        )));
+    }
+    Ok(Some(CheckpointFile {
+        resources: set,
+        projects,
+        gids,
+    }))
 }
 
-pub(super) fn encode(set: &Resources) -> Result<Vec<u8>> {
-    serde_json::to_vec(&set.to_json()).map_err(|e| ResourcesError::InvalidResources {
+/// [`read_checkpoint_file`]'s set.
+pub(super) fn read_checkpoint(path: &Path) -> Result<Option<Resources>> {
+    Ok(read_checkpoint_file(path)?.map(|c| c.resources))
+}
+
+/// A checkpoint file's bytes: the plain array without extras, else the object form.
+pub(super) fn encode(set: &Resources, extras: &VolumeExtras) -> Result<Vec<u8>> {
+    let invalid = |e: serde_json::Error| ResourcesError::InvalidResources {
         reason: e.to_string(),
-    })
+    };
+    if extras.projects.is_empty() && extras.gids.is_empty() {
+        return serde_json::to_vec(&set.to_json()).map_err(invalid);
+    }
+    let mut object = serde_json::Map::new();
+    object.insert("resources".to_owned(), set.to_json());
+    if !extras.projects.is_empty() {
+        object.insert(
+            "projects".to_owned(),
+            serde_json::to_value(&extras.projects).map_err(invalid)?,
+        );
+    }
+    if !extras.gids.is_empty() {
+        object.insert(
+            "gids".to_owned(),
+            serde_json::to_value(&extras.gids).map_err(invalid)?,
+        );
+    }
+    serde_json::to_vec(&Json::Object(object)).map_err(invalid)
 }

@@ -51,6 +51,15 @@ pub(super) fn plan(
     Ok(planned)
 }
 
+/// Whether a volume asks for block access (the plugin publishes a device node at a file
+/// target, bound as a file at the container path).
+fn is_block(csi: &proto::volume::source::CsiVolume) -> bool {
+    use proto::volume::source::csi_volume::volume_capability::AccessType;
+    csi.static_provisioning
+        .as_ref()
+        .is_some_and(|sp| matches!(sp.volume_capability.access_type, Some(AccessType::Block(_))))
+}
+
 /// The CSI volume kind.
 pub(super) struct Csi;
 
@@ -66,7 +75,12 @@ impl SourceKind for Csi {
                 .publish(csi, cx.id, mode)
                 .await
                 .map_err(|source| csi_err(cx.id, &v.name, source))?;
-            Ok((path, BindOptions::external_volume(v.read_only)))
+            let mut opts = BindOptions::external_volume(v.read_only);
+            if is_block(csi) {
+                // A block volume is a device node: the task must be able to open it.
+                opts.attrs.nodev = false;
+            }
+            Ok((path, opts))
         })
     }
 

@@ -1,12 +1,14 @@
 //! Volume sources, one room per kind: a planner (config → [`Planned`]) and one
 //! [`SourceKind`] (acquire, release, find and share the host source) for each of persistent
-//! volumes, host paths, sandbox paths, CSI volumes and Docker volume-driver volumes.
+//! volumes, host paths, sandbox paths (the container's own or its parent's), secrets, CSI
+//! volumes and Docker volume-driver volumes.
 
 mod csi;
 mod docker;
 mod host_path;
 mod persistent;
-mod sandbox_path;
+pub(crate) mod sandbox_path;
+pub(crate) mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,8 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_csi::CsiPlugins;
-use berth_mount::BindOptions;
 use berth_mount::names::ContainerPath;
+use berth_mount::{BindOptions, Mounter};
 use berth_resources::proto;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,7 @@ use super::error::{Result, vol_err};
 
 pub(crate) use docker::plan_env as plan_docker_env;
 pub(crate) use persistent::plan as plan_persistent;
+pub(crate) use sandbox_path::is_parent;
 
 /// A boxed future, for the object-safe [`DockerVolumes`] and the volume kinds.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -152,12 +155,26 @@ pub enum Source {
         /// The persistence id.
         persistence_id: String,
     },
-    /// `SANDBOX_PATH` (`SELF`): a path inside the container's own sandbox.
+    /// `SANDBOX_PATH`: a path inside the container's own sandbox (`SELF`), or inside its
+    /// parent container's sandbox (`PARENT`: the volume a pod's tasks share).
     SandboxPath {
-        /// The container's sandbox.
+        /// The sandbox the path is in: the container's own, or its parent's.
         sandbox: PathBuf,
         /// The path relative to the sandbox.
         path: PathBuf,
+        /// `PARENT`: the parent container whose sandbox it is (its cleanup is refused while
+        /// this container's record holds the volume).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
+    },
+    /// `SECRET`: a file holding the secret on the container's own tmpfs
+    /// (`<work_dir>/containers-secrets/<id>`, unmounted at cleanup), bound read-only. The
+    /// record names the file only; the value is never recorded.
+    Secret {
+        /// The container's secrets tmpfs.
+        dir: PathBuf,
+        /// The file in it.
+        file: String,
     },
     /// `HOST_PATH`: an existing host path.
     HostPath {
@@ -212,8 +229,11 @@ pub struct Planned {
     pub entry: VolumeEntry,
     pub(crate) csi: Option<proto::volume::source::CsiVolume>,
     pub(crate) docker: Option<berth_dvdi::DockerVolume>,
-    /// The sandbox's owner (uid, gid): the task's user.
+    /// The sandbox's owner (uid, gid): the task's user (for a `PARENT` sandbox path, the
+    /// parent sandbox's owner).
     pub(crate) sandbox_owner: Option<(u32, u32)>,
+    /// A `SECRET` volume's value, resolved at plan time; never recorded nor logged.
+    pub(crate) secret: Option<secret::SecretBytes>,
 }
 
 impl Planned {
@@ -223,6 +243,7 @@ impl Planned {
             csi: None,
             docker: None,
             sandbox_owner: None,
+            secret: None,
         }
     }
 }
@@ -236,6 +257,39 @@ pub(crate) struct Backends {
     pub(crate) csi: Option<Arc<CsiPlugins>>,
     /// Docker volume drivers, when configured.
     pub(crate) docker: Option<Arc<dyn DockerVolumes>>,
+    /// `--secret-dir`: where `REFERENCE` secrets are read, one file per name.
+    pub(crate) secret_dir: Option<PathBuf>,
+    /// The agent's work dir (secrets tmpfs mounts live under it).
+    pub(crate) work_dir: PathBuf,
+    /// `--volume-gid-range`: the gids of `PARENT` sandbox paths.
+    pub(crate) parent_gids: Option<Arc<dyn ParentGids>>,
+}
+
+/// Gives a pod's `PARENT` sandbox path its own gid (`--volume-gid-range`), so the pod's tasks
+/// of different users share it through a supplementary group.
+pub trait ParentGids: Send + Sync {
+    /// The gid of path `path` (relative) in the sandbox of parent container `parent`, given
+    /// (and recorded, fsync'd) now if it has none.
+    ///
+    /// # Errors
+    /// No gid is free, or the record cannot be written.
+    fn gid(&self, parent: &str, path: &Path) -> std::result::Result<u32, String>;
+}
+
+/// The key a `PARENT` sandbox path's gid is recorded under.
+#[must_use]
+pub fn parent_gid_key(parent: &str, path: &Path) -> String {
+    format!("parent/{parent}/{}", path.display())
+}
+
+/// The parent of a nested container, as its record on this agent has it: what `PARENT`
+/// sandbox paths resolve against.
+#[derive(Debug, Clone)]
+pub(crate) struct ParentPlan {
+    /// The parent's id.
+    pub(crate) container_id: String,
+    /// The parent's sandbox (canonical, as admitted when the parent was prepared).
+    pub(crate) sandbox: PathBuf,
 }
 
 /// What a planner sees: the config being planned, the backends and the operator's policy.
@@ -246,6 +300,8 @@ pub(crate) struct PlanCx<'a> {
     pub(crate) backends: &'a Backends,
     /// The operator's limits.
     pub(crate) policy: &'a PreparePolicy,
+    /// The parent container, when a `PARENT` sandbox path needs it.
+    pub(crate) parent: Option<&'a ParentPlan>,
 }
 
 impl PlanCx<'_> {
@@ -316,6 +372,8 @@ pub(crate) struct Acquire<'a> {
     pub(crate) planned: &'a Planned,
     /// The container's roots, opened once for the operation.
     pub(crate) roots: &'a mut Roots,
+    /// The mounter (a secrets tmpfs is mounted through it).
+    pub(crate) mounter: &'a dyn Mounter,
 }
 
 /// One kind of volume source: how its host source is acquired for a container, released
@@ -362,6 +420,7 @@ pub(crate) fn kind(source: &Source) -> &'static dyn SourceKind {
         Source::Persistent { .. } => &persistent::Persistent,
         Source::SandboxPath { .. } => &sandbox_path::SandboxPath,
         Source::HostPath { .. } => &host_path::HostPath,
+        Source::Secret { .. } => &secret::SecretKind,
         Source::Docker { .. } => &docker::Docker,
         Source::Csi { .. } => &csi::Csi,
     }
@@ -378,6 +437,7 @@ pub(crate) fn plan_volume(cx: &PlanCx<'_>, index: usize, v: &proto::Volume) -> R
         (Type::SandboxPath, Some(s)) => sandbox_path::plan(cx, index, v, s),
         (Type::CsiVolume, Some(s)) => csi::plan(cx, index, v, s),
         (Type::DockerVolume, Some(_)) => docker::plan(cx, index, v),
+        (Type::Secret, Some(s)) => secret::plan(cx, index, v, s),
         (t, _) => Err(cx.err(
             &format!("volumes[{index}]"),
             format!("volume source {t:?} is not supported here"),

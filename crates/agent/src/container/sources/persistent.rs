@@ -51,7 +51,8 @@ pub(crate) fn plan(cx: &PlanCx<'_>, r: &proto::Resource) -> Result<Option<Planne
 
 /// Mesos's ownership rule: a volume directory the task could not write — still owned by
 /// root, as berth created it — is given (not recursively) to the sandbox's owner when that
-/// is not root. A volume already owned by some user is left as it is.
+/// is not root. A volume already owned by some user, or shared through a volume gid, is left
+/// as it is.
 pub(super) fn give_to_task(
     id: &str,
     v: &VolumeEntry,
@@ -64,6 +65,11 @@ pub(super) fn give_to_task(
     };
     let meta = std::fs::symlink_metadata(path).map_err(io_err(id, "stat volume", path))?;
     if meta.uid() != 0 || !meta.is_dir() {
+        return Ok(());
+    }
+    // A shared volume with a gid (`--volume-gid-range`: setgid, group-writable) belongs to
+    // every task of its group, not to the first one.
+    if meta.mode() & 0o2000 != 0 && meta.gid() != 0 {
         return Ok(());
     }
     nix::unistd::chown(
