@@ -157,7 +157,8 @@ fn create_volume(c: &mut Criterion, mnt: &Path) {
             let start = std::time::Instant::now();
             ar.apply_operation_json(&op("CREATE", n), &NoUsers).unwrap();
             let t = start.elapsed();
-            ar.apply_operation_json(&op("DESTROY", n), &NoUsers).unwrap();
+            ar.apply_operation_json(&op("DESTROY", n), &NoUsers)
+                .unwrap();
             t
         };
         if i % 2 == 0 {

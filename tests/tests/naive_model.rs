@@ -5,7 +5,9 @@
 //! trips run on both; after every step both hold the same entries (compared as multisets of
 //! structurally identical resources with their copy counts). The pool of resources makes
 //! collisions likely, and one step adds many identical MOUNT disks (entries that never merge and
-//! share their metadata).
+//! share their metadata). Other steps add, subtract and convert runs of resources reserved to
+//! many roles (many metadata, each entry alone with its own), so that entries of the collection
+//! empty out and fill again in every order, in collections large enough to be indexed.
 
 #![allow(
     clippy::panic,
@@ -246,6 +248,11 @@ enum Step {
     Contains(Vec<usize>),
     ContainsOne(usize),
     Convert(Vec<usize>, Vec<usize>),
+    /// `cpus` (or `ports` when odd) reserved to roles `r<first>`..`r<first + n>`.
+    AddRoles(usize, usize),
+    SubtractRoles(usize, usize),
+    /// RESERVE-like: the unreserved form of the run converted to the reserved one, or back.
+    ConvertRoles(usize, usize, bool),
     JsonRoundTrip,
     /// Through `serde` (`Serialize`, then the streaming `Deserialize`).
     SerdeRoundTrip,
@@ -267,10 +274,38 @@ fn step() -> impl Strategy<Value = Step> {
         2 => list().prop_map(Step::Contains),
         1 => ix.prop_map(Step::ContainsOne),
         2 => (list(), list()).prop_map(|(a, b)| Step::Convert(a, b)),
+        2 => (0usize..ROLES, 1usize..ROLES).prop_map(|(a, n)| Step::AddRoles(a, n)),
+        2 => (0usize..ROLES, 1usize..ROLES).prop_map(|(a, n)| Step::SubtractRoles(a, n)),
+        2 => (0usize..ROLES, 1usize..ROLES, any::<bool>())
+            .prop_map(|(a, n, back)| Step::ConvertRoles(a, n, back)),
         1 => Just(Step::JsonRoundTrip),
         1 => Just(Step::SerdeRoundTrip),
         1 => Just(Step::ProtoRoundTrip),
     ]
+}
+
+/// Roles of the runs of `AddRoles`, `SubtractRoles` and `ConvertRoles`.
+const ROLES: usize = 48;
+
+/// Resource `k` of a run: `cpus:2` reserved to role `r<k>` (or its unreserved form), or for odd
+/// `k` the port `1000 + k`.
+fn of_role(k: usize, reserve: bool) -> Resource {
+    let k = k % ROLES;
+    let base = if k % 2 == 1 {
+        let port = 1000 + k as u64;
+        Resource::new("ports", Value::Ranges(Ranges::new(Range::new(port, port))))
+    } else {
+        Resource::scalar("cpus", Scalar::from_units(2))
+    };
+    if reserve {
+        reserved(base, &format!("r{k}"))
+    } else {
+        base
+    }
+}
+
+fn run_of(first: usize, n: usize, reserve: bool) -> Vec<Resource> {
+    (first..first + n).map(|k| of_role(k, reserve)).collect()
 }
 
 fn pick(pool: &[Resource], ix: &[usize]) -> Vec<Resource> {
@@ -335,6 +370,33 @@ fn run(steps: &[Step]) {
             }
             Step::Convert(a, b) => {
                 let (consumed, converted) = (pick(&pool, a), pick(&pool, b));
+                assert_eq!(
+                    engine.convert(&engine_of(&consumed), &engine_of(&converted)),
+                    naive.convert(&Naive::of(&consumed), &Naive::of(&converted)),
+                    "{what}"
+                );
+            }
+            Step::AddRoles(first, n) => {
+                let list = run_of(*first, *n, true);
+                engine += &engine_of(&list);
+                for (r, c) in &Naive::of(&list).0 {
+                    naive.add(r, *c);
+                }
+            }
+            Step::SubtractRoles(first, n) => {
+                let list = run_of(*first, *n, true);
+                engine -= &engine_of(&list);
+                for (r, c) in &Naive::of(&list).0 {
+                    naive.subtract(r, *c);
+                }
+            }
+            Step::ConvertRoles(first, n, back) => {
+                let (unreserved, reserved) = (run_of(*first, *n, false), run_of(*first, *n, true));
+                let (consumed, converted) = if *back {
+                    (reserved, unreserved)
+                } else {
+                    (unreserved, reserved)
+                };
                 assert_eq!(
                     engine.convert(&engine_of(&consumed), &engine_of(&converted)),
                     naive.convert(&Naive::of(&consumed), &Naive::of(&converted)),

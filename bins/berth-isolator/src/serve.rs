@@ -251,6 +251,8 @@ impl IsolatorRpc for Service {
             errors: report.errors.iter().map(ToString::to_string).collect(),
             incomplete: report.incomplete,
             quarantine_kept: report.quarantine_kept,
+            kept_for_children: report.kept_for_children,
+            secrets_swept: report.secrets_swept,
         }))
     }
 
@@ -268,6 +270,8 @@ impl IsolatorRpc for Service {
                     container_id: c.container_id,
                     state: c.state.to_owned(),
                     last_error: c.last_error.unwrap_or_default(),
+                    parent: c.parent.unwrap_or_default(),
+                    children: c.children,
                     volumes: c
                         .volumes
                         .into_iter()

@@ -13,10 +13,10 @@
 //!   every write-ahead point of prepare and cleanup followed by `recover`; bad references
 //!   refused with nothing changed.
 //!
-//! The PARENT directory is made usable by both task users by the test itself: the two users
-//! share group 3000 and the test creates `<pod sandbox>/shared` as `root:3000`, mode 2770
-//! (berth gives a fresh PARENT directory to the parent sandbox's owner, as Mesos does; making
-//! it usable by every task's own group is for later).
+//! The two task users share the PARENT path through its own gid from `--volume-gid-range`:
+//! prepare makes the directory `root:<gid>`, mode 2770, and returns the gid, which the tasks
+//! run with as a supplementary group (a task without it is refused); the gid is recorded with
+//! the pod and released at the pod's cleanup.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,8 +25,7 @@
     missing_docs
 )]
 
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -43,66 +42,43 @@ const GROUP: u32 = 3000;
 /// A user outside the group.
 const UID_OTHER: u32 = 2003;
 
-const TASK_VAR: &str = "BERTH_VOL_TASK";
+/// `--volume-gid-range` of the pod test: the shared path gets the first.
+const GID_RANGE: &str = "--volume-gid-range=30000-30009";
+const POD_GID: u32 = 30_000;
 
-/// The child half of [`task`]: with `BERTH_VOL_TASK=<op>\n<path>\n<data>`, does `op` (`write`:
-/// a new file of mode 0660; `append`; `read`) and prints `TASK {"ok": <content>}` or
-/// `TASK {"errno": <n>}`; without it, nothing.
+/// The child half of the task helpers ([`berth_testkit::task`]).
 #[test]
 fn task_child() {
-    let Ok(spec) = std::env::var(TASK_VAR) else {
-        return;
-    };
-    let mut parts = spec.splitn(3, '\n');
-    let (op, path, data) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap_or(""),
-    );
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o007));
-    let r: std::io::Result<String> = match op {
-        "write" => std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o660)
-            .open(path)
-            .and_then(|mut f| f.write_all(data.as_bytes()))
-            .map(|()| String::new()),
-        "append" => std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(data.as_bytes()))
-            .map(|()| String::new()),
-        "read" => std::fs::read_to_string(path),
-        other => panic!("unknown op {other}"),
-    };
-    match r {
-        Ok(s) => println!("TASK {}", json!({"ok": s})),
-        Err(e) => println!("TASK {}", json!({"errno": e.raw_os_error().unwrap_or(-1)})),
-    }
+    berth_testkit::task::child();
 }
 
 /// Runs `op` on `path` as `uid`:`gid` (no supplementary groups) in the namespace: the
 /// content read (or empty), or the errno.
 fn task(ns: &Ns, uid: u32, gid: u32, op: &str, path: &Path, data: &str) -> Result<String, i32> {
-    use std::os::unix::process::CommandExt as _;
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", "task_child", "--nocapture", "--test-threads=1"])
-        .env(TASK_VAR, format!("{op}\n{}\n{data}", path.display()))
-        .uid(uid)
-        .gid(gid)
-        .stdin(Stdio::null());
-    let out = ns.output(c);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.split_once("TASK ").map(|(_, rest)| rest))
-        .unwrap_or_else(|| panic!("task child said nothing: {out:?}"));
-    let v: Value = serde_json::from_str(line).unwrap();
-    match v.get("ok") {
-        Some(s) => Ok(s.as_str().unwrap().to_owned()),
-        None => Err(i32::try_from(v["errno"].as_i64().unwrap()).unwrap()),
-    }
+    let user = berth_testkit::task::TaskUser {
+        uid,
+        gid,
+        groups: &[],
+    };
+    berth_testkit::task::run(user, op, path, data, |c| ns.output(c))
+}
+
+/// Runs `op` on `path` as `uid` (primary group `uid`) with the supplementary `groups`, as a
+/// containerizer runs a task with the gids `prepare` returned.
+fn task_in_groups(
+    ns: &Ns,
+    uid: u32,
+    groups: &[u32],
+    op: &str,
+    path: &Path,
+    data: &str,
+) -> Result<String, i32> {
+    let user = berth_testkit::task::TaskUser {
+        uid,
+        gid: uid,
+        groups,
+    };
+    berth_testkit::task::run(user, op, path, data, |c| ns.output(c))
 }
 
 struct World {
@@ -316,16 +292,13 @@ fn a_pods_tasks_share_a_parent_sandbox_path_and_the_pod_outlives_them() {
     if !privileged("a_pods_tasks_share_a_parent_sandbox_path_and_the_pod_outlives_them") {
         return;
     }
-    let w = World::new(&[]);
-    // The pod (the executor's container): root's sandbox, no volumes of its own; the shared
-    // directory set up for the pod's group.
+    let w = World::new(&[GID_RANGE.to_owned()]);
+    // The pod (the executor's container): root's sandbox, no volumes of its own. The shared
+    // path is made by the first task's prepare, with the pod's own gid.
     let pod = w.sandbox("sandbox-pod", 0, 0);
     let shared = pod.join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    nix::unistd::chown(&shared, None, Some(nix::unistd::Gid::from_raw(GROUP))).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2770)).unwrap();
-    let sa = w.sandbox("sandbox-a", UID_A, GROUP);
-    let sb = w.sandbox("sandbox-b", UID_B, GROUP);
+    let sa = w.sandbox("sandbox-a", UID_A, UID_A);
+    let sb = w.sandbox("sandbox-b", UID_B, UID_B);
     let task_cfg = |id: &str, sandbox: &Path, parent: Value| {
         json!({"container_id": id, "sandbox": sandbox, "parent": parent,
                "volumes": [parent_path("shared", "shared")]})
@@ -368,49 +341,76 @@ fn a_pods_tasks_share_a_parent_sandbox_path_and_the_pod_outlives_them() {
         "{out}"
     );
     assert_eq!(out["mounts"][0]["source"], json!(shared), "{out}");
-    let _ = w.prepare(
+    // The path's own gid, which the task must run with.
+    assert_eq!(out["supplementary_gids"], json!([POD_GID]), "{out}");
+    let meta = std::fs::metadata(&shared).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (POD_GID, 0o2770));
+    let out = w.prepare(
         "task-b",
         &task_cfg("task-b", &sb, json!({"container_id": "pod"})),
     );
+    assert_eq!(
+        out["supplementary_gids"],
+        json!([POD_GID]),
+        "the same gid: {out}"
+    );
     assert!(w.mounted(&sa.join("shared")) && w.mounted(&sb.join("shared")));
 
-    // Each task writes through its own container path and reads the other's file; B adds to
-    // A's file.
+    // Each task, running as its own user with the pod's gid as a supplementary group (what
+    // prepare returned), writes through its own container path and reads the other's file;
+    // B adds to A's file.
     let (a, b) = (sa.join("shared"), sb.join("shared"));
-    task(
+    let pod_groups = [POD_GID];
+    task_in_groups(
         &w.ns,
         UID_A,
-        GROUP,
+        &pod_groups,
         "write",
         &a.join("from-a"),
         "hello from a\n",
     )
     .unwrap();
-    task(
+    task_in_groups(
         &w.ns,
         UID_B,
-        GROUP,
+        &pod_groups,
         "write",
         &b.join("from-b"),
         "hello from b\n",
     )
     .unwrap();
     assert_eq!(
-        task(&w.ns, UID_B, GROUP, "read", &b.join("from-a"), "").unwrap(),
+        task_in_groups(&w.ns, UID_B, &pod_groups, "read", &b.join("from-a"), "").unwrap(),
         "hello from a\n"
     );
     assert_eq!(
-        task(&w.ns, UID_A, GROUP, "read", &a.join("from-b"), "").unwrap(),
+        task_in_groups(&w.ns, UID_A, &pod_groups, "read", &a.join("from-b"), "").unwrap(),
         "hello from b\n"
     );
-    task(&w.ns, UID_B, GROUP, "append", &b.join("from-a"), "and b\n").unwrap();
+    task_in_groups(
+        &w.ns,
+        UID_B,
+        &pod_groups,
+        "append",
+        &b.join("from-a"),
+        "and b\n",
+    )
+    .unwrap();
     assert_eq!(
-        task(&w.ns, UID_A, GROUP, "read", &a.join("from-a"), "").unwrap(),
+        task_in_groups(&w.ns, UID_A, &pod_groups, "read", &a.join("from-a"), "").unwrap(),
         "hello from a\nand b\n"
     );
     let meta = std::fs::metadata(shared.join("from-a")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (UID_A, GROUP));
-    // A user outside the pod's group cannot.
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (UID_A, POD_GID),
+        "setgid: the pod's group"
+    );
+    // Without the pod's gid, a task of the same user cannot; nor can another user.
+    assert_eq!(
+        task_in_groups(&w.ns, UID_B, &[], "read", &b.join("from-a"), ""),
+        Err(nix::libc::EACCES)
+    );
     assert_eq!(
         task(&w.ns, UID_OTHER, UID_OTHER, "read", &a.join("from-a"), ""),
         Err(nix::libc::EACCES)
@@ -459,7 +459,19 @@ fn a_pods_tasks_share_a_parent_sandbox_path_and_the_pod_outlives_them() {
         &["cleanup refused", "task-b"],
     );
     let _ = ok(&w.run(&["cleanup", "--container-id", "task-b"]));
+    let gids_record = || -> Value {
+        serde_json::from_slice(
+            &std::fs::read(w.root.join("work/meta/resources/task-gids.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        gids_record()["gids"],
+        json!({"parent/pod/shared": POD_GID}),
+        "recorded with the pod"
+    );
     let _ = ok(&w.run(&["cleanup", "--container-id", "pod"]));
+    assert_eq!(gids_record()["gids"], json!({}), "released with the pod");
     w.assert_nothing_mounted("after the pod's cleanup");
     assert_eq!(
         std::fs::read_to_string(shared.join("from-b")).unwrap(),
@@ -488,19 +500,32 @@ fn grpc_cleanup_refused(w: &World, id: &str) {
     }
     let id = id.to_owned();
     let s2 = sock.clone();
-    let status = tokio::runtime::Builder::new_current_thread()
+    let (status, family) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async move {
             let channel = berth_testkit::unix_channel(s2).await;
-            pb::isolator_client::IsolatorClient::new(channel)
+            let mut c = pb::isolator_client::IsolatorClient::new(channel);
+            let refused = c
                 .cleanup(pb::CleanupRequest {
-                    container_id: id,
+                    container_id: id.clone(),
                     force: false,
                 })
                 .await
-                .unwrap_err()
+                .unwrap_err();
+            // The family as the gRPC status shows it.
+            let containers = c
+                .status(pb::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            let family: Vec<(String, String, Vec<String>)> = containers
+                .into_iter()
+                .map(|c| (c.container_id, c.parent, c.children))
+                .collect();
+            (refused, family)
         });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
@@ -510,6 +535,10 @@ fn grpc_cleanup_refused(w: &World, id: &str) {
     assert!(child.wait().unwrap().success());
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("task-a"), "{status:?}");
+    let pod = family.iter().find(|(c, _, _)| c == "pod").unwrap();
+    assert_eq!(pod.2, ["task-a", "task-b"], "{family:?}");
+    let task_a = family.iter().find(|(c, _, _)| c == "task-a").unwrap();
+    assert_eq!(task_a.1, "pod", "{family:?}");
 }
 
 #[test]

@@ -26,41 +26,15 @@ use berth_testkit::{Ns, privileged};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth-isolator");
-const TASK_VAR: &str = "BERTH_TEST_TASK";
 const GID: u32 = 20_000;
 const USER_A: u32 = 61_001;
 const USER_B: u32 = 61_002;
 const STRANGER: u32 = 61_003;
 
-/// The task half: with `BERTH_TEST_TASK=uid:groups:op:path` (groups comma separated, op
-/// `write` or `read`), drops to that user with those supplementary groups and umask 007
-/// (a task sharing a volume), then writes `from <uid>` to the file or reads it, and prints
-/// `TASK-OK <content>` or `TASK-ERR <errno>`.
+/// The child half of [`World::task`] ([`berth_testkit::task`]).
 #[test]
 fn task_child() {
-    let Ok(spec) = std::env::var(TASK_VAR) else {
-        return;
-    };
-    let parts: Vec<&str> = spec.splitn(4, ':').collect();
-    let uid: u32 = parts[0].parse().unwrap();
-    let groups: Vec<nix::unistd::Gid> = parts[1]
-        .split(',')
-        .filter(|g| !g.is_empty())
-        .map(|g| nix::unistd::Gid::from_raw(g.parse().unwrap()))
-        .collect();
-    nix::unistd::setgroups(&groups).unwrap();
-    nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).unwrap();
-    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).unwrap();
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o007));
-    let path = Path::new(parts[3]);
-    let out = match parts[2] {
-        "write" => std::fs::write(path, format!("from {uid}")).map(|()| String::new()),
-        _ => std::fs::read_to_string(path),
-    };
-    match out {
-        Ok(text) => println!("\nTASK-OK {text}"),
-        Err(e) => println!("\nTASK-ERR {}", e.raw_os_error().unwrap_or(-1)),
-    }
+    berth_testkit::task::child();
 }
 
 struct World {
@@ -203,25 +177,17 @@ impl World {
             .join("csi/org.berth.mnt/default/volumes/dir-1/volume.state")
     }
 
-    /// Runs the task half as `uid` with `groups`, in the namespace: `Ok(content)` or the errno.
+    /// Runs `op` as `uid` (primary group `uid`) with the supplementary `groups`, in the
+    /// namespace: `Ok(content)` (empty for a write, which writes `from <uid>`) or the errno.
     fn task(&self, uid: u32, groups: &[u32], op: &str, path: &Path) -> Result<String, i32> {
-        let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
-        let mut c = Command::new(std::env::current_exe().unwrap());
-        c.args(["--exact", "task_child", "--nocapture", "--test-threads=1"])
-            .env(
-                TASK_VAR,
-                format!("{uid}:{}:{op}:{}", groups.join(","), path.display()),
-            );
-        let out = self.ns.output(c);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("TASK-OK ") || l.starts_with("TASK-ERR "))
-            .unwrap_or_else(|| panic!("task said nothing: {out:?}"));
-        match line.split_once(' ').unwrap() {
-            ("TASK-OK", rest) => Ok(rest.to_owned()),
-            (_, errno) => Err(errno.parse().unwrap()),
-        }
+        let user = berth_testkit::task::TaskUser {
+            uid,
+            gid: uid,
+            groups,
+        };
+        berth_testkit::task::run(user, op, path, &format!("from {uid}"), |c| {
+            self.ns.output(c)
+        })
     }
 }
 
@@ -290,10 +256,14 @@ fn two_users_share_a_volume_through_its_gid() {
         w.task(USER_A, &[GID], "read", &sa.join("data/from-b")),
         Ok(format!("from {USER_B}"))
     );
-    // ...and B may rewrite A's file: it has the volume's group, group-writable.
+    // ...and B may add to A's file: it has the volume's group, group-writable.
     assert_eq!(
-        w.task(USER_B, &[GID], "write", &sb.join("data/from-a")),
+        w.task(USER_B, &[GID], "append", &sb.join("data/from-a")),
         Ok(String::new())
+    );
+    assert_eq!(
+        w.task(USER_A, &[GID], "read", &sa.join("data/from-a")),
+        Ok(format!("from {USER_A}from {USER_B}"))
     );
     assert_eq!(
         group_and_mode(&shared.join("from-a")).0,
@@ -388,7 +358,7 @@ fn two_users_share_a_csi_volume_through_its_volume_mount_group() {
         Ok(format!("from {USER_A}"))
     );
     assert_eq!(
-        w.task(USER_B, &[csi_gid], "write", &sb.join("csi/from-a")),
+        w.task(USER_B, &[csi_gid], "append", &sb.join("csi/from-a")),
         Ok(String::new())
     );
     assert_eq!(

@@ -373,17 +373,25 @@ impl AgentResources {
     /// record. Call [`reconcile_gids`](Self::reconcile_gids) after recovery.
     ///
     /// # Errors
-    /// A checkpoint cannot be read.
+    /// A checkpoint or the record of other holders' gids cannot be read.
     pub fn set_gid_range(&mut self, range: gids::GidRange) -> Result<()> {
-        self.set_gids(gids::VolumeGids::new(range))
+        self.set_gids(gids::VolumeGids::new(
+            range,
+            self.meta_dir.join(gids::TASK_GIDS_FILE),
+        ))
     }
 
     /// As [`set_gid_range`](Self::set_gid_range) with a book of gids made beforehand (the
-    /// agent's, already holding the CSI volumes' gids and shared with the CSI plugins).
+    /// agent's, already holding the CSI volumes' gids and shared with the CSI plugins; its
+    /// record of other holders is [`gids::TASK_GIDS_FILE`] in this meta directory).
     ///
     /// # Errors
-    /// A checkpoint cannot be read.
-    pub fn set_gids(&mut self, mut g: gids::VolumeGids) -> Result<()> {
+    /// A checkpoint or the record of other holders' gids cannot be read.
+    pub fn set_gids(&mut self, g: gids::VolumeGids) -> Result<()> {
+        g.load_others().map_err(|e| ResourcesError::Corrupt {
+            path: self.meta_dir.join(gids::TASK_GIDS_FILE),
+            reason: e.to_string(),
+        })?;
         for path in [self.checkpoint_path(), self.target_path()] {
             if let Some(file) = read_checkpoint_file(&path)? {
                 let live = shared_dirs(&self.work_dir, &file.resources)?;

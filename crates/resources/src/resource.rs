@@ -205,6 +205,7 @@ impl std::ops::Deref for Name {
 }
 
 impl PartialEq for Name {
+    #[inline]
     fn eq(&self, other: &Name) -> bool {
         match (&self.0, &other.0) {
             (NameRepr::Static(a), NameRepr::Static(b)) => std::ptr::eq(*a, *b) || a == b,
@@ -292,9 +293,19 @@ impl ReservationStack {
     pub fn clear(&mut self) {
         self.0 = None;
     }
+
+    /// The same stack object (or both empty): identical without comparing.
+    pub(crate) fn same_object(&self, other: &ReservationStack) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl PartialEq for ReservationStack {
+    #[inline]
     fn eq(&self, other: &ReservationStack) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
@@ -745,6 +756,7 @@ impl Resource {
 
     /// Mesos metadata equality: everything but the value.
     #[must_use]
+    #[inline]
     pub fn same_metadata(&self, other: &Resource) -> bool {
         self.name == other.name
             && self.value_type() == other.value_type()
@@ -770,6 +782,23 @@ impl Resource {
                 (None, None) => true,
                 _ => false,
             }
+    }
+
+    /// True when `other`'s metadata is not only equal to this one's but made of the same
+    /// objects (shared stacks and disk infos), so that giving this resource `other`'s value
+    /// makes it structurally identical to `other`.
+    pub(crate) fn same_metadata_objects(&self, other: &Resource) -> bool {
+        self.name == other.name
+            && self.reservations.same_object(&other.reservations)
+            && match (&self.disk, &other.disk) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.allocation_info == other.allocation_info
+            && self.revocable == other.revocable
+            && self.provider_id == other.provider_id
+            && self.shared == other.shared
     }
 
     /// A hash of the metadata compared by [`Resource::same_metadata`].

@@ -13,6 +13,12 @@
 //! Lookups go through a hash index of resource metadata once a collection has more than a few
 //! entries, so adding or subtracting a collection of `n` resources costs `O(n)`, not `O(n²)`
 //! as in Mesos. Entry order is insertion order until something is removed.
+//!
+//! A mergeable entry (one per metadata) that becomes empty is kept, vacant, where it is: the
+//! next resource with its metadata fills it again without moving entries, touching the index
+//! or allocating, which is what a scheduler's RESERVE/UNRESERVE loop does all the time.
+//! Vacant entries are invisible (not counted, iterated or matched) and are dropped once they
+//! outnumber the live ones.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};
@@ -31,10 +37,19 @@ struct Entry {
     resource: Resource,
     /// [`Resource::metadata_hash`], cached.
     hash: u64,
-    /// Number of copies of a shared resource; 1 for others.
+    /// Number of copies of a shared resource; 1 for others; 0 for a vacant entry.
     count: u64,
     /// Where the entry's position is kept in its index bucket (see [`Bucket`]).
     slot: u32,
+    /// Never merged with another entry (a disk used whole, or a shared volume), so that
+    /// entries with equal metadata may be many; a mergeable entry is alone with its metadata.
+    single: bool,
+}
+
+impl Entry {
+    fn is_vacant(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// A bucket slot whose entry was removed.
@@ -115,20 +130,34 @@ impl Bucket {
 pub struct Resources {
     entries: Vec<Entry>,
     index: Option<FxHashMap<u64, Bucket>>,
+    /// Vacant entries in `entries`.
+    vacant: usize,
+    /// The most live entries held at once since the vacant ones were last dropped.
+    peak: usize,
 }
 
-/// Mesos `addable(l, r)`.
-fn addable(l: &Resource, r: &Resource) -> bool {
-    if l.shared != r.shared {
-        return false;
+/// Vacant entries beyond `peak` that a collection keeps before it drops them all: so a
+/// collection that swings between few and many entries (a scheduler's RESERVE/UNRESERVE loop)
+/// keeps its entries in place, while one that sees ever new metadata stays bounded by its
+/// largest size, as a vector's capacity is.
+const VACANT_SLACK: usize = 16;
+
+/// Equal metadata (Mesos A-3): the cached hashes first, then the comparison, whose
+/// pointer-equality shortcuts make it a few compares for entries of one origin.
+#[inline]
+fn same_meta(l: &Entry, r: &Entry) -> bool {
+    l.hash == r.hash && l.single == r.single && l.resource.same_metadata(&r.resource)
+}
+
+/// Mesos `addable(l, r)`: a shared volume to an identical one (copies count), anything else
+/// mergeable to its metadata's entry.
+#[inline]
+fn addable(l: &Entry, r: &Entry) -> bool {
+    if r.resource.shared {
+        same_meta(l, r) && l.resource.value == r.resource.value
+    } else {
+        !r.single && same_meta(l, r)
     }
-    if l.shared {
-        return l == r;
-    }
-    if !l.same_metadata(r) {
-        return false;
-    }
-    !whole_only(l)
 }
 
 /// Disks that are used whole: never merged, only subtracted when equal.
@@ -147,29 +176,24 @@ fn whole_only(r: &Resource) -> bool {
     }
 }
 
-/// Mesos `subtractable(l, r)`.
-fn subtractable(l: &Resource, r: &Resource) -> bool {
-    if l.shared != r.shared {
-        return false;
-    }
-    if l.shared {
-        return l == r;
-    }
-    if !l.same_metadata(r) {
-        return false;
-    }
-    !whole_only(l) || l == r
+/// Mesos `subtractable(l, r)`: same metadata, and equal when never merged (whole disks,
+/// shared volumes).
+#[inline]
+fn subtractable(l: &Entry, r: &Entry) -> bool {
+    same_meta(l, r) && (!l.single || l.resource.value == r.resource.value)
 }
 
-/// Mesos `Resource_::contains`.
+/// Mesos `Resource_::contains` (a vacant entry contains nothing).
+#[inline]
 fn entry_contains(l: &Entry, r: &Entry) -> bool {
-    if l.resource.shared != r.resource.shared {
+    if l.is_vacant() || !subtractable(l, r) {
         return false;
     }
     if l.resource.shared {
-        return l.count >= r.count && l.resource == r.resource;
+        l.count >= r.count
+    } else {
+        r.resource.value.le(&l.resource.value)
     }
-    subtractable(&l.resource, &r.resource) && r.resource.value.le(&l.resource.value)
 }
 
 fn check_u32(i: usize) -> u32 {
@@ -207,31 +231,44 @@ impl Resources {
         Resources::default()
     }
 
+    /// An empty collection with room for `n` entries (and their index).
+    fn with_capacity(n: usize) -> Resources {
+        Resources {
+            entries: Vec::with_capacity(n),
+            ..Resources::default()
+        }
+    }
+
     /// Number of distinct entries (identical shared copies are one entry).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.vacant
     }
 
     /// True when nothing is held.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// The live entries.
+    fn live(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.entries.iter().filter(|e| !e.is_vacant())
     }
 
     /// The entries, each once.
     pub fn iter(&self) -> impl Iterator<Item = &Resource> + '_ {
-        self.entries.iter().map(|e| &e.resource)
+        self.live().map(|e| &e.resource)
     }
 
     /// The entries with their copy counts (1 for non-shared resources).
     pub fn iter_with_counts(&self) -> impl Iterator<Item = (&Resource, u64)> + '_ {
-        self.entries.iter().map(|e| (&e.resource, e.count))
+        self.live().map(|e| (&e.resource, e.count))
     }
 
     /// Every resource, a shared one repeated once per copy.
     pub fn iter_expanded(&self) -> impl Iterator<Item = &Resource> + '_ {
-        self.entries.iter().flat_map(|e| {
+        self.live().flat_map(|e| {
             std::iter::repeat_n(&e.resource, usize::try_from(e.count).unwrap_or(usize::MAX))
         })
     }
@@ -241,7 +278,11 @@ impl Resources {
     pub fn count(&self, r: &Resource) -> u64 {
         let hash = r.metadata_hash();
         self.candidates(hash)
-            .find(|&i| self.entries.get(i).is_some_and(|e| e.resource == *r))
+            .find(|&i| {
+                self.entries
+                    .get(i)
+                    .is_some_and(|e| !e.is_vacant() && e.resource == *r)
+            })
             .and_then(|i| self.entries.get(i))
             .map_or(0, |e| e.count)
     }
@@ -263,6 +304,26 @@ impl Resources {
         self.find_at(hash, |_, e| pred(e))
     }
 
+    /// [`Resources::find`] for `entry`, trying position `guess` first. A mergeable entry is
+    /// alone with its metadata, so if the entry at `guess` satisfies `pred` (which compares
+    /// metadata) it is the one the index would give. Collections made from one another keep
+    /// their order, so walking two of them side by side mostly hits without hashing.
+    fn find_near(
+        &self,
+        guess: usize,
+        entry: &Entry,
+        pred: impl Fn(&Entry) -> bool,
+    ) -> Option<usize> {
+        if !entry.single
+            && let Some(l) = self.entries.get(guess)
+            && l.hash == entry.hash
+            && pred(l)
+        {
+            return Some(guess);
+        }
+        self.find(entry.hash, pred)
+    }
+
     /// The first entry with metadata hash `hash` for which `pred(position, entry)` holds.
     fn find_at(&self, hash: u64, pred: impl Fn(usize, &Entry) -> bool) -> Option<usize> {
         match &self.index {
@@ -280,6 +341,7 @@ impl Resources {
 
     fn push(&mut self, entry: Entry) {
         self.entries.push(entry);
+        self.peak = self.peak.max(self.len());
         let i = self.entries.len().saturating_sub(1);
         if let Some(index) = &mut self.index {
             index_insert(index, &mut self.entries, i);
@@ -290,7 +352,9 @@ impl Resources {
 
     fn build_index(&mut self) {
         let mut index: FxHashMap<u64, Bucket> = FxHashMap::default();
-        index.reserve(self.entries.len());
+        // Room for what the entries have room for: a collection built to a known size is
+        // indexed once, without growing the table as it fills.
+        index.reserve(self.entries.capacity());
         for i in 0..self.entries.len() {
             index_insert(&mut index, &mut self.entries, i);
         }
@@ -298,13 +362,13 @@ impl Resources {
     }
 
     /// Removes the entry at `i`; the last entry takes its place.
-    fn remove(&mut self, i: usize) {
+    fn remove(&mut self, i: usize) -> Option<Entry> {
         if i >= self.entries.len() {
-            return;
+            return None;
         }
         let removed = self.entries.swap_remove(i);
         let Some(index) = &mut self.index else {
-            return;
+            return Some(removed);
         };
         // The former last entry, now at `i`, keeps its slot (and so its place in its bucket).
         if let Some(moved) = self.entries.get(i)
@@ -313,11 +377,11 @@ impl Resources {
             bucket.set(moved.slot, check_u32(i));
         }
         let Some(bucket) = index.get_mut(&removed.hash) else {
-            return;
+            return Some(removed);
         };
         let Bucket::Many(m) = bucket else {
             index.remove(&removed.hash);
-            return;
+            return Some(removed);
         };
         let Slots { slots, head, live } = &mut **m;
         if let Some(x) = slots.get_mut(removed.slot as usize) {
@@ -356,20 +420,37 @@ impl Resources {
             *slots = kept;
             *head = 0;
         }
+        Some(removed)
     }
 
     fn add_entry(&mut self, entry: &Entry) {
+        self.add_entry_near(usize::MAX, entry);
+    }
+
+    /// Adds `entry`, looking at position `guess` first; returns the position it went to.
+    fn add_entry_near(&mut self, guess: usize, entry: &Entry) -> Option<usize> {
         if entry.resource.is_empty() || entry.count == 0 {
-            return;
+            return None;
         }
         // A disk used whole is addable to nothing (what it could merge with has its metadata,
         // so is used whole too): skip the search, which for many equal disks is the whole bucket.
-        if !entry.resource.shared && whole_only(&entry.resource) {
+        if entry.single && !entry.resource.shared {
             self.push(entry.clone());
-            return;
+            return None;
         }
-        let found = self.find(entry.hash, |e| addable(&e.resource, &entry.resource));
+        let found = self.find_near(guess, entry, |e| addable(e, entry));
         match found.and_then(|i| self.entries.get_mut(i)) {
+            Some(e) if e.is_vacant() => {
+                // The entry of this metadata, kept empty: it takes the resource again.
+                if e.resource.same_metadata_objects(&entry.resource) {
+                    e.resource.value.assign_from(&entry.resource.value);
+                } else {
+                    e.resource.clone_from(&entry.resource);
+                }
+                e.count = 1;
+                self.vacant = self.vacant.saturating_sub(1);
+                self.peak = self.peak.max(self.len());
+            }
             Some(e) => {
                 if e.resource.shared {
                     e.count = e.count.saturating_add(entry.count);
@@ -377,20 +458,47 @@ impl Resources {
                     e.resource.value.add_assign(&entry.resource.value);
                 }
             }
-            None => self.push(entry.clone()),
+            None => {
+                self.push(entry.clone());
+                return None;
+            }
+        }
+        found
+    }
+
+    /// Drops the vacant entries once there are more of them than the collection ever held
+    /// live entries (amortized O(1) per vacancy). Never called while positions are held.
+    fn settle(&mut self) {
+        if self.vacant > self.peak + VACANT_SLACK {
+            self.compact();
+        }
+    }
+
+    /// Drops every vacant entry and rebuilds the index.
+    fn compact(&mut self) {
+        self.entries.retain(|e| !e.is_vacant());
+        self.vacant = 0;
+        self.peak = self.entries.len();
+        self.index = None;
+        if self.entries.len() >= INDEX_THRESHOLD {
+            self.build_index();
         }
     }
 
     /// Subtracts `entry`; false when nothing was subtractable (a no-op, as in Mesos).
     fn subtract_entry(&mut self, entry: &Entry) -> bool {
+        self.subtract_entry_near(usize::MAX, entry).is_some()
+    }
+
+    /// Subtracts `entry`, looking at position `guess` first; the position subtracted from, or
+    /// `None` when nothing was subtractable (`Some(usize::MAX)` for an empty `entry`).
+    fn subtract_entry_near(&mut self, guess: usize, entry: &Entry) -> Option<usize> {
         if entry.resource.is_empty() {
-            return true;
+            return Some(usize::MAX);
         }
-        let Some(i) = self.find(entry.hash, |e| subtractable(&e.resource, &entry.resource)) else {
-            return false;
-        };
+        let i = self.find_near(guess, entry, |e| !e.is_vacant() && subtractable(e, entry))?;
         self.subtract_at(i, entry);
-        true
+        Some(i)
     }
 
     /// Subtracts `entry` from the entry at `i` (which must be subtractable from it).
@@ -406,8 +514,16 @@ impl Resources {
             e.resource.is_empty()
                 || matches!(e.resource.value, Value::Scalar(s) if s < Scalar::ZERO)
         };
-        if gone {
+        if !gone {
+            return;
+        }
+        if e.single {
             self.remove(i);
+        } else {
+            // Alone with its metadata: kept, vacant, for the next resource with it.
+            e.resource.value.clear();
+            e.count = 0;
+            self.vacant += 1;
         }
     }
 
@@ -419,6 +535,7 @@ impl Resources {
     fn entry_of(resource: Resource) -> Entry {
         Entry {
             hash: resource.metadata_hash(),
+            single: resource.shared || whole_only(&resource),
             resource,
             count: 1,
             slot: 0,
@@ -436,21 +553,28 @@ impl Resources {
     pub fn subtract_resource(&mut self, resource: &Resource) {
         if resource.is_valid() {
             self.subtract_entry(&Resources::entry_of(resource.clone()));
+            self.settle();
         }
     }
 
     /// Adds every entry of `other`.
     pub fn add_all(&mut self, other: &Resources) {
-        for e in &other.entries {
-            self.add_entry(e);
+        let mut guess = 0;
+        for e in other.live() {
+            guess = self.add_entry_near(guess, e).map_or(usize::MAX, |i| i + 1);
         }
     }
 
     /// Subtracts every entry of `other`.
     pub fn subtract_all(&mut self, other: &Resources) {
-        for e in &other.entries {
-            self.subtract_entry(e);
+        let mut guess = 0;
+        for e in other.live() {
+            guess = match self.subtract_entry_near(guess, e) {
+                Some(i) if i < self.entries.len() => i + 1,
+                _ => guess,
+            };
         }
+        self.settle();
     }
 
     /// Mesos `contains(Resource)`: valid and held by one entry.
@@ -463,17 +587,22 @@ impl Resources {
     /// volume is consumed.
     #[must_use]
     pub fn contains(&self, other: &Resources) -> bool {
-        if !other
-            .entries
-            .iter()
-            .any(|e| e.resource.is_persistent_volume())
-        {
-            return other.entries.iter().all(|e| self.contains_entry(e));
+        if !other.live().any(|e| e.resource.is_persistent_volume()) {
+            let mut guess = 0;
+            return other.live().all(|e| {
+                match self.find_near(guess, e, |l| entry_contains(l, e)) {
+                    Some(i) => {
+                        guess = i + 1;
+                        true
+                    }
+                    None => false,
+                }
+            });
         }
         // Matched persistent volumes are consumed (copies taken per entry), without copying
         // the collection: Mesos subtracts them from a copy.
         let mut taken: Vec<(usize, u64)> = Vec::new();
-        for e in &other.entries {
+        for e in other.live() {
             let volume = e.resource.is_persistent_volume();
             let already = |i: usize| taken.iter().find(|(j, _)| *j == i).map_or(0, |(_, c)| *c);
             let found = self.find_at(e.hash, |i, l| {
@@ -505,43 +634,97 @@ impl Resources {
     /// entry must really be removed: Mesos's `contains` lets one MOUNT disk "contain" the same
     /// disk listed twice (research Q-4), which would make resources out of nothing.
     pub fn convert(&mut self, consumed: &Resources, converted: &Resources) -> bool {
-        let simple = !consumed
-            .entries
-            .iter()
-            .any(|e| e.resource.is_persistent_volume());
-        let mut at: Vec<(usize, &Entry)> = Vec::with_capacity(consumed.entries.len());
-        if simple {
-            for e in &consumed.entries {
-                match self.find(e.hash, |l| entry_contains(l, e)) {
-                    Some(i) => at.push((i, e)),
-                    None => return false,
-                }
-            }
-            at.sort_unstable_by_key(|x| std::cmp::Reverse(x.0));
+        if consumed.live().any(|e| e.resource.is_persistent_volume()) {
+            return self.convert_volumes(consumed, converted);
         }
-        if !simple || at.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
-            // Volumes are consumed one copy at a time, and equal whole disks may match the same
-            // entry twice: take the general path.
-            // Stricter than `contains` (research Q-4): every consumed entry must really be
-            // taken away, so two identical whole disks need two held copies.
-            if !self.contains(consumed) {
+        // 1. Mergeable entries have metadata of their own (on both sides), so each is taken
+        //    from its own entry: all checked before anything changes.
+        let mut first = [0usize; 8];
+        let mut guess = 0;
+        for (k, e) in consumed.live().filter(|e| !e.single).enumerate() {
+            let Some(i) = self.find_near(guess, e, |l| entry_contains(l, e)) else {
                 return false;
+            };
+            if let Some(p) = first.get_mut(k) {
+                *p = i;
             }
-            let mut next = self.clone();
-            if !consumed.entries.iter().all(|e| next.subtract_entry(e)) {
+            guess = i + 1;
+        }
+        // 2. Entries used whole (MOUNT and BLOCK disks, RAW disks with an id). When each finds
+        //    an entry of its own, those are marked and removed highest position first (removing
+        //    one moves the last entry, never a marked one, into its place), with no copy.
+        let mut marked: Vec<u64> = Vec::new();
+        let mut distinct = true;
+        for e in consumed.live().filter(|e| e.single) {
+            let Some(i) = self.find(e.hash, |l| entry_contains(l, e)) else {
                 return false;
+            };
+            if marked.is_empty() {
+                marked = vec![0; self.entries.len().div_ceil(64)];
             }
-            *self = next;
-        } else {
-            // Highest position first: removing an entry moves the last one into its place,
-            // which never disturbs a lower position still to be done.
-            for (i, e) in at {
-                if !e.resource.is_empty() {
-                    self.subtract_at(i, e);
+            if let Some(word) = marked.get_mut(i / 64) {
+                let bit = 1u64 << (i % 64);
+                distinct &= *word & bit == 0;
+                *word |= bit;
+            }
+        }
+        let mut taken: Vec<Entry> = Vec::new();
+        if distinct {
+            for (w, word) in marked.iter().enumerate().rev() {
+                let mut bits = *word;
+                while bits != 0 {
+                    let b = 63 - bits.leading_zeros() as usize;
+                    bits &= !(1u64 << b);
+                    self.remove(w * 64 + b);
                 }
+            }
+        } else {
+            // Equal ones (identical disks) found the same entry: take them out one by one, so
+            // that they need as many held copies (stricter than `contains`, research Q-4); if
+            // one is missing, those taken go back and nothing has changed.
+            for e in consumed.live().filter(|e| e.single) {
+                let Some(i) = self.find(e.hash, |l| entry_contains(l, e)) else {
+                    for x in taken {
+                        self.push(x);
+                    }
+                    return false;
+                };
+                taken.extend(self.remove(i));
+            }
+        }
+        let moved = !marked.is_empty();
+        drop(taken);
+        // 3. The mergeable entries, where step 1 found them unless step 2 moved entries.
+        let mut guess = 0;
+        for (k, e) in consumed.live().filter(|e| !e.single).enumerate() {
+            let at = match first.get(k) {
+                Some(&i) if !moved => Some(i),
+                _ => self.find_near(guess, e, |l| entry_contains(l, e)),
+            };
+            if let Some(i) = at {
+                self.subtract_at(i, e);
+                guess = i + 1;
             }
         }
         self.add_all(converted);
+        self.settle();
+        true
+    }
+
+    /// [`Resources::convert`] of persistent volumes: consumed one copy at a time, by Mesos's
+    /// `contains`, then subtracted from a copy that replaces `self` only if every consumed entry
+    /// was really taken.
+    fn convert_volumes(&mut self, consumed: &Resources, converted: &Resources) -> bool {
+        if !self.contains(consumed) {
+            return false;
+        }
+        let mut next = self.clone();
+        if !consumed.live().all(|e| next.subtract_entry(e)) {
+            return false;
+        }
+        *self = next;
+        self.add_all(converted);
+        self.settle();
         true
     }
 
@@ -549,7 +732,7 @@ impl Resources {
     #[must_use]
     pub fn filter(&self, pred: impl Fn(&Resource) -> bool) -> Resources {
         let mut out = Resources::new();
-        for e in self.entries.iter().filter(|e| pred(&e.resource)) {
+        for e in self.live().filter(|e| pred(&e.resource)) {
             out.push(e.clone());
         }
         out
@@ -605,14 +788,11 @@ impl Resources {
 
     /// Rebuilds the collection with every entry mapped by `f` (re-combining).
     fn map(&self, f: impl Fn(&Resource) -> Resource) -> Resources {
-        let mut out = Resources::new();
-        for e in &self.entries {
-            let r = f(&e.resource);
+        let mut out = Resources::with_capacity(self.len());
+        for e in self.live() {
             out.add_entry(&Entry {
-                hash: r.metadata_hash(),
-                resource: r,
                 count: e.count,
-                slot: 0,
+                ..Resources::entry_of(f(&e.resource))
             });
         }
         out
@@ -643,16 +823,14 @@ impl Resources {
         &self,
         reservation: &ReservationInfo,
     ) -> Result<Resources, crate::ResourceError> {
-        let mut out = Resources::new();
-        for e in &self.entries {
+        let mut out = Resources::with_capacity(self.len());
+        for e in self.live() {
             let mut r = e.resource.clone();
             r.reservations.push(reservation.clone());
             r.validate()?;
             out.add_entry(&Entry {
-                hash: r.metadata_hash(),
-                resource: r,
                 count: e.count,
-                slot: 0,
+                ..Resources::entry_of(r)
             });
         }
         Ok(out)
@@ -784,7 +962,8 @@ impl Resource {
 
 impl FromIterator<Resource> for Resources {
     fn from_iter<I: IntoIterator<Item = Resource>>(iter: I) -> Resources {
-        let mut out = Resources::new();
+        let iter = iter.into_iter();
+        let mut out = Resources::with_capacity(iter.size_hint().0);
         for r in iter {
             out.add_resource(r);
         }
@@ -877,5 +1056,80 @@ impl fmt::Display for Resources {
             r.fmt(f)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::ReservationInfo;
+
+    fn cpus_of(role: usize) -> Resource {
+        let mut r = Resource::scalar("cpus", Scalar::from_units(1));
+        if let Ok(role) = Role::new(&format!("r{role}")) {
+            r.reservations
+                .push(ReservationInfo::dynamic(role, Some("p")));
+        }
+        r
+    }
+
+    /// Emptied entries are kept for their metadata, but never more of them than the most live
+    /// entries held at once (plus a constant): a long-running collection that sees ever new
+    /// metadata stays bounded.
+    #[test]
+    fn vacant_entries_stay_bounded() {
+        let mut all = Resources::new();
+        all.add_resource(Resource::scalar("mem", Scalar::from_units(1)));
+        for k in 0..10_000 {
+            all.add_resource(cpus_of(k));
+            all.subtract_resource(&cpus_of(k));
+            assert_eq!(all.len(), 1);
+            assert!(
+                all.entries.len() <= 1 + VACANT_SLACK + 2,
+                "{}",
+                all.entries.len()
+            );
+        }
+        // A swing to many entries and back keeps them (bounded by the largest size held)...
+        let many: Resources = (0..1000).map(cpus_of).collect();
+        all += &many;
+        all -= &many;
+        assert_eq!(all.len(), 1);
+        let kept = all.entries.len();
+        assert!((1001..=1001 + VACANT_SLACK + 2).contains(&kept), "{kept}");
+        assert_eq!(all.iter().count(), 1);
+        all += &many;
+        assert_eq!(all.entries.len(), kept);
+        assert_eq!(all.len(), 1001);
+        all -= &many;
+        // ...until more vacant entries than that pile up.
+        for k in 1000..3000 {
+            all.add_resource(cpus_of(k));
+            all.subtract_resource(&cpus_of(k));
+            assert!(all.entries.len() <= 2 * 1001 + VACANT_SLACK + 2);
+        }
+        assert!(all.entries.len() < 1001);
+        assert_eq!(all.len(), 1);
+    }
+
+    /// An emptied entry filled again by a resource with equal metadata made of other objects
+    /// takes that resource whole (its own stack object), not only its value.
+    #[test]
+    fn a_vacant_entry_takes_the_new_resource() {
+        let mut all = Resources::new();
+        all.add_resource(cpus_of(1));
+        all.subtract_resource(&cpus_of(1));
+        assert!(all.is_empty());
+        assert_eq!(all.entries.len(), 1);
+        let again = cpus_of(1);
+        all.add_resource(again.clone());
+        assert_eq!(all.len(), 1);
+        let held = all
+            .iter()
+            .next()
+            .map(|r| r.reservations.same_object(&again.reservations));
+        assert_eq!(held, Some(true));
+        assert!(all.contains_resource(&again));
+        assert_eq!(all.count(&again), 1);
     }
 }

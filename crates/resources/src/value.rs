@@ -445,6 +445,26 @@ impl Value {
         }
     }
 
+    /// Empties the value in place, keeping its type and its buffers (`Resources` keeps an
+    /// emptied entry for its metadata's next resource).
+    pub(crate) fn clear(&mut self) {
+        match self {
+            Value::Scalar(s) => *s = Scalar::ZERO,
+            Value::Ranges(r) => r.0.clear(),
+            Value::Set(s) => s.0.clear(),
+        }
+    }
+
+    /// `*self = other.clone()`, reusing `self`'s buffer when the types agree.
+    pub(crate) fn assign_from(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => *a = *b,
+            (Value::Ranges(a), Value::Ranges(b)) => a.0.clone_from(&b.0),
+            (Value::Set(a), Value::Set(b)) => a.0.clone_from(&b.0),
+            (this, _) => *this = other.clone(),
+        }
+    }
+
     /// Subtracts `other` in place (same type; other types are ignored).
     pub fn sub_assign(&mut self, other: &Value) {
         match (self, other) {

@@ -11,6 +11,7 @@
 //! - [`peers_dir`] / [`peer_or_skip`]: where `scripts/install-peers.sh` put the real plugins,
 //!   and the skip rule for them (`BERTH_REQUIRE_PEERS=1` turns a skip into a failure).
 //! - [`csi`]: a CSI node plugin for raw block volumes (loop devices), with `NodeExpandVolume`.
+//! - [`task`]: a task's file access as another user with supplementary groups.
 //! - [`fuse`]: a FUSE filesystem that never answers (a hung server), for liveness tests.
 //! - [`vm`]: running a binary in a VM whose kernel has project quotas, and quota-enabled
 //!   test filesystems.
@@ -24,6 +25,7 @@ use std::sync::mpsc;
 
 pub mod csi;
 pub mod fuse;
+pub mod task;
 pub mod vm;
 
 /// Whether a root-only test may run: root, or a printed skip — except under `CI=true`, where

@@ -211,7 +211,11 @@ impl Agent {
         // One book of gids for shared persistent volumes and CSI volumes alike, holding the
         // CSI records' gids before any plugin starts (see `resources::gids`).
         let gids = settings.volume_gid_range.map(|range| {
-            let g = crate::resources::gids::VolumeGids::new(range);
+            let g = crate::resources::gids::VolumeGids::new(
+                range,
+                work.join(crate::resources::META_DIR)
+                    .join(crate::resources::gids::TASK_GIDS_FILE),
+            );
             g.adopt_csi(&berth_csi::groups::recorded(work));
             g
         });
@@ -282,6 +286,11 @@ impl Agent {
         )?;
         if let Some(g) = gids {
             resources.set_gids(g)?;
+            let parent_gids = resources
+                .gids()
+                .cloned()
+                .map(|g| Arc::new(ParentGidsOf(g)) as Arc<dyn crate::container::ParentGids>);
+            isolator = isolator.with_parent_gids(parent_gids);
         }
         if resources.is_pending() {
             let users = |p: &Path| isolator.users_of(p);
@@ -531,9 +540,10 @@ impl Agent {
     }
 
     /// The supplementary gids a task of `cfg` must run with (`--volume-gid-range`): the gids
-    /// of the shared persistent volumes it uses, and the `volume_mount_group` of its CSI
-    /// volumes that have one (read from their records, so after `prepare`: the container
-    /// must be among the volume's consumers), sorted, no duplicates.
+    /// of the shared persistent volumes and the `PARENT` sandbox paths it uses, and the
+    /// `volume_mount_group` of its CSI volumes that have one (read from their records, so
+    /// after `prepare`: the container must be among the volume's consumers), sorted, no
+    /// duplicates.
     pub async fn supplementary_gids(&self, cfg: &ContainerConfig) -> Vec<u32> {
         let mut out: Vec<u32> = {
             let r = self.resources.lock().await;
@@ -547,6 +557,23 @@ impl Agent {
                 .filter_map(|v| gids.gid(&r.volume_path(&v).ok()?))
                 .collect()
         };
+        if let Some(parent) = &cfg.parent {
+            let gids = self.resources.lock().await.gids().cloned();
+            if let Some(gids) = gids {
+                out.extend(
+                    cfg.volumes
+                        .iter()
+                        .filter(|v| crate::container::is_parent_sandbox_path(v))
+                        .filter_map(|v| {
+                            let sp = v.source.as_ref()?.sandbox_path.as_ref()?;
+                            gids.other(&crate::container::parent_gid_key(
+                                &parent.container_id,
+                                Path::new(&sp.path),
+                            ))
+                        }),
+                );
+            }
+        }
         if let Some(csi) = &self.csi {
             // Started plugins only (a prepared volume's plugin is): asking for the gids
             // never starts a plugin or reads the configuration directory.
@@ -676,8 +703,33 @@ impl Agent {
                 .map_err(AgentError::from),
             Err(e) => Err(e),
         };
+        if out.is_ok() {
+            self.release_parent_gids(|parent| parent == id).await;
+        }
         self.counters.count("cleanup", out.is_ok());
         out
+    }
+
+    /// Releases the gids of the `PARENT` sandbox paths of the parents `release` picks.
+    async fn release_parent_gids(&self, release: impl Fn(&str) -> bool) {
+        let gids = self.resources.lock().await.gids().cloned();
+        let Some(gids) = gids else {
+            return;
+        };
+        let picked = |key: &str| {
+            key.strip_prefix("parent/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(parent, _)| release(parent))
+        };
+        match gids.release_others(picked) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(released = ?gone, "released the gids of a pod's sandbox paths");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the gids of a pod's sandbox paths")
+            }
+        }
     }
 
     /// `cleanup --force`: also ends the quarantine of a container whose record cannot be
@@ -687,6 +739,9 @@ impl Agent {
     /// The isolator's error.
     pub async fn force_cleanup(&self, id: &str) -> Result<()> {
         let out = self.isolator.force_cleanup(id).await;
+        if out.is_ok() {
+            self.release_parent_gids(|parent| parent == id).await;
+        }
         self.counters.count("cleanup", out.is_ok());
         Ok(out?)
     }
@@ -711,6 +766,8 @@ impl Agent {
         };
         let recorded: std::collections::BTreeSet<String> =
             states.into_iter().map(|(id, _)| id).collect();
+        self.release_parent_gids(|parent| !recorded.contains(parent))
+            .await;
         let mut r = self.resources.lock().await;
         for c in r.sandbox_quota_containers() {
             if recorded.contains(&c) {
@@ -850,4 +907,14 @@ pub fn docker_manager(
     // This thread's mount namespace (a private one in tests and the demo).
     cfg.mountinfo = Some(PathBuf::from("/proc/thread-self/mountinfo"));
     berth_dvdi::VolumeManager::new(registry, cfg)
+}
+
+/// The agent's gid book as the isolator's `PARENT` sandbox path gids.
+struct ParentGidsOf(crate::resources::gids::VolumeGids);
+
+impl crate::container::ParentGids for ParentGidsOf {
+    fn gid(&self, parent: &str, path: &Path) -> std::result::Result<u32, String> {
+        self.0
+            .take_other(&crate::container::parent_gid_key(parent, path))
+    }
 }

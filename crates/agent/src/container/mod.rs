@@ -88,10 +88,12 @@ pub use config::{ContainerConfig, MAX_ID_LEN, ParentContainer};
 pub use error::{ContainerError, Result};
 pub use record::{ContainerRecord, Hook, HookPoint, Phase, RecordState, SCHEMA_VERSION};
 pub use recover::RecoveryReport;
+pub(crate) use sources::sandbox_path::is_parent as is_parent_sandbox_path;
 pub use sources::secret::{MAX_SECRET_BYTES, SecretBytes, TMPFS_BYTES};
 pub use sources::{
     BoxFuture, DockerVolumes, PersistentVolumes, Planned, PreparePolicy, Source, VolumeEntry,
 };
+pub use sources::{ParentGids, parent_gid_key};
 pub use status::{ContainerStatus, VolumeStatus};
 
 use record::RecordStore;
@@ -158,6 +160,7 @@ impl Isolator {
                 docker: None,
                 secret_dir: None,
                 work_dir: work_dir.clone(),
+                parent_gids: None,
             },
             records: RecordStore::new(&work_dir),
             work_dir,
@@ -199,6 +202,14 @@ impl Isolator {
     #[must_use]
     pub fn with_secret_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.backends.secret_dir = dir;
+        self
+    }
+
+    /// Gives `PARENT` sandbox paths a gid each from `gids` (`--volume-gid-range`): the
+    /// directory gets that group and mode `2770` when a task of the pod first uses it.
+    #[must_use]
+    pub fn with_parent_gids(mut self, gids: Option<Arc<dyn sources::ParentGids>>) -> Self {
+        self.backends.parent_gids = gids;
         self
     }
 

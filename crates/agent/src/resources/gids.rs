@@ -16,18 +16,11 @@
 //!   volume (the next checkpoint no longer names it). Shared volumes created before the flag
 //!   was set get their gid when the agent opens ([`super::AgentResources::reconcile_gids`]),
 //!   recorded in the committed checkpoint first.
-//! - **CSI volumes.** A CSI mount volume of a plugin that advertises `VOLUME_MOUNT_GROUP`
-//!   gets one gid from the same range as `volume_mount_group` (see [`berth_csi::groups`]),
-//!   shared by all its consumers and recorded in its CSI volume record. Both kinds live in
-//!   one book under one lock ([`VolumeGids`]), so neither ever gets a gid the other holds;
-//!   the agent seeds the book with the CSI records' gids at open
-//!   ([`VolumeGids::adopt_csi`]), before the checkpoints' are adopted and before any plugin
-//!   starts. `prepare` returns a task's CSI volumes' gids beside its shared volumes'.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// `--volume-gid-range BEGIN-END` (also Mesos's `[BEGIN-END]`): an inclusive range of gids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,73 +65,72 @@ impl GidRange {
 impl FromStr for GidRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let inner = s
-            .trim()
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(s.trim());
-        let (b, e) = inner
-            .split_once('-')
-            .ok_or_else(|| format!("volume gids: expected BEGIN-END, got {s:?}"))?;
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| format!("volume gids {s:?}: {e}"))
-        };
-        Self::new(num(b)?, num(e)?)
+        let (begin, end) = super::quota::parse_id_range(s, "volume gids")?;
+        Self::new(begin, end)
     }
 }
 
-/// What [`VolumeGids`] holds, under one lock: the shared persistent volumes' gids and the CSI
-/// volumes' (`volume_mount_group`, by record file).
+/// The record of the gids that belong to no volume (`PARENT` sandbox paths), in the
+/// resources' meta directory.
+pub const TASK_GIDS_FILE: &str = "task-gids.json";
+const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskGidsRecord {
+    schema_version: u32,
+    gids: BTreeMap<String, u32>,
+}
+
 #[derive(Debug, Default)]
 struct Book {
-    by_dir: BTreeMap<PathBuf, u32>,
+    /// Shared volumes' gids, by volume directory (recorded in the checkpoints).
+    volumes: BTreeMap<PathBuf, u32>,
+    /// Other holders' gids (`parent <container> <path>`), recorded in [`TASK_GIDS_FILE`].
+    others: BTreeMap<String, u32>,
+    /// CSI volumes' gids (`volume_mount_group`), by record file (recorded in the records).
     csi: BTreeMap<PathBuf, u32>,
 }
 
 impl Book {
-    fn taken(&self, gid: u32) -> bool {
-        self.by_dir
+    fn taken(&self) -> BTreeSet<u32> {
+        self.volumes
             .values()
-            .chain(self.csi.values())
-            .any(|g| *g == gid)
-    }
-
-    fn lowest_free(&self, range: GidRange) -> Option<u32> {
-        let taken: BTreeSet<u32> = self
-            .by_dir
-            .values()
+            .chain(self.others.values())
             .chain(self.csi.values())
             .copied()
-            .collect();
-        (range.begin..=range.end).find(|g| !taken.contains(g))
+            .collect()
     }
 }
 
-/// The gids of one agent's volumes from `--volume-gid-range`: shared persistent volumes by
-/// volume directory, and CSI volumes (`volume_mount_group`, see [`berth_csi::groups`]) by
-/// record file — one range, one lock, so the two kinds never get the same gid even while a
-/// CSI publish and a resources change run at once. The CSI side reaches it through
-/// [`csi_groups`](Self::csi_groups), the handle given to the CSI plugins at open.
-#[derive(Debug)]
+/// The gids of one agent: its shared volumes' (by volume directory) and those of other
+/// holders such as a pod's `PARENT` sandbox paths (by key), and CSI volumes'
+/// `volume_mount_group` (by record file, see [`berth_csi::groups`]), all from one range under
+/// one lock: never one gid for two holders, even while a CSI publish, a pod's prepare and a
+/// resources change run at once. Cheap to clone: clones share the book. The CSI plugins reach
+/// it through [`csi_groups`](Self::csi_groups).
+#[derive(Debug, Clone)]
 pub struct VolumeGids {
     range: GidRange,
     book: Arc<Mutex<Book>>,
+    others_path: PathBuf,
 }
 
 impl VolumeGids {
-    /// Gids from `range`, none given yet.
+    /// Gids from `range`, none given yet; other holders' gids are recorded at `others_path`.
     #[must_use]
-    pub fn new(range: GidRange) -> Self {
+    pub fn new(range: GidRange, others_path: PathBuf) -> Self {
         Self {
             range,
-            book: Arc::default(),
+            book: Arc::new(Mutex::new(Book::default())),
+            others_path,
         }
     }
 
-    fn book(&self) -> MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The range.
@@ -150,13 +142,13 @@ impl VolumeGids {
     /// The gid of the volume at `dir`.
     #[must_use]
     pub fn gid(&self, dir: &Path) -> Option<u32> {
-        self.book().by_dir.get(dir).copied()
+        self.book().volumes.get(dir).copied()
     }
 
-    /// Every shared persistent volume's gid.
+    /// Every volume's gid.
     #[must_use]
     pub fn all(&self) -> BTreeMap<PathBuf, u32> {
-        self.book().by_dir.clone()
+        self.book().volumes.clone()
     }
 
     /// Every CSI volume's gid, by record file.
@@ -176,7 +168,7 @@ impl VolumeGids {
             if b.csi.contains_key(record) {
                 continue;
             }
-            if b.taken(*gid) {
+            if b.taken().contains(gid) {
                 tracing::warn!(record = %record.display(), gid, "a CSI volume's volume_mount_group is given twice (a damaged work dir); its consumers share the group");
                 continue;
             }
@@ -193,57 +185,150 @@ impl VolumeGids {
         })
     }
 
-    /// Takes the gids a checkpoint names for `live` volume directories (a gid given twice,
-    /// or held by a CSI volume, keeps its first owner; the other volume gets a new one from
-    /// [`assign`](Self::assign)).
-    pub(super) fn adopt(&mut self, recorded: &BTreeMap<PathBuf, u32>, live: &BTreeSet<PathBuf>) {
-        let mut b = self.book();
+    /// Reads the other holders' record (absent: none).
+    ///
+    /// # Errors
+    /// The record cannot be read or is not what berth writes.
+    pub fn load_others(&self) -> std::io::Result<()> {
+        let record: TaskGidsRecord = match std::fs::read(&self.others_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if record.schema_version != SCHEMA_VERSION {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "schema version {} is not {SCHEMA_VERSION}",
+                    record.schema_version
+                ),
+            ));
+        }
+        self.book().others = record.gids;
+        Ok(())
+    }
+
+    fn persist_others(&self, others: &BTreeMap<String, u32>) -> std::io::Result<()> {
+        let record = TaskGidsRecord {
+            schema_version: SCHEMA_VERSION,
+            gids: others.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        berth_mount::durable::write_atomic(&self.others_path, &bytes)
+    }
+
+    /// The gid of holder `key`, given now (the lowest free one, recorded fsync'd before it is
+    /// returned) if it has none.
+    ///
+    /// # Errors
+    /// Every gid is taken, or the record cannot be written (nothing given then).
+    pub fn take_other(&self, key: &str) -> Result<u32, String> {
+        let mut book = self.book();
+        if let Some(g) = book.others.get(key) {
+            return Ok(*g);
+        }
+        let taken = book.taken();
+        let gid = (self.range.begin..=self.range.end)
+            .find(|g| !taken.contains(g))
+            .ok_or_else(|| {
+                format!(
+                    "no free volume gid in {}-{}",
+                    self.range.begin, self.range.end
+                )
+            })?;
+        let mut others = book.others.clone();
+        others.insert(key.to_owned(), gid);
+        self.persist_others(&others)
+            .map_err(|e| format!("{}: {e}", self.others_path.display()))?;
+        book.others = others;
+        Ok(gid)
+    }
+
+    /// The gid of holder `key`.
+    #[must_use]
+    pub fn other(&self, key: &str) -> Option<u32> {
+        self.book().others.get(key).copied()
+    }
+
+    /// Releases the other holders `release` picks (recorded first); returns them.
+    ///
+    /// # Errors
+    /// The record cannot be written (nothing released then).
+    pub fn release_others(
+        &self,
+        release: impl Fn(&str) -> bool,
+    ) -> std::io::Result<Vec<(String, u32)>> {
+        let mut book = self.book();
+        let gone: Vec<(String, u32)> = book
+            .others
+            .iter()
+            .filter(|(k, _)| release(k))
+            .map(|(k, g)| (k.clone(), *g))
+            .collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        let mut others = book.others.clone();
+        for (k, _) in &gone {
+            others.remove(k);
+        }
+        self.persist_others(&others)?;
+        book.others = others;
+        Ok(gone)
+    }
+
+    /// Takes the gids a checkpoint names for `live` volume directories (a gid given twice
+    /// keeps its first holder; the volume gets a new one from [`assign`](Self::assign)).
+    pub(super) fn adopt(&self, recorded: &BTreeMap<PathBuf, u32>, live: &BTreeSet<PathBuf>) {
+        let mut book = self.book();
         for (dir, gid) in recorded {
-            if !live.contains(dir) || b.by_dir.contains_key(dir) {
+            if !live.contains(dir) || book.volumes.contains_key(dir) {
                 continue;
             }
-            if b.taken(*gid) {
+            if book.taken().contains(gid) {
                 tracing::warn!(path = %dir.display(), gid, "a checkpointed volume gid is given twice; the volume gets a new one");
                 continue;
             }
-            b.by_dir.insert(dir.clone(), *gid);
+            book.volumes.insert(dir.clone(), *gid);
         }
     }
 
-    /// Gives each of `dirs` that has none the lowest free gid (free of persistent and CSI
-    /// volumes alike); returns the map as it was (for [`restore`](Self::restore)).
+    /// Gives each of `dirs` that has none the lowest free gid; returns the volumes' map as it
+    /// was (for [`restore`](Self::restore)).
     ///
     /// # Errors
     /// Every gid of the range is taken (`(begin, end)`); nothing is given then.
     pub(super) fn assign<'a>(
-        &mut self,
+        &self,
         dirs: impl IntoIterator<Item = &'a PathBuf>,
     ) -> Result<BTreeMap<PathBuf, u32>, (u32, u32)> {
-        let range = self.range;
-        let mut b = self.book();
-        let before = b.by_dir.clone();
+        let mut book = self.book();
+        let before = book.volumes.clone();
         for dir in dirs {
-            if b.by_dir.contains_key(dir) {
+            if book.volumes.contains_key(dir) {
                 continue;
             }
-            let Some(gid) = b.lowest_free(range) else {
-                b.by_dir = before;
-                return Err((range.begin, range.end));
+            let taken = book.taken();
+            let Some(gid) = (self.range.begin..=self.range.end).find(|g| !taken.contains(g)) else {
+                book.volumes = before;
+                return Err((self.range.begin, self.range.end));
             };
-            b.by_dir.insert(dir.clone(), gid);
+            book.volumes.insert(dir.clone(), gid);
         }
         Ok(before)
     }
 
-    /// Puts the persistent volumes' map back as it was before an [`assign`](Self::assign)
-    /// whose change was not written (the CSI side is not touched).
-    pub(super) fn restore(&mut self, before: BTreeMap<PathBuf, u32>) {
-        self.book().by_dir = before;
+    /// Puts the volumes' map back as it was before an [`assign`](Self::assign) whose change
+    /// was not written.
+    pub(super) fn restore(&self, before: BTreeMap<PathBuf, u32>) {
+        self.book().volumes = before;
     }
 
     /// Keeps only the volumes in `live` (after a change: destroyed volumes release theirs).
-    pub(super) fn retain(&mut self, live: &BTreeSet<PathBuf>) {
-        self.book().by_dir.retain(|d, _| live.contains(d));
+    pub(super) fn retain(&self, live: &BTreeSet<PathBuf>) {
+        self.book().volumes.retain(|d, _| live.contains(d));
     }
 
     /// The gids of the volumes in `dirs`, for the checkpoint of that set.
@@ -252,9 +337,9 @@ impl VolumeGids {
         &self,
         dirs: impl IntoIterator<Item = &'a PathBuf>,
     ) -> BTreeMap<PathBuf, u32> {
-        let b = self.book();
+        let book = self.book();
         dirs.into_iter()
-            .filter_map(|d| Some((d.clone(), *b.by_dir.get(d)?)))
+            .filter_map(|d| Some((d.clone(), *book.volumes.get(d)?)))
             .collect()
     }
 }
@@ -273,12 +358,15 @@ impl berth_csi::MountGroups for CsiGroups {
         if let Some(gid) = b.csi.get(record) {
             return Ok(*gid);
         }
-        let gid = b.lowest_free(self.range).ok_or_else(|| {
-            format!(
-                "every gid of --volume-gid-range {}-{} is taken",
-                self.range.begin, self.range.end
-            )
-        })?;
+        let taken = b.taken();
+        let gid = (self.range.begin..=self.range.end)
+            .find(|g| !taken.contains(g))
+            .ok_or_else(|| {
+                format!(
+                    "every gid of --volume-gid-range {}-{} is taken",
+                    self.range.begin, self.range.end
+                )
+            })?;
         b.csi.insert(record.to_owned(), gid);
         Ok(gid)
     }
@@ -314,7 +402,11 @@ mod tests {
 
     #[test]
     fn gids_are_lowest_free_first_never_shared_and_released_with_the_volume() {
-        let mut g = VolumeGids::new(GidRange::new(7, 8).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let g = VolumeGids::new(
+            GidRange::new(7, 8).unwrap(),
+            dir.path().join(TASK_GIDS_FILE),
+        );
         let (a, b, c) = (
             PathBuf::from("/v/a"),
             PathBuf::from("/v/b"),
@@ -335,7 +427,7 @@ mod tests {
             BTreeMap::from([(b.clone(), 8), (c.clone(), 7)])
         );
         // Adopted from a checkpoint: only live volumes, never a gid twice.
-        let mut h = VolumeGids::new(GidRange::new(7, 9).unwrap());
+        let h = VolumeGids::new(GidRange::new(7, 9).unwrap(), dir.path().join("h.json"));
         h.adopt(
             &BTreeMap::from([(a.clone(), 9), (b.clone(), 9), (c.clone(), 7)]),
             &BTreeSet::from([a.clone(), b.clone()]),
@@ -350,6 +442,37 @@ mod tests {
     }
 
     #[test]
+    fn other_holders_share_the_range_are_recorded_first_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TASK_GIDS_FILE);
+        let g = VolumeGids::new(GidRange::new(7, 9).unwrap(), path.clone());
+        let a = PathBuf::from("/v/a");
+        g.assign([&a]).unwrap();
+        // The volume has 7: the pod's path gets 8, the same again when asked again.
+        assert_eq!(g.take_other("parent p1 shared"), Ok(8));
+        assert_eq!(g.take_other("parent p1 shared"), Ok(8));
+        assert_eq!(g.take_other("parent p2 x"), Ok(9));
+        assert!(
+            g.take_other("parent p3 y")
+                .unwrap_err()
+                .contains("no free volume gid")
+        );
+        // Nor does a volume get one the pods hold.
+        assert_eq!(g.assign([&PathBuf::from("/v/b")]).unwrap_err(), (7, 9));
+        // Recorded: a new book reads them back.
+        let again = VolumeGids::new(GidRange::new(7, 9).unwrap(), path.clone());
+        again.load_others().unwrap();
+        assert_eq!(again.other("parent p1 shared"), Some(8));
+        // Released by predicate, recorded.
+        let gone = g.release_others(|k| k.starts_with("parent p1 ")).unwrap();
+        assert_eq!(gone, vec![("parent p1 shared".to_owned(), 8)]);
+        let again = VolumeGids::new(GidRange::new(7, 9).unwrap(), path);
+        again.load_others().unwrap();
+        assert_eq!(again.other("parent p1 shared"), None);
+        assert_eq!(again.other("parent p2 x"), Some(9));
+    }
+
+    #[test]
     fn csi_volumes_and_shared_volumes_share_the_range_and_never_a_gid() {
         let (a, b) = (PathBuf::from("/v/a"), PathBuf::from("/v/b"));
         let (r1, r2, r3) = (
@@ -357,7 +480,11 @@ mod tests {
             PathBuf::from("/w/csi/t/n/volumes/2/volume.state"),
             PathBuf::from("/w/csi/t/n/volumes/3/volume.state"),
         );
-        let mut g = VolumeGids::new(GidRange::new(10, 13).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let g = VolumeGids::new(
+            GidRange::new(10, 13).unwrap(),
+            dir.path().join(TASK_GIDS_FILE),
+        );
         // Seeded from the CSI records first: 11 is r1's.
         g.adopt_csi(&BTreeMap::from([(r1.clone(), 11)]));
         // A checkpoint naming 11 for a: CSI keeps it, a gets a new one.

@@ -113,21 +113,31 @@ impl Default for ProjectRange {
 impl FromStr for ProjectRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let inner = s
-            .trim()
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(s.trim());
-        let (b, e) = inner
-            .split_once('-')
-            .ok_or_else(|| format!("project ids: expected BEGIN-END, got {s:?}"))?;
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| format!("project ids {s:?}: {e}"))
-        };
-        Self::new(num(b)?, num(e)?)
+        let (begin, end) = parse_id_range(s, "project ids")?;
+        Self::new(begin, end)
     }
+}
+
+/// `BEGIN-END` or Mesos's `[BEGIN-END]` (`--project-ids`, `--volume-gid-range`): the two
+/// numbers, unchecked; `what` names the flag in errors.
+///
+/// # Errors
+/// Not two numbers joined by `-`.
+pub(crate) fn parse_id_range(s: &str, what: &str) -> Result<(u32, u32), String> {
+    let inner = s
+        .trim()
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(s.trim());
+    let (b, e) = inner
+        .split_once('-')
+        .ok_or_else(|| format!("{what}: expected BEGIN-END, got {s:?}"))?;
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{what} {s:?}: {e}"))
+    };
+    Ok((num(b)?, num(e)?))
 }
 
 /// How project quotas are used (the agent's flags).

@@ -7,7 +7,7 @@ mod csi;
 mod docker;
 mod host_path;
 mod persistent;
-mod sandbox_path;
+pub(crate) mod sandbox_path;
 pub(crate) mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -261,6 +261,25 @@ pub(crate) struct Backends {
     pub(crate) secret_dir: Option<PathBuf>,
     /// The agent's work dir (secrets tmpfs mounts live under it).
     pub(crate) work_dir: PathBuf,
+    /// `--volume-gid-range`: the gids of `PARENT` sandbox paths.
+    pub(crate) parent_gids: Option<Arc<dyn ParentGids>>,
+}
+
+/// Gives a pod's `PARENT` sandbox path its own gid (`--volume-gid-range`), so the pod's tasks
+/// of different users share it through a supplementary group.
+pub trait ParentGids: Send + Sync {
+    /// The gid of path `path` (relative) in the sandbox of parent container `parent`, given
+    /// (and recorded, fsync'd) now if it has none.
+    ///
+    /// # Errors
+    /// No gid is free, or the record cannot be written.
+    fn gid(&self, parent: &str, path: &Path) -> std::result::Result<u32, String>;
+}
+
+/// The key a `PARENT` sandbox path's gid is recorded under.
+#[must_use]
+pub fn parent_gid_key(parent: &str, path: &Path) -> String {
+    format!("parent/{parent}/{}", path.display())
 }
 
 /// The parent of a nested container, as its record on this agent has it: what `PARENT`

@@ -81,6 +81,19 @@ pub(crate) fn is_parent(v: &proto::Volume) -> bool {
     })
 }
 
+/// Gives the directory open as `fd` (confined: the descriptor, not a path) group `gid` and
+/// mode `2770`, through its `/proc/self/fd` link (the descriptor may be `O_PATH`).
+fn share_with_group(id: &str, v: &VolumeEntry, fd: &std::os::fd::OwnedFd, gid: u32) -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let link = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let fail = |what: &str, e: String| vol_err(id, &v.name, format!("{what} (gid {gid}): {e}"));
+    nix::unistd::chown(&link, None, Some(nix::unistd::Gid::from_raw(gid)))
+        .map_err(|e| fail("chgrp", e.to_string()))?;
+    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o2770))
+        .map_err(|e| fail("chmod 2770", e.to_string()))
+}
+
 /// The sandbox path kind.
 pub(super) struct SandboxPath;
 
@@ -101,6 +114,19 @@ impl SourceKind for SandboxPath {
                 .prepare_mount_point_in(&root, path, Kind::Dir)
                 .map_err(merr)?;
             let host = berth_mount::path::fd_path(&fd).map_err(merr)?;
+            if let (
+                Source::SandboxPath {
+                    parent: Some(parent),
+                    ..
+                },
+                Some(gids),
+            ) = (&v.source, &cx.backends.parent_gids)
+            {
+                let gid = gids
+                    .gid(parent, path)
+                    .map_err(|reason| vol_err(cx.id, &v.name, reason))?;
+                share_with_group(cx.id, v, &fd, gid)?;
+            }
             give_to_task(cx.id, v, &host, cx.planned.sandbox_owner)?;
             Ok((host, bind_opts(v.read_only)))
         })
