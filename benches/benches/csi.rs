@@ -240,6 +240,7 @@ fn bench(c: &mut Criterion) {
                 work_dir: work.path().to_owned(),
                 boot_id: Some("bench".into()),
                 secrets: SecretResolver::new(None),
+                mount_groups: None,
             },
         )
         .unwrap()
