@@ -28,6 +28,7 @@ pub mod convert;
 pub mod error;
 pub mod format;
 mod hash;
+mod intern;
 pub mod json;
 pub mod persistence;
 pub mod resource;

@@ -784,23 +784,6 @@ impl Resource {
             }
     }
 
-    /// True when `other`'s metadata is not only equal to this one's but made of the same
-    /// objects (shared stacks and disk infos), so that giving this resource `other`'s value
-    /// makes it structurally identical to `other`.
-    pub(crate) fn same_metadata_objects(&self, other: &Resource) -> bool {
-        self.name == other.name
-            && self.reservations.same_object(&other.reservations)
-            && match (&self.disk, &other.disk) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
-            && self.allocation_info == other.allocation_info
-            && self.revocable == other.revocable
-            && self.provider_id == other.provider_id
-            && self.shared == other.shared
-    }
-
     /// A hash of the metadata compared by [`Resource::same_metadata`].
     #[must_use]
     pub fn metadata_hash(&self) -> u64 {

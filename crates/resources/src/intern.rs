@@ -1,0 +1,246 @@
+//! Interned resource metadata: what a [`crate::Resources`] entry points at instead of holding
+//! a whole [`Resource`].
+//!
+//! A resource's *metadata* is everything but its value: name, value type, reservation stack,
+//! disk info, labels, revocability, sharedness, allocation and provider. Every structurally
+//! identical metadata is held once per process, as a [`Meta`] (an `Arc`), so that a collection
+//! entry is a pointer, a value and a few flags, and two entries of one metadata compare by
+//! pointer. Interning hashes and compares a metadata once, when a resource enters a collection;
+//! collections derived from one another (`clone`, `+`, `-`, filters, `convert`) copy pointers.
+//!
+//! Interning is by *structure*, not by Mesos equality: Mesos equality ignores a volume's
+//! container path and mode, the creator principal, label order and unset-versus-empty labels
+//! and roots, and two entries that Mesos finds equal must still print as they were given. The
+//! table is keyed by [`Resource::metadata_hash`] (Mesos equality), so metadata that Mesos finds
+//! equal share a hash; `Resources` compares such entries with [`Resource::same_metadata`] when
+//! their pointers differ.
+//!
+//! **Memory.** The table holds `Weak` references in 16 mutex-guarded shards. A metadata lives as
+//! long as an entry points at it; the table's dead slots are swept when a shard has grown to
+//! twice what it held live at its last sweep (amortized O(1) per interning), so a long-running
+//! process that sees ever new metadata (roles, labels, volumes) holds at most about twice the
+//! live metadata plus a constant, never everything it has seen.
+
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+
+use rustc_hash::FxHashMap;
+
+use crate::resource::{DiskInfo, DiskSource, Labels, ReservationInfo, Resource, SourceRoot};
+use crate::value::{Value, ValueType};
+
+/// One interned metadata.
+#[derive(Debug)]
+pub(crate) struct MetaInner {
+    /// The metadata, as a resource whose value is the empty value of its type.
+    pub(crate) proto: Resource,
+    /// [`Resource::metadata_hash`] of `proto`.
+    pub(crate) hash: u64,
+}
+
+/// A handle on an interned metadata; equal handles point at one object.
+pub(crate) type Meta = Arc<MetaInner>;
+
+const SHARDS: usize = 16;
+
+/// Dead slots a shard may hold before its first sweep.
+const SWEEP_FLOOR: usize = 1024;
+
+#[derive(Default)]
+struct Shard {
+    table: FxHashMap<u64, Vec<Weak<MetaInner>>>,
+    /// Slots in `table`, live or dead.
+    slots: usize,
+    /// Sweep when `slots` exceeds this.
+    sweep_at: usize,
+}
+
+static TABLE: LazyLock<[Mutex<Shard>; SHARDS]> =
+    LazyLock::new(|| std::array::from_fn(|_| Mutex::new(Shard::default())));
+
+fn shard(hash: u64) -> MutexGuard<'static, Shard> {
+    // The top bits: FxHash mixes them best.
+    let i = usize::try_from(hash >> 60).unwrap_or(0) % SHARDS;
+    let [first, ..] = &*TABLE;
+    let m = TABLE.get(i).unwrap_or(first);
+    // A panic while holding a shard cannot leave it inconsistent (every change is one insert
+    // or one retain), so a poisoned lock is still good.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The empty value of type `t`.
+pub(crate) fn empty_value(t: ValueType) -> Value {
+    match t {
+        ValueType::Scalar => Value::Scalar(crate::Scalar::ZERO),
+        ValueType::Ranges => Value::Ranges(crate::Ranges::default()),
+        ValueType::Set => Value::Set(crate::Set::default()),
+    }
+}
+
+/// Interns `resource`'s metadata (its value is replaced by the empty value of its type);
+/// returns the handle and the value taken out.
+pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
+    let empty = empty_value(resource.value_type());
+    let value = std::mem::replace(&mut resource.value, empty);
+    let hash = resource.metadata_hash();
+    let mut s = shard(hash);
+    if let Some(bucket) = s.table.get(&hash) {
+        for w in bucket {
+            if let Some(m) = w.upgrade()
+                && same_structure(&m.proto, &resource)
+            {
+                return (m, value);
+            }
+        }
+    }
+    let m = Arc::new(MetaInner {
+        proto: resource,
+        hash,
+    });
+    s.table.entry(hash).or_default().push(Arc::downgrade(&m));
+    s.slots += 1;
+    if s.slots > s.sweep_at {
+        sweep(&mut s);
+    }
+    (m, value)
+}
+
+/// Drops the dead slots of a shard and sets its next sweep at twice what is left.
+fn sweep(s: &mut Shard) {
+    s.table.retain(|_, bucket| {
+        bucket.retain(|w| w.strong_count() > 0);
+        !bucket.is_empty()
+    });
+    s.slots = s.table.values().map(Vec::len).sum();
+    s.sweep_at = (2 * s.slots).max(SWEEP_FLOOR);
+}
+
+/// Slots held by the table, live or dead (for tests of its bound).
+#[cfg(test)]
+pub(crate) fn slots() -> usize {
+    TABLE
+        .iter()
+        .map(|m| {
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .slots
+        })
+        .sum()
+}
+
+fn labels_strict(a: Option<&Labels>, b: Option<&Labels>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.0 == b.0,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn reservation_strict(a: &ReservationInfo, b: &ReservationInfo) -> bool {
+    a.kind == b.kind
+        && a.role == b.role
+        && a.principal == b.principal
+        && labels_strict(a.labels.as_ref(), b.labels.as_ref())
+}
+
+fn root_strict(a: Option<&SourceRoot>, b: Option<&SourceRoot>) -> bool {
+    a.map(|r| &r.root) == b.map(|r| &r.root)
+}
+
+fn source_strict(a: &DiskSource, b: &DiskSource) -> bool {
+    a.kind == b.kind
+        && root_strict(a.path.as_ref(), b.path.as_ref())
+        && root_strict(a.mount.as_ref(), b.mount.as_ref())
+        && a.id == b.id
+        && labels_strict(a.metadata.as_ref(), b.metadata.as_ref())
+        && a.profile == b.profile
+        && a.vendor == b.vendor
+}
+
+fn disk_strict(a: &DiskInfo, b: &DiskInfo) -> bool {
+    a.persistence == b.persistence
+        && a.volume == b.volume
+        && match (&a.source, &b.source) {
+            (Some(x), Some(y)) => source_strict(x, y),
+            (None, None) => true,
+            _ => false,
+        }
+}
+
+/// Structural equality of metadata: every field but the value, as written (label order,
+/// unset versus empty, volume, creator principal).
+pub(crate) fn same_structure(a: &Resource, b: &Resource) -> bool {
+    a.name == b.name
+        && a.value_type() == b.value_type()
+        && a.revocable == b.revocable
+        && a.shared == b.shared
+        && a.allocation_info == b.allocation_info
+        && a.provider_id == b.provider_id
+        && (a.reservations.same_object(&b.reservations)
+            || (a.reservations.len() == b.reservations.len()
+                && a.reservations
+                    .iter()
+                    .zip(b.reservations.iter())
+                    .all(|(x, y)| reservation_strict(x, y))))
+        && match (&a.disk, &b.disk) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y) || disk_strict(x, y),
+            (None, None) => true,
+            _ => false,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{Label, ReservationInfo};
+    use crate::{Role, Scalar};
+
+    fn cpus(role: &str, labels: Vec<Label>) -> Resource {
+        let mut r = Resource::scalar("cpus", Scalar::from_units(1));
+        let info =
+            ReservationInfo::dynamic(Role::new(role).unwrap_or_else(|_| unreachable!()), None)
+                .with_labels(Labels(labels));
+        r.reservations.push(info);
+        r
+    }
+
+    #[test]
+    fn identical_metadata_is_held_once_and_values_are_taken_out() {
+        let (a, va) = intern(cpus("x", vec![Label::new("k", "v")]));
+        let (b, vb) = intern(cpus("x", vec![Label::new("k", "v")]));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(va, Value::Scalar(Scalar::from_units(1)));
+        assert_eq!(vb, va);
+        assert!(a.proto.value.is_empty());
+    }
+
+    /// Mesos finds these equal; the interner keeps them apart so each prints as written.
+    #[test]
+    fn metadata_equal_only_to_mesos_is_held_apart() {
+        let one = cpus("y", vec![Label::new("a", "1"), Label::new("b", "2")]);
+        let other = cpus("y", vec![Label::new("b", "2"), Label::new("a", "1")]);
+        assert!(one.same_metadata(&other));
+        let (a, _) = intern(one);
+        let (b, _) = intern(other);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(
+            b.proto.reservations[0]
+                .labels
+                .as_ref()
+                .map(|l| l.0[0].key.as_str()),
+            Some("b")
+        );
+    }
+
+    /// A process that sees ever new metadata and drops it holds a bounded table.
+    #[test]
+    fn the_table_does_not_grow_with_dead_metadata() {
+        for i in 0..50_000 {
+            let (m, _) = intern(cpus(&format!("gone{i}"), vec![]));
+            drop(m);
+        }
+        // Other tests intern concurrently, but far fewer than this bound.
+        let held = slots();
+        assert!(held < SHARDS * (2 * SWEEP_FLOOR) + 10_000, "{held} slots");
+    }
+}
