@@ -232,6 +232,32 @@ mod tests {
         );
     }
 
+    /// Threads interning the same metadata at once all get the one object.
+    #[test]
+    fn threads_share_one_object() {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..2000)
+                        .map(|i| intern(cpus(&format!("t{}", i % 50), vec![])).0)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let got: Vec<Vec<Meta>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
+        assert_eq!(got.len(), 8);
+        for metas in &got {
+            assert_eq!(metas.len(), 2000);
+            for (i, m) in metas.iter().enumerate() {
+                let first = got.first().and_then(|g| g.get(i));
+                assert!(first.is_some_and(|f| Arc::ptr_eq(f, m)), "entry {i}");
+            }
+        }
+    }
+
     /// A process that sees ever new metadata and drops it holds a bounded table.
     #[test]
     fn the_table_does_not_grow_with_dead_metadata() {

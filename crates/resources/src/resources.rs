@@ -47,13 +47,13 @@ struct Entry {
     hash: u64,
     /// Number of copies of a shared resource; 1 for others; 0 for a vacant entry.
     count: u64,
-    /// Where the entry's position is kept in its index bucket (see [`Bucket`]).
-    slot: u32,
     /// Never merged with another entry (a disk used whole, or a shared volume), so that
     /// entries with equal metadata may be many; a mergeable entry is alone with its metadata.
     single: bool,
     /// A shared resource (copies are counted).
     shared: bool,
+    /// A persistent volume (consumed by `contains`).
+    volume: bool,
 }
 
 impl Entry {
@@ -151,7 +151,10 @@ impl Bucket {
 #[derive(Default)]
 pub struct Resources {
     entries: Vec<Entry>,
-    index: Option<FxHashMap<u64, Bucket>>,
+    /// Built on the first look-up that needs it in a collection of at least
+    /// [`INDEX_THRESHOLD`] entries, then kept up to date; not copied by `clone` (a copy that
+    /// is only walked side by side with others never needs it).
+    index: OnceLock<Box<Index>>,
     /// Vacant entries in `entries`.
     vacant: usize,
     /// The most live entries held at once since the vacant ones were last dropped.
@@ -165,7 +168,7 @@ impl Clone for Resources {
     fn clone(&self) -> Resources {
         Resources {
             entries: self.entries.clone(),
-            index: self.index.clone(),
+            index: OnceLock::new(),
             vacant: self.vacant,
             peak: self.peak,
             view: OnceLock::new(),
@@ -245,27 +248,110 @@ fn check_u32(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
-/// Files the entry at position `i` in its bucket and records its slot.
-fn index_insert(index: &mut FxHashMap<u64, Bucket>, entries: &mut [Entry], i: usize) {
-    let Some(hash) = entries.get(i).map(|e| e.hash) else {
-        return;
-    };
-    let position = check_u32(i);
-    let mut first = None;
-    let slot = match index.get_mut(&hash) {
-        Some(bucket) => bucket.push(position, &mut first),
-        None => {
-            index.insert(hash, Bucket::One(position));
-            0
+/// The hash index of a collection: entry positions by metadata hash, and where each entry's
+/// position is kept in its bucket.
+#[derive(Debug, Default)]
+struct Index {
+    map: FxHashMap<u64, Bucket>,
+    /// `slots[i]`: the slot of the entry at position `i` in its bucket.
+    slots: Vec<u32>,
+}
+
+impl Index {
+    /// The index of `entries`.
+    fn build(entries: &[Entry]) -> Index {
+        let mut index = Index {
+            map: FxHashMap::default(),
+            slots: Vec::with_capacity(entries.len()),
+        };
+        index.map.reserve(entries.len());
+        for e in entries {
+            index.push(e.hash);
         }
-    };
-    if let Some((p, s)) = first
-        && let Some(e) = entries.get_mut(p as usize)
-    {
-        e.slot = s;
+        index
     }
-    if let Some(e) = entries.get_mut(i) {
-        e.slot = slot;
+
+    /// Files the next position, whose entry has metadata hash `hash`.
+    fn push(&mut self, hash: u64) {
+        let i = self.slots.len();
+        let position = check_u32(i);
+        let mut first = None;
+        let slot = match self.map.get_mut(&hash) {
+            Some(bucket) => bucket.push(position, &mut first),
+            None => {
+                self.map.insert(hash, Bucket::One(position));
+                0
+            }
+        };
+        if let Some((p, s)) = first
+            && let Some(x) = self.slots.get_mut(p as usize)
+        {
+            *x = s;
+        }
+        self.slots.push(slot);
+    }
+
+    /// The positions of the entries with metadata hash `hash`, first added first.
+    fn positions(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        self.map.get(&hash).into_iter().flat_map(Bucket::positions)
+    }
+
+    /// Forgets the entry at `i` (hash `removed`), whose place the last entry (hash `moved`,
+    /// if there was one after it) takes.
+    fn swap_remove(&mut self, i: usize, removed: u64, moved: Option<u64>) {
+        let removed_slot = self.slots.get(i).copied().unwrap_or(0);
+        // The former last entry, now at `i`, keeps its slot (and so its place in its bucket).
+        if let Some(hash) = moved
+            && let Some(&slot) = self.slots.last()
+            && let Some(bucket) = self.map.get_mut(&hash)
+        {
+            bucket.set(slot, check_u32(i));
+        }
+        self.slots.swap_remove(i);
+        let Some(bucket) = self.map.get_mut(&removed) else {
+            return;
+        };
+        let Bucket::Many(m) = bucket else {
+            self.map.remove(&removed);
+            return;
+        };
+        let Slots { slots, head, live } = &mut **m;
+        if let Some(x) = slots.get_mut(removed_slot as usize) {
+            *x = TOMBSTONE;
+        }
+        *live = live.saturating_sub(1);
+        while slots.get(*head) == Some(&TOMBSTONE) {
+            *head += 1;
+        }
+        if *live <= 1 {
+            match slots.get(*head).copied() {
+                Some(only) if *live == 1 => {
+                    *bucket = Bucket::One(only);
+                    if let Some(x) = self.slots.get_mut(only as usize) {
+                        *x = 0;
+                    }
+                }
+                _ => {
+                    self.map.remove(&removed);
+                }
+            }
+        } else if slots.len() - *live > *live + 8 {
+            // Compact: keep the live slots in order, and tell their entries where they are.
+            let kept: Vec<u32> = slots
+                .get(*head..)
+                .unwrap_or_default()
+                .iter()
+                .copied()
+                .filter(|&p| p != TOMBSTONE)
+                .collect();
+            for (slot, &p) in kept.iter().enumerate() {
+                if let Some(x) = self.slots.get_mut(p as usize) {
+                    *x = check_u32(slot);
+                }
+            }
+            *slots = kept;
+            *head = 0;
+        }
     }
 }
 
@@ -347,8 +433,8 @@ impl Resources {
     }
 
     fn candidates(&self, hash: u64) -> Box<dyn Iterator<Item = usize> + '_> {
-        match &self.index {
-            Some(index) => Box::new(index.get(&hash).into_iter().flat_map(Bucket::positions)),
+        match self.index() {
+            Some(index) => Box::new(index.positions(hash)),
             None => Box::new(
                 self.entries
                     .iter()
@@ -385,10 +471,9 @@ impl Resources {
 
     /// The first entry with metadata hash `hash` for which `pred(position, entry)` holds.
     fn find_at(&self, hash: u64, pred: impl Fn(usize, &Entry) -> bool) -> Option<usize> {
-        match &self.index {
+        match self.index() {
             Some(index) => index
-                .get(&hash)?
-                .positions()
+                .positions(hash)
                 .find(|&i| self.entries.get(i).is_some_and(|e| pred(i, e))),
             None => self
                 .entries
@@ -398,27 +483,28 @@ impl Resources {
         }
     }
 
-    fn push(&mut self, entry: Entry) {
-        self.touch();
-        self.entries.push(entry);
-        self.peak = self.peak.max(self.len());
-        let i = self.entries.len().saturating_sub(1);
-        if let Some(index) = &mut self.index {
-            index_insert(index, &mut self.entries, i);
-        } else if self.entries.len() >= INDEX_THRESHOLD {
-            self.build_index();
+    /// The index, built now if the collection is long enough to need one.
+    fn index(&self) -> Option<&Index> {
+        if let Some(index) = self.index.get() {
+            return Some(index);
         }
+        if self.entries.len() < INDEX_THRESHOLD {
+            return None;
+        }
+        Some(
+            self.index
+                .get_or_init(|| Box::new(Index::build(&self.entries))),
+        )
     }
 
-    fn build_index(&mut self) {
-        let mut index: FxHashMap<u64, Bucket> = FxHashMap::default();
-        // Room for what the entries have room for: a collection built to a known size is
-        // indexed once, without growing the table as it fills.
-        index.reserve(self.entries.capacity());
-        for i in 0..self.entries.len() {
-            index_insert(&mut index, &mut self.entries, i);
+    fn push(&mut self, entry: Entry) {
+        self.touch();
+        let hash = entry.hash;
+        self.entries.push(entry);
+        self.peak = self.peak.max(self.len());
+        if let Some(index) = self.index.get_mut() {
+            index.push(hash);
         }
-        self.index = Some(index);
     }
 
     /// Removes the entry at `i`; the last entry takes its place.
@@ -428,58 +514,9 @@ impl Resources {
         }
         self.touch();
         let removed = self.entries.swap_remove(i);
-        let Some(index) = &mut self.index else {
-            return Some(removed);
-        };
-        // The former last entry, now at `i`, keeps its slot (and so its place in its bucket).
-        if let Some(moved) = self.entries.get(i)
-            && let Some(bucket) = index.get_mut(&moved.hash)
-        {
-            bucket.set(moved.slot, check_u32(i));
-        }
-        let Some(bucket) = index.get_mut(&removed.hash) else {
-            return Some(removed);
-        };
-        let Bucket::Many(m) = bucket else {
-            index.remove(&removed.hash);
-            return Some(removed);
-        };
-        let Slots { slots, head, live } = &mut **m;
-        if let Some(x) = slots.get_mut(removed.slot as usize) {
-            *x = TOMBSTONE;
-        }
-        *live = live.saturating_sub(1);
-        while slots.get(*head) == Some(&TOMBSTONE) {
-            *head += 1;
-        }
-        if *live <= 1 {
-            match slots.get(*head).copied() {
-                Some(only) if *live == 1 => {
-                    *bucket = Bucket::One(only);
-                    if let Some(e) = self.entries.get_mut(only as usize) {
-                        e.slot = 0;
-                    }
-                }
-                _ => {
-                    index.remove(&removed.hash);
-                }
-            }
-        } else if slots.len() - *live > *live + 8 {
-            // Compact: keep the live slots in order, and tell their entries where they are.
-            let kept: Vec<u32> = slots
-                .get(*head..)
-                .unwrap_or_default()
-                .iter()
-                .copied()
-                .filter(|&p| p != TOMBSTONE)
-                .collect();
-            for (slot, &p) in kept.iter().enumerate() {
-                if let Some(e) = self.entries.get_mut(p as usize) {
-                    e.slot = check_u32(slot);
-                }
-            }
-            *slots = kept;
-            *head = 0;
+        if let Some(index) = self.index.get_mut() {
+            let moved = self.entries.get(i).map(|e| e.hash);
+            index.swap_remove(i, removed.hash, moved);
         }
         Some(removed)
     }
@@ -544,10 +581,7 @@ impl Resources {
         self.entries.retain(|e| !e.is_vacant());
         self.vacant = 0;
         self.peak = self.entries.len();
-        self.index = None;
-        if self.entries.len() >= INDEX_THRESHOLD {
-            self.build_index();
-        }
+        self.index = OnceLock::new();
     }
 
     /// Subtracts `entry`; false when nothing was subtractable (a no-op, as in Mesos).
@@ -603,15 +637,16 @@ impl Resources {
     fn entry_of(resource: Resource) -> Entry {
         let single = resource.shared || whole_only(&resource);
         let shared = resource.shared;
+        let volume = resource.is_persistent_volume();
         let (meta, value) = intern(resource);
         Entry {
             hash: meta.hash,
             meta,
             value,
             count: 1,
-            slot: 0,
             single,
             shared,
+            volume,
         }
     }
 
@@ -626,11 +661,11 @@ impl Resources {
         Entry {
             single: resource.shared || whole_only(resource),
             shared: resource.shared,
+            volume: resource.is_persistent_volume(),
             meta: Arc::new(MetaInner { proto, hash }),
             value,
             hash,
             count: 1,
-            slot: 0,
         }
     }
 
@@ -651,8 +686,37 @@ impl Resources {
 
     /// Adds every entry of `other`.
     pub fn add_all(&mut self, other: &Resources) {
+        if self.entries.is_empty() {
+            // Nothing to merge with, and `other`'s entries are already combined: copied as
+            // they are, without look-ups.
+            self.touch();
+            self.entries.reserve(other.len());
+            self.entries.extend(other.live().cloned());
+            self.peak = self.len();
+            self.index = OnceLock::new();
+            return;
+        }
+        self.touch();
         let mut guess = 0;
         for e in other.live() {
+            // The entry at `guess` with the same interned metadata (so the same hash and
+            // flags), live and mergeable: the one the look-up would find.
+            if !e.single
+                && let Some(l) = self.entries.get_mut(guess)
+                && Arc::ptr_eq(&l.meta, &e.meta)
+            {
+                if l.count != 0 {
+                    l.value.add_assign(&e.value);
+                } else if !e.value.is_empty() {
+                    // Its vacant entry: filled again in place.
+                    l.value.assign_from(&e.value);
+                    l.count = 1;
+                    self.vacant = self.vacant.saturating_sub(1);
+                    self.peak = self.peak.max(self.entries.len() - self.vacant);
+                }
+                guess += 1;
+                continue;
+            }
             guess = self.add_entry_near(guess, e).map_or(usize::MAX, |i| i + 1);
         }
     }
@@ -661,6 +725,16 @@ impl Resources {
     pub fn subtract_all(&mut self, other: &Resources) {
         let mut guess = 0;
         for e in other.live() {
+            // As in `add_all`: the entry at `guess` with the same interned metadata.
+            if !e.single
+                && let Some(l) = self.entries.get(guess)
+                && l.count != 0
+                && Arc::ptr_eq(&l.meta, &e.meta)
+            {
+                self.subtract_at(guess, e);
+                guess += 1;
+                continue;
+            }
             guess = match self.subtract_entry_near(guess, e) {
                 Some(i) if i < self.entries.len() => i + 1,
                 _ => guess,
@@ -679,7 +753,7 @@ impl Resources {
     /// volume is consumed.
     #[must_use]
     pub fn contains(&self, other: &Resources) -> bool {
-        if !other.live().any(|e| e.proto().is_persistent_volume()) {
+        if !other.live().any(|e| e.volume) {
             let mut guess = 0;
             return other.live().all(|e| {
                 match self.find_near(guess, e, |l| entry_contains(l, e)) {
@@ -695,7 +769,7 @@ impl Resources {
         // the collection: Mesos subtracts them from a copy.
         let mut taken: Vec<(usize, u64)> = Vec::new();
         for e in other.live() {
-            let volume = e.proto().is_persistent_volume();
+            let volume = e.volume;
             let already = |i: usize| taken.iter().find(|(j, _)| *j == i).map_or(0, |(_, c)| *c);
             let found = self.find_at(e.hash, |i, l| {
                 if !volume {
@@ -726,7 +800,7 @@ impl Resources {
     /// entry must really be removed: Mesos's `contains` lets one MOUNT disk "contain" the same
     /// disk listed twice (research Q-4), which would make resources out of nothing.
     pub fn convert(&mut self, consumed: &Resources, converted: &Resources) -> bool {
-        if consumed.live().any(|e| e.proto().is_persistent_volume()) {
+        if consumed.live().any(|e| e.volume) {
             return self.convert_volumes(consumed, converted);
         }
         // 1. Mergeable entries have metadata of their own (on both sides), so each is taken
