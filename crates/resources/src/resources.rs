@@ -10,9 +10,19 @@
 //! * `contains` consumes matched persistent volumes so one volume cannot satisfy two requests;
 //!   equality is mutual containment.
 //!
+//! An entry is not a [`Resource`] but a small value: a handle on the resource's interned
+//! metadata (see `intern`: name, type, reservations, disk, flags, hashed and compared once, when
+//! the resource enters a collection), its value, its copy count and a few flags, 64 bytes in
+//! all. Collections made from one another share metadata handles, so walking two of them side
+//! by side (`+=`, `-=`, `contains`, `convert`) compares pointers, and copying one copies small
+//! entries. What [`Resources::iter`] lends is built from the entries on the first call after a
+//! change and kept until the next change.
+//!
 //! Lookups go through a hash index of resource metadata once a collection has more than a few
 //! entries, so adding or subtracting a collection of `n` resources costs `O(n)`, not `O(n²)`
-//! as in Mesos. Entry order is insertion order until something is removed.
+//! as in Mesos. The index is built by the first look-up that needs it and is not copied by
+//! `clone`: walks side by side try the entry after the last match first and mostly never need
+//! it. Entry order is insertion order until something is removed.
 //!
 //! A mergeable entry (one per metadata) that becomes empty is kept, vacant, where it is: the
 //! next resource with its metadata fills it again without moving entries, touching the index
