@@ -41,8 +41,12 @@ use crate::resource::{DiskSourceType, ReservationInfo, ReservationType, Resource
 use crate::value::{Ranges, Value};
 use crate::{Role, Scalar};
 
+/// Conversions of at most this many mergeable entries take the short path
+/// (`Resources::convert_mergeable`).
+const FAST_CONVERT: usize = 8;
+
 /// Collections at least this long keep a hash index.
-const INDEX_THRESHOLD: usize = 8;
+const INDEX_THRESHOLD: usize = 16;
 
 /// An entry: interned metadata, a value and a few flags (64 bytes), so that walking and
 /// copying a collection touches little memory and copying an entry is a pointer copy (one
@@ -67,6 +71,7 @@ struct Entry {
 }
 
 impl Entry {
+    #[inline]
     fn is_vacant(&self) -> bool {
         self.count == 0
     }
@@ -169,6 +174,14 @@ pub struct Resources {
     vacant: usize,
     /// The most live entries held at once since the vacant ones were last dropped.
     peak: usize,
+    /// Entries that never merge (`Entry::single`; never vacant), so that a conversion of
+    /// mergeable entries only knows it without a walk.
+    singles: usize,
+    /// Where the last conversion stopped taking and adding (the positions after the last
+    /// entry it subtracted from and added to): where the next one most likely starts, when a
+    /// scheduler converts one framework's or task's resources after another's. Only a guess,
+    /// always checked.
+    cursor: (usize, usize),
     /// The live entries as resources, made on the first [`Resources::iter`] after a change
     /// (entries hold interned metadata, not resources, so what `iter` lends is built here).
     view: OnceLock<Box<[Resource]>>,
@@ -181,6 +194,8 @@ impl Clone for Resources {
             index: OnceLock::new(),
             vacant: self.vacant,
             peak: self.peak,
+            singles: self.singles,
+            cursor: self.cursor,
             view: OnceLock::new(),
         }
     }
@@ -242,7 +257,7 @@ fn subtractable(l: &Entry, r: &Entry) -> bool {
 }
 
 /// Mesos `Resource_::contains` (a vacant entry contains nothing).
-#[inline]
+#[inline(always)]
 fn entry_contains(l: &Entry, r: &Entry) -> bool {
     if l.is_vacant() || !subtractable(l, r) {
         return false;
@@ -482,9 +497,17 @@ impl Resources {
     /// The first entry with metadata hash `hash` for which `pred(position, entry)` holds.
     fn find_at(&self, hash: u64, pred: impl Fn(usize, &Entry) -> bool) -> Option<usize> {
         match self.index() {
-            Some(index) => index
-                .positions(hash)
-                .find(|&i| self.entries.get(i).is_some_and(|e| pred(i, e))),
+            Some(index) => match index.map.get(&hash) {
+                None => None,
+                // Almost always: one entry with this hash.
+                Some(&Bucket::One(i)) => {
+                    let i = i as usize;
+                    self.entries.get(i).is_some_and(|e| pred(i, e)).then_some(i)
+                }
+                Some(bucket) => bucket
+                    .positions()
+                    .find(|&i| self.entries.get(i).is_some_and(|e| pred(i, e))),
+            },
             None => self
                 .entries
                 .iter()
@@ -510,6 +533,7 @@ impl Resources {
     fn push(&mut self, entry: Entry) {
         self.touch();
         let hash = entry.hash;
+        self.singles += usize::from(entry.single);
         self.entries.push(entry);
         self.peak = self.peak.max(self.len());
         if let Some(index) = self.index.get_mut() {
@@ -524,6 +548,7 @@ impl Resources {
         }
         self.touch();
         let removed = self.entries.swap_remove(i);
+        self.singles = self.singles.saturating_sub(usize::from(removed.single));
         if let Some(index) = self.index.get_mut() {
             let moved = self.entries.get(i).map(|e| e.hash);
             index.swap_remove(i, removed.hash, moved);
@@ -608,6 +633,31 @@ impl Resources {
         let i = self.find_near(guess, entry, |e| !e.is_vacant() && subtractable(e, entry))?;
         self.subtract_at(i, entry);
         Some(i)
+    }
+
+    /// [`Resources::subtract_at`] for a mergeable `entry` (so the entry at `i` is mergeable
+    /// too, and is kept, vacant, if it becomes empty), inlined into the loops that walk
+    /// collections side by side.
+    #[inline]
+    fn subtract_mergeable_at(&mut self, i: usize, entry: &Entry) {
+        let Some(e) = self.entries.get_mut(i) else {
+            return;
+        };
+        let gone = match (&mut e.value, &entry.value) {
+            (Value::Scalar(a), Value::Scalar(b)) => {
+                *a -= *b;
+                *a <= Scalar::ZERO
+            }
+            (value, other) => {
+                value.sub_assign(other);
+                value.is_empty()
+            }
+        };
+        if gone {
+            e.value.clear();
+            e.count = 0;
+            self.vacant += 1;
+        }
     }
 
     /// Subtracts `entry` from the entry at `i` (which must be subtractable from it).
@@ -702,32 +752,109 @@ impl Resources {
             self.touch();
             self.entries.reserve(other.len());
             self.entries.extend(other.live().cloned());
+            self.singles = other.singles;
             self.peak = self.len();
             self.index = OnceLock::new();
             return;
         }
+        self.add_all_guessing(other, [0, usize::MAX]);
+    }
+
+    /// [`Resources::add_all`] into a non-empty collection, with two guesses at where the
+    /// first entry of `other` goes; returns the position after the last entry added to.
+    fn add_all_guessing(&mut self, other: &Resources, guesses: [usize; 2]) -> usize {
         self.touch();
-        let mut guess = 0;
+        let [mut guess, second] = guesses;
+        if let Some(e) = other.live().next()
+            && !self
+                .entries
+                .get(guess)
+                .is_some_and(|l| Arc::ptr_eq(&l.meta, &e.meta))
+        {
+            guess = second;
+        }
         for e in other.live() {
-            // The entry at `guess` with the same interned metadata (so the same hash and
-            // flags), live and mergeable: the one the look-up would find.
-            if !e.single
-                && let Some(l) = self.entries.get_mut(guess)
-                && Arc::ptr_eq(&l.meta, &e.meta)
-            {
-                if l.count != 0 {
-                    l.value.add_assign(&e.value);
-                } else if !e.value.is_empty() {
-                    // Its vacant entry: filled again in place.
-                    l.value.assign_from(&e.value);
-                    l.count = 1;
-                    self.vacant = self.vacant.saturating_sub(1);
-                    self.peak = self.peak.max(self.entries.len() - self.vacant);
-                }
-                guess += 1;
+            if e.single {
+                guess = self.add_entry_near(guess, e).map_or(usize::MAX, |i| i + 1);
                 continue;
             }
-            guess = self.add_entry_near(guess, e).map_or(usize::MAX, |i| i + 1);
+            // The entry at `guess` with the same interned metadata (so the same hash and
+            // flags) is the one the look-up would find: its metadata's only entry.
+            // Else the first entry (collections often start with what they hold longest,
+            // an agent's unreserved pool) before the look-up.
+            let at = match (self.entries.get(guess), self.entries.first()) {
+                (Some(l), _) if Arc::ptr_eq(&l.meta, &e.meta) => Some(guess),
+                (_, Some(l)) if Arc::ptr_eq(&l.meta, &e.meta) => Some(0),
+                _ => self.find_mergeable(e),
+            };
+            match at {
+                Some(i) => {
+                    self.merge_at(i, e);
+                    guess = i + 1;
+                }
+                None => {
+                    if !e.value.is_empty() {
+                        self.push(e.clone());
+                    }
+                    guess = usize::MAX;
+                }
+            }
+        }
+        // Adding only fills entries: the live count is highest now.
+        self.peak = self.peak.max(self.len());
+        guess
+    }
+
+    /// The entry a mergeable `entry` merges with (its metadata's only entry, live or vacant).
+    #[inline]
+    fn find_mergeable(&self, entry: &Entry) -> Option<usize> {
+        let same = |l: &Entry| {
+            l.hash == entry.hash
+                && !l.single
+                && (Arc::ptr_eq(&l.meta, &entry.meta)
+                    || l.meta.proto.same_metadata(&entry.meta.proto))
+        };
+        match self.index() {
+            Some(index) => match index.map.get(&entry.hash)? {
+                Bucket::One(i) => {
+                    let i = *i as usize;
+                    self.entries.get(i).is_some_and(same).then_some(i)
+                }
+                bucket => bucket
+                    .positions()
+                    .find(|&i| self.entries.get(i).is_some_and(same)),
+            },
+            None => self.entries.iter().position(same),
+        }
+    }
+
+    /// Merges the mergeable `entry` into the entry at `i`, its metadata's: added to it, or
+    /// filling it again if it is vacant (taking `entry`'s metadata, which may differ in what
+    /// Mesos does not compare). The caller updates `peak`.
+    #[inline]
+    fn merge_at(&mut self, i: usize, entry: &Entry) {
+        let Some(l) = self.entries.get_mut(i) else {
+            return;
+        };
+        if l.count != 0 {
+            l.value.add_assign(&entry.value);
+        } else if let (Value::Scalar(a), Value::Scalar(b)) = (&mut l.value, &entry.value)
+            && !b.is_zero()
+        {
+            // A vacant scalar entry (the common case) taking a (non-zero: live) scalar.
+            if !Arc::ptr_eq(&l.meta, &entry.meta) {
+                l.meta = Arc::clone(&entry.meta);
+            }
+            *a = *b;
+            l.count = 1;
+            self.vacant = self.vacant.saturating_sub(1);
+        } else if !entry.value.is_empty() {
+            if !Arc::ptr_eq(&l.meta, &entry.meta) {
+                l.meta = Arc::clone(&entry.meta);
+            }
+            l.value.assign_from(&entry.value);
+            l.count = 1;
+            self.vacant = self.vacant.saturating_sub(1);
         }
     }
 
@@ -810,6 +937,14 @@ impl Resources {
     /// entry must really be removed: Mesos's `contains` lets one MOUNT disk "contain" the same
     /// disk listed twice (research Q-4), which would make resources out of nothing.
     pub fn convert(&mut self, consumed: &Resources, converted: &Resources) -> bool {
+        debug_assert_eq!(
+            consumed.singles,
+            consumed.entries.iter().filter(|e| e.single).count(),
+            "the count of entries used whole"
+        );
+        if consumed.singles == 0 && consumed.entries.len() <= FAST_CONVERT {
+            return self.convert_mergeable(consumed, converted);
+        }
         if consumed.live().any(|e| e.volume) {
             return self.convert_volumes(consumed, converted);
         }
@@ -883,6 +1018,63 @@ impl Resources {
             }
         }
         self.add_all(converted);
+        self.settle();
+        true
+    }
+
+    /// [`Resources::convert`] of a few mergeable entries (a RESERVE or UNRESERVE of a task's
+    /// resources, what allocators do all the time): each consumed entry has metadata of its
+    /// own here too, so it is found and checked, then subtracted where it was found, in two
+    /// short walks. Each is looked for at the position after the one before (the first where
+    /// the last conversion stopped taking, or else at the start) before the look-up.
+    fn convert_mergeable(&mut self, consumed: &Resources, converted: &Resources) -> bool {
+        let mut at = [usize::MAX; FAST_CONVERT];
+        // Where the last conversion stopped taking (or else the first entry).
+        let mut guess = self.cursor.0;
+        if let Some(e) = consumed.live().next()
+            && !self
+                .entries
+                .get(guess)
+                .is_some_and(|l| Arc::ptr_eq(&l.meta, &e.meta))
+        {
+            guess = 0;
+        }
+        for (e, slot) in consumed.entries.iter().zip(at.iter_mut()) {
+            if e.is_vacant() {
+                continue;
+            }
+            let i = match self.entries.get(guess) {
+                // The entry of this interned metadata (mergeable, so alone with it).
+                Some(l) if Arc::ptr_eq(&l.meta, &e.meta) && !l.is_vacant() => {
+                    if !e.value.le(&l.value) {
+                        return false;
+                    }
+                    guess
+                }
+                _ => match self.find_mergeable(e) {
+                    Some(i) if self.entries.get(i).is_some_and(|l| entry_contains(l, e)) => i,
+                    _ => return false,
+                },
+            };
+            *slot = i;
+            guess = i + 1;
+        }
+        self.touch();
+        for (e, &i) in consumed.entries.iter().zip(&at) {
+            if i != usize::MAX {
+                self.subtract_mergeable_at(i, e);
+            }
+        }
+        // What a conversion makes is looked for where the last one stopped adding, then
+        // right after what this one took (a framework's reserved resources after its
+        // unreserved ones).
+        let added = if self.entries.is_empty() {
+            self.add_all(converted);
+            usize::MAX
+        } else {
+            self.add_all_guessing(converted, [self.cursor.1, guess])
+        };
+        self.cursor = (guess, added);
         self.settle();
         true
     }

@@ -136,8 +136,8 @@ impl Ranges {
         Ranges(out)
     }
 
-    /// In-place union with one range: binary search and splice, no new allocation unless the
-    /// vector grows.
+    /// In-place union with one range: a binary search, then the touching ranges are replaced
+    /// by their union where they lie, without a new allocation unless the vector grows.
     fn insert_range(&mut self, r: Range) {
         let v = &mut self.0;
         // First range that could touch r: end + 1 >= r.begin.
@@ -155,7 +155,7 @@ impl Ranges {
                 begin: acc.begin.min(x.begin),
                 end: acc.end.max(x.end),
             });
-        v.splice(lo..hi, std::iter::once(merged));
+        replace_ranges(v, lo, hi, &[merged]);
     }
 
     /// In-place difference with one range.
@@ -175,24 +175,45 @@ impl Ranges {
         if hi <= lo {
             return;
         }
-        let mut keep: [Option<Range>; 2] = [None, None];
+        let mut keep = [r; 2];
+        let mut n = 0;
         if first.begin < r.begin {
-            keep[0] = Some(Range {
+            keep[0] = Range {
                 begin: first.begin,
                 end: r.begin - 1,
-            });
+            };
+            n = 1;
         }
-        if last.end > r.end {
-            keep[1] = Some(Range {
+        if last.end > r.end
+            && let Some(k) = keep.get_mut(n)
+        {
+            *k = Range {
                 begin: r.end + 1,
                 end: last.end,
-            });
+            };
+            n += 1;
         }
-        v.splice(lo..hi, keep.into_iter().flatten());
+        replace_ranges(v, lo, hi, keep.get(..n).unwrap_or_default());
     }
 
     /// `self = self ∪ other`, in place when `other` is small.
     pub fn union_assign(&mut self, other: &Ranges) {
+        match (self.0.as_mut_slice(), other.0.as_slice()) {
+            (_, []) => return,
+            ([], [r]) => {
+                self.0.push(*r);
+                return;
+            }
+            // One range to one range it touches: merged in place.
+            ([s], [r])
+                if r.begin <= s.end.saturating_add(1) && s.begin <= r.end.saturating_add(1) =>
+            {
+                s.begin = s.begin.min(r.begin);
+                s.end = s.end.max(r.end);
+                return;
+            }
+            _ => {}
+        }
         if other.0.len() <= 4 {
             for &r in &other.0 {
                 self.insert_range(r);
@@ -204,6 +225,26 @@ impl Ranges {
 
     /// `self = self \ other`, in place when `other` is small.
     pub fn difference_assign(&mut self, other: &Ranges) {
+        // One range from one range (a task's port from an agent's, or all of it): in place.
+        if let ([s], [r]) = (self.0.as_mut_slice(), other.0.as_slice()) {
+            let (s_begin, s_end) = (s.begin, s.end);
+            if r.end < s_begin || r.begin > s_end {
+                return;
+            }
+            match (r.begin <= s_begin, r.end >= s_end) {
+                (true, true) => self.0.clear(),
+                (true, false) => s.begin = r.end + 1,
+                (false, true) => s.end = r.begin - 1,
+                (false, false) => {
+                    s.end = r.begin - 1;
+                    self.0.push(Range {
+                        begin: r.end + 1,
+                        end: s_end,
+                    });
+                }
+            }
+            return;
+        }
         if other.0.len() <= 4 {
             for &r in &other.0 {
                 self.remove_range(r);
@@ -216,6 +257,9 @@ impl Ranges {
     /// Subset test (Mesos `<=`): every range of `self` lies inside one range of `other`.
     #[must_use]
     pub fn is_subset(&self, other: &Ranges) -> bool {
+        if let ([r], [o]) = (self.0.as_slice(), other.0.as_slice()) {
+            return o.begin <= r.begin && r.end <= o.end;
+        }
         let mut j = 0usize;
         for r in &self.0 {
             while other.0.get(j).is_some_and(|o| o.end < r.begin) {
@@ -227,6 +271,24 @@ impl Ranges {
             }
         }
         true
+    }
+}
+
+/// Replaces `v[lo..hi]` by `with` in place: overwritten where the lengths agree, the tail
+/// moved once otherwise (`Vec::splice` costs more than the work for one or two ranges).
+fn replace_ranges(v: &mut Vec<Range>, lo: usize, hi: usize, with: &[Range]) {
+    let old = hi.saturating_sub(lo);
+    let common = old.min(with.len());
+    if let (Some(dst), Some(src)) = (v.get_mut(lo..lo + common), with.get(..common)) {
+        dst.copy_from_slice(src);
+    }
+    if old > common {
+        v.drain(lo + common..hi);
+    } else if let Some(rest) = with.get(common..)
+        && !rest.is_empty()
+    {
+        let at = (lo + common).min(v.len());
+        v.splice(at..at, rest.iter().copied());
     }
 }
 
@@ -416,6 +478,7 @@ impl Value {
 
     /// Mesos `isEmpty`: zero scalar, no ranges, no items.
     #[must_use]
+    #[inline]
     pub fn is_empty(&self) -> bool {
         match self {
             Value::Scalar(s) => s.is_zero(),
@@ -426,7 +489,23 @@ impl Value {
 
     /// `self <= other` for values of the same type; `false` across types.
     #[must_use]
+    #[inline]
     pub fn le(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => a <= b,
+            // One range in one range (a task's port in an agent's).
+            (Value::Ranges(Ranges(a)), Value::Ranges(Ranges(b)))
+                if let ([r], [o]) = (a.as_slice(), b.as_slice()) =>
+            {
+                o.begin <= r.begin && r.end <= o.end
+            }
+            _ => self.le_other(other),
+        }
+    }
+
+    /// [`Value::le`] of ranges and sets, out of line.
+    #[inline(never)]
+    fn le_other(&self, other: &Value) -> bool {
         match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => a <= b,
             (Value::Ranges(a), Value::Ranges(b)) => a.is_subset(b),
@@ -436,7 +515,17 @@ impl Value {
     }
 
     /// Adds `other` in place (same type; other types are ignored).
+    #[inline]
     pub fn add_assign(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => *a += *b,
+            (this, _) => this.add_assign_other(other),
+        }
+    }
+
+    /// [`Value::add_assign`] of ranges and sets, out of line.
+    #[inline(never)]
+    fn add_assign_other(&mut self, other: &Value) {
         match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => *a += *b,
             (Value::Ranges(a), Value::Ranges(b)) => a.union_assign(b),
@@ -447,6 +536,7 @@ impl Value {
 
     /// Empties the value in place, keeping its type and its buffers (`Resources` keeps an
     /// emptied entry for its metadata's next resource).
+    #[inline]
     pub(crate) fn clear(&mut self) {
         match self {
             Value::Scalar(s) => *s = Scalar::ZERO,
@@ -456,17 +546,49 @@ impl Value {
     }
 
     /// `*self = other.clone()`, reusing `self`'s buffer when the types agree.
+    #[inline]
     pub(crate) fn assign_from(&mut self, other: &Value) {
         match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => *a = *b,
-            (Value::Ranges(a), Value::Ranges(b)) => a.0.clone_from(&b.0),
+            (Value::Ranges(Ranges(a)), Value::Ranges(Ranges(b))) if b.len() == 1 => {
+                a.clear();
+                a.extend_from_slice(b);
+            }
+            (this, _) => this.assign_from_other(other),
+        }
+    }
+
+    /// [`Value::assign_from`] of ranges and sets, out of line.
+    #[inline(never)]
+    fn assign_from_other(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => *a = *b,
+            (Value::Ranges(a), Value::Ranges(b)) => {
+                // Mostly one range (a task's port): no copy loop for it.
+                if let [r] = b.0.as_slice() {
+                    a.0.clear();
+                    a.0.push(*r);
+                } else {
+                    a.0.clone_from(&b.0);
+                }
+            }
             (Value::Set(a), Value::Set(b)) => a.0.clone_from(&b.0),
             (this, _) => *this = other.clone(),
         }
     }
 
     /// Subtracts `other` in place (same type; other types are ignored).
+    #[inline]
     pub fn sub_assign(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Scalar(a), Value::Scalar(b)) => *a -= *b,
+            (this, _) => this.sub_assign_other(other),
+        }
+    }
+
+    /// [`Value::sub_assign`] of ranges and sets, out of line.
+    #[inline(never)]
+    fn sub_assign_other(&mut self, other: &Value) {
         match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => *a -= *b,
             (Value::Ranges(a), Value::Ranges(b)) => a.difference_assign(b),
