@@ -19,7 +19,9 @@
 //! long as an entry points at it; the table's dead slots are swept when a shard has grown to
 //! twice what it held live at its last sweep (amortized O(1) per interning), so a long-running
 //! process that sees ever new metadata (roles, labels, volumes) holds at most about twice the
-//! live metadata plus a constant, never everything it has seen.
+//! live metadata plus a constant, never everything it has seen. Interning also drops the dead
+//! slots it meets in the bucket it scans, so a hash that is interned, dropped and interned
+//! again (many equal-by-Mesos metadata in turn) keeps a short bucket between sweeps.
 
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
@@ -82,13 +84,18 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
     let empty = empty_value(resource.value_type());
     let value = std::mem::replace(&mut resource.value, empty);
     let hash = resource.metadata_hash();
-    let mut s = shard(hash);
-    if let Some(bucket) = s.table.get(&hash) {
-        for w in bucket {
-            if let Some(m) = w.upgrade()
-                && same_structure(&m.proto, &resource)
-            {
-                return (m, value);
+    let mut guard = shard(hash);
+    let s = &mut *guard;
+    if let Some(bucket) = s.table.get_mut(&hash) {
+        let mut i = 0;
+        while let Some(w) = bucket.get(i) {
+            match w.upgrade() {
+                Some(m) if same_structure(&m.proto, &resource) => return (m, value),
+                Some(_) => i += 1,
+                None => {
+                    bucket.swap_remove(i);
+                    s.slots = s.slots.saturating_sub(1);
+                }
             }
         }
     }
@@ -99,9 +106,20 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
     s.table.entry(hash).or_default().push(Arc::downgrade(&m));
     s.slots += 1;
     if s.slots > s.sweep_at {
-        sweep(&mut s);
+        sweep(s);
     }
     (m, value)
+}
+
+/// The interned metadata structurally equal to `resource`'s (its value is ignored), if any
+/// entry holds one; `hash` is `resource.metadata_hash()`. Interns nothing.
+pub(crate) fn lookup(resource: &Resource, hash: u64) -> Option<Meta> {
+    let s = shard(hash);
+    s.table
+        .get(&hash)?
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|m| same_structure(&m.proto, resource))
 }
 
 /// Drops the dead slots of a shard and sets its next sweep at twice what is left.

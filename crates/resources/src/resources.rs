@@ -20,9 +20,10 @@
 //!
 //! Lookups go through a hash index of resource metadata once a collection has more than a few
 //! entries, so adding or subtracting a collection of `n` resources costs `O(n)`, not `O(n²)`
-//! as in Mesos. The index is built by the first look-up that needs it and is not copied by
-//! `clone`: walks side by side try the entry after the last match first and mostly never need
-//! it. Entry order is insertion order until something is removed.
+//! as in Mesos. The index is built once a few look-ups have walked the collection (a walk is
+//! some 30 times cheaper than building it) and is not copied by `clone`: walks side by side
+//! try the entry after the last match first and mostly never need it. Entry order is insertion
+//! order until something is removed.
 //!
 //! A mergeable entry (one per metadata) that becomes empty is kept, vacant, where it is: the
 //! next resource with its metadata fills it again without moving entries, touching the index
@@ -32,6 +33,7 @@
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
@@ -44,6 +46,11 @@ use crate::{Role, Scalar};
 /// Conversions of at most this many mergeable entries take the short path
 /// (`Resources::convert_mergeable`).
 const FAST_CONVERT: usize = 8;
+
+/// Look-ups that walk a collection before it builds its index: building one costs some 30
+/// walks (a hash insert per entry against a compare), and a collection that is cloned, looked
+/// up a few times and dropped (an offer operation applied to a copy) never needs it.
+const SCANS_BEFORE_INDEX: u32 = 8;
 
 /// Collections at least this long keep a hash index.
 const INDEX_THRESHOLD: usize = 16;
@@ -166,10 +173,12 @@ impl Bucket {
 #[derive(Default)]
 pub struct Resources {
     entries: Vec<Entry>,
-    /// Built on the first look-up that needs it in a collection of at least
-    /// [`INDEX_THRESHOLD`] entries, then kept up to date; not copied by `clone` (a copy that
-    /// is only walked side by side with others never needs it).
+    /// Built by a look-up in a collection of at least [`INDEX_THRESHOLD`] entries once
+    /// [`SCANS_BEFORE_INDEX`] look-ups have walked it, then kept up to date; not copied by
+    /// `clone` (a copy that is only walked side by side with others never needs it).
     index: OnceLock<Box<Index>>,
+    /// Look-ups that walked the entries for want of an index.
+    scans: AtomicU32,
     /// Vacant entries in `entries`.
     vacant: usize,
     /// The most live entries held at once since the vacant ones were last dropped.
@@ -192,6 +201,7 @@ impl Clone for Resources {
         Resources {
             entries: self.entries.clone(),
             index: OnceLock::new(),
+            scans: AtomicU32::new(0),
             vacant: self.vacant,
             peak: self.peak,
             singles: self.singles,
@@ -521,7 +531,9 @@ impl Resources {
         if let Some(index) = self.index.get() {
             return Some(index);
         }
-        if self.entries.len() < INDEX_THRESHOLD {
+        if self.entries.len() < INDEX_THRESHOLD
+            || self.scans.fetch_add(1, Ordering::Relaxed) < SCANS_BEFORE_INDEX
+        {
             return None;
         }
         Some(
@@ -710,20 +722,21 @@ impl Resources {
         }
     }
 
-    /// An entry to look `resource` up with, its metadata not interned (it is not kept).
+    /// An entry to look `resource` up with: its interned metadata if there is one (then
+    /// entries holding it compare by pointer), else a copy that is not interned (it is not kept).
     fn probe_of(resource: &Resource) -> Entry {
-        let mut proto = resource.clone();
-        let value = std::mem::replace(
-            &mut proto.value,
-            crate::intern::empty_value(resource.value_type()),
-        );
-        let hash = proto.metadata_hash();
+        let hash = resource.metadata_hash();
+        let meta = crate::intern::lookup(resource, hash).unwrap_or_else(|| {
+            let mut proto = resource.clone();
+            proto.value = crate::intern::empty_value(resource.value_type());
+            Arc::new(MetaInner { proto, hash })
+        });
         Entry {
             single: resource.shared || whole_only(resource),
             shared: resource.shared,
             volume: resource.is_persistent_volume(),
-            meta: Arc::new(MetaInner { proto, hash }),
-            value,
+            meta,
+            value: resource.value.clone(),
             hash,
             count: 1,
         }

@@ -493,7 +493,8 @@ pub fn plan_launch_prepared(
         r.reservations.push(reservation.clone());
         reserve.add_resource(r);
     }
-    let reserve: Vec<Resource> = reserve.iter().cloned().collect();
+    let reserved = reserve;
+    let reserve: Vec<Resource> = reserved.iter().cloned().collect();
 
     // CREATE the volumes on the reserved disks.
     let mut persistence_ids = Vec::new();
@@ -528,7 +529,7 @@ pub fn plan_launch_prepared(
     }
 
     // LAUNCH on the reserved resources minus what the volumes took, plus the volumes.
-    let mut launch_resources: Resources = reserve.iter().cloned().collect();
+    let mut launch_resources = reserved;
     for v in &created {
         launch_resources.subtract_resource(&v.stripped_volume());
         launch_resources.add_resource(v.clone());
