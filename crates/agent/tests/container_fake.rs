@@ -32,7 +32,7 @@ impl PersistentVolumes for Dirs {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    _dir: common::TempDir,
     root: PathBuf,
     work: PathBuf,
     sandbox: PathBuf,

@@ -31,7 +31,7 @@ const PLUGIN: &str = "org.example.fake";
 const GID: u32 = 47000;
 
 struct Env {
-    _dir: tempfile::TempDir,
+    _dir: common::TempDir,
     root: PathBuf,
     work: PathBuf,
     conf: PathBuf,

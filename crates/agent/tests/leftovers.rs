@@ -74,9 +74,23 @@ fn chattr(flag: &str, path: &Path) {
     );
 }
 
+/// An XFS filesystem mounted by [`xfs`]: unmounted (lazily: its immutable files stay inside
+/// the image) when dropped, before its loop device is detached, so the temporary directory
+/// holding the image can be removed after it.
+struct Mounted {
+    target: PathBuf,
+    _dev: LoopDevice,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// An XFS filesystem (inodes on demand: 100,000 directories fit) on a loop device, mounted at
-/// `<dir>/fs` in the current (private) namespace.
-fn xfs(dir: &Path) -> (LoopDevice, PathBuf) {
+/// `<dir>/fs` in the current (private) namespace until the guard drops.
+fn xfs(dir: &Path) -> (Mounted, PathBuf) {
     let dev = berth_testkit::vm::quota_fs(dir, "xfs", 512);
     let target = dir.join("fs");
     std::fs::create_dir_all(&target).unwrap();
@@ -88,7 +102,11 @@ fn xfs(dir: &Path) -> (LoopDevice, PathBuf) {
         None::<&str>,
     )
     .unwrap();
-    (dev, target)
+    let guard = Mounted {
+        target: target.clone(),
+        _dev: dev,
+    };
+    (guard, target)
 }
 
 /// `<dir>/chain/d/d/.../d` (`depth` levels), made through descriptors (no path is that long);

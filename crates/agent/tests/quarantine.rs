@@ -49,7 +49,7 @@ impl PersistentVolumes for NoVolumes {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    _dir: common::TempDir,
     work: PathBuf,
     sandbox: PathBuf,
     kernel: Arc<FakeKernel>,

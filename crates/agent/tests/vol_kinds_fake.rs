@@ -37,7 +37,7 @@ impl PersistentVolumes for NoVolumes {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    _dir: common::TempDir,
     root: PathBuf,
     work: PathBuf,
     kernel: Arc<FakeKernel>,

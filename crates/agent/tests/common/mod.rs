@@ -31,14 +31,43 @@ pub fn in_ns<F: FnOnce() + Send>(f: F) {
     }
 }
 
+/// A temporary directory that lazily unmounts whatever is still mounted at or below it (in
+/// the dropping thread's mount namespace), deepest first, before it is removed: a test that
+/// leaves a mount behind must not leave the directory behind too.
+pub struct TempDir {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let Ok(table) = berth_mount::MountTable::read_current() else {
+            return;
+        };
+        let points: Vec<PathBuf> = table
+            .mounts_at_or_below(&self.path)
+            .map(|m| m.mount_point().to_owned())
+            .collect();
+        for p in points.iter().rev() {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 /// A canonical temporary directory (kept until the guard drops).
-pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
+pub fn tempdir() -> (TempDir, PathBuf) {
     let t = tempfile::Builder::new()
         .prefix("berth-agent-")
         .tempdir()
         .unwrap();
     let p = std::fs::canonicalize(t.path()).unwrap();
-    (t, p)
+    (
+        TempDir {
+            path: p.clone(),
+            _dir: t,
+        },
+        p,
+    )
 }
 
 /// What a tree entry is.
