@@ -260,14 +260,21 @@ impl Ranges {
         if let ([r], [o]) = (self.0.as_slice(), other.0.as_slice()) {
             return o.begin <= r.begin && r.end <= o.end;
         }
-        let mut j = 0usize;
+        // Both sorted and coalesced: one walk, `rest` starting at the first range of `other`
+        // that does not end before the range of `self` at hand.
+        let mut rest = other.0.as_slice();
         for r in &self.0 {
-            while other.0.get(j).is_some_and(|o| o.end < r.begin) {
-                j += 1;
-            }
-            match other.0.get(j) {
-                Some(o) if o.begin <= r.begin && r.end <= o.end => {}
-                _ => return false,
+            loop {
+                let [o, tail @ ..] = rest else {
+                    return false;
+                };
+                if o.end >= r.begin {
+                    if o.begin > r.begin || r.end > o.end {
+                        return false;
+                    }
+                    break;
+                }
+                rest = tail;
             }
         }
         true
