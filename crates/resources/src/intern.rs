@@ -16,13 +16,17 @@
 //! their pointers differ.
 //!
 //! **Memory.** The table holds `Weak` references in 16 mutex-guarded shards. A metadata lives as
-//! long as an entry points at it; the table's dead slots are swept when a shard has grown to
-//! twice what it held live at its last sweep (amortized O(1) per interning), so a long-running
-//! process that sees ever new metadata (roles, labels, volumes) holds at most about twice the
-//! live metadata plus a constant, never everything it has seen. Interning also drops the dead
-//! slots it meets in the bucket it scans, so a hash that is interned, dropped and interned
-//! again (many equal-by-Mesos metadata in turn) keeps a short bucket between sweeps.
+//! long as an entry points at it (each shard counts its live metadata: up when interned, down
+//! when the last handle drops); a shard's dead slots are swept when it holds more than twice
+//! its live metadata plus 1024 slots (amortized O(1) per interning), and its table gives its
+//! memory back when most of it was dead, so a long-running process that sees ever new metadata
+//! (roles, labels, volumes) holds at most about twice the live metadata plus a constant, never
+//! everything it has seen, and a burst that died does not leave a sparse table that misses the
+//! cache on every probe. Interning also drops the dead slots it meets in the bucket it scans,
+//! so a hash that is interned, dropped and interned again (many equal-by-Mesos metadata in
+//! turn) keeps a short bucket between sweeps.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use rustc_hash::FxHashMap;
@@ -37,6 +41,30 @@ pub(crate) struct MetaInner {
     pub(crate) proto: Resource,
     /// [`Resource::metadata_hash`] of `proto`.
     pub(crate) hash: u64,
+    /// The shard whose table holds it, or [`NOT_INTERNED`].
+    shard: usize,
+}
+
+/// [`MetaInner::shard`] of a metadata made for one look-up, in no table.
+const NOT_INTERNED: usize = usize::MAX;
+
+impl MetaInner {
+    /// A metadata for one look-up, in no table (`proto`'s value is not used).
+    pub(crate) fn probe(proto: Resource, hash: u64) -> MetaInner {
+        MetaInner {
+            proto,
+            hash,
+            shard: NOT_INTERNED,
+        }
+    }
+}
+
+impl Drop for MetaInner {
+    fn drop(&mut self) {
+        if let Some(live) = LIVE.get(self.shard) {
+            live.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A handle on an interned metadata; equal handles point at one object.
@@ -44,7 +72,7 @@ pub(crate) type Meta = Arc<MetaInner>;
 
 const SHARDS: usize = 16;
 
-/// Dead slots a shard may hold before its first sweep.
+/// Dead slots a shard may hold beyond twice its live metadata before it is swept.
 const SWEEP_FLOOR: usize = 1024;
 
 #[derive(Default)]
@@ -52,16 +80,25 @@ struct Shard {
     table: FxHashMap<u64, Vec<Weak<MetaInner>>>,
     /// Slots in `table`, live or dead.
     slots: usize,
-    /// Sweep when `slots` exceeds this.
-    sweep_at: usize,
 }
+
+/// A shard's live metadata: counted up when interned (under the shard's lock), down when
+/// the last handle drops (without it). One cache line each.
+#[repr(align(64))]
+struct Live(AtomicUsize);
+
+static LIVE: [Live; SHARDS] = [const { Live(AtomicUsize::new(0)) }; SHARDS];
 
 static TABLE: LazyLock<[Mutex<Shard>; SHARDS]> =
     LazyLock::new(|| std::array::from_fn(|_| Mutex::new(Shard::default())));
 
+/// The shard of `hash`: its top bits (FxHash mixes them best).
+fn shard_index(hash: u64) -> usize {
+    usize::try_from(hash >> 60).unwrap_or(0) % SHARDS
+}
+
 fn shard(hash: u64) -> MutexGuard<'static, Shard> {
-    // The top bits: FxHash mixes them best.
-    let i = usize::try_from(hash >> 60).unwrap_or(0) % SHARDS;
+    let i = shard_index(hash);
     let [first, ..] = &*TABLE;
     let m = TABLE.get(i).unwrap_or(first);
     // A panic while holding a shard cannot leave it inconsistent (every change is one insert
@@ -99,13 +136,18 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
             }
         }
     }
+    let i = shard_index(hash);
     let m = Arc::new(MetaInner {
         proto: resource,
         hash,
+        shard: i,
     });
     s.table.entry(hash).or_default().push(Arc::downgrade(&m));
     s.slots += 1;
-    if s.slots > s.sweep_at {
+    let live = LIVE
+        .get(i)
+        .map_or(0, |l| l.0.fetch_add(1, Ordering::Relaxed) + 1);
+    if s.slots > 2 * live + SWEEP_FLOOR {
         sweep(s);
     }
     (m, value)
@@ -122,14 +164,32 @@ pub(crate) fn lookup(resource: &Resource, hash: u64) -> Option<Meta> {
         .find(|m| same_structure(&m.proto, resource))
 }
 
-/// Drops the dead slots of a shard and sets its next sweep at twice what is left.
+/// Drops the dead slots of a shard, and gives back the table's memory when most of it held
+/// dead slots (after a burst of metadata that died: a sparse table misses the cache on every
+/// probe).
 fn sweep(s: &mut Shard) {
     s.table.retain(|_, bucket| {
         bucket.retain(|w| w.strong_count() > 0);
         !bucket.is_empty()
     });
     s.slots = s.table.values().map(Vec::len).sum();
-    s.sweep_at = (2 * s.slots).max(SWEEP_FLOOR);
+    if s.table.capacity() > 4 * s.table.len() + 64 {
+        s.table.shrink_to(2 * s.table.len());
+    }
+}
+
+/// Slots the shards' tables have room for (for tests of their memory).
+#[cfg(test)]
+pub(crate) fn capacity() -> usize {
+    TABLE
+        .iter()
+        .map(|m| {
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .table
+                .capacity()
+        })
+        .sum()
 }
 
 /// Slots held by the table, live or dead (for tests of its bound).
@@ -277,8 +337,14 @@ mod tests {
     }
 
     /// A process that sees ever new metadata and drops it holds a bounded table.
+    /// The tests that measure the whole table, one at a time.
+    static TABLE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn the_table_does_not_grow_with_dead_metadata() {
+        let _one = TABLE_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for i in 0..50_000 {
             let (m, _) = intern(cpus(&format!("gone{i}"), vec![]));
             drop(m);
@@ -286,5 +352,25 @@ mod tests {
         // Other tests intern concurrently, but far fewer than this bound.
         let held = slots();
         assert!(held < SHARDS * (2 * SWEEP_FLOOR) + 10_000, "{held} slots");
+    }
+
+    #[test]
+    fn a_burst_that_died_gives_its_table_memory_back() {
+        let _one = TABLE_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let burst: Vec<Meta> = (0..60_000)
+            .map(|i| intern(cpus(&format!("burst{i}"), vec![])).0)
+            .collect();
+        assert!(capacity() >= 60_000, "{} slots of room", capacity());
+        drop(burst);
+        // The next internings in each shard sweep it and shrink its table.
+        let after: Vec<Meta> = (0..2_000)
+            .map(|i| intern(cpus(&format!("after{i}"), vec![])).0)
+            .collect();
+        // Other tests intern concurrently, but far fewer than this bound.
+        let room = capacity();
+        assert!(room < 30_000, "{room} slots of room");
+        drop(after);
     }
 }

@@ -729,7 +729,7 @@ impl Resources {
         let meta = crate::intern::lookup(resource, hash).unwrap_or_else(|| {
             let mut proto = resource.clone();
             proto.value = crate::intern::empty_value(resource.value_type());
-            Arc::new(MetaInner { proto, hash })
+            Arc::new(MetaInner::probe(proto, hash))
         });
         Entry {
             single: resource.shared || whole_only(resource),
