@@ -28,11 +28,11 @@ fn conversions(op: &Operation) -> Result<Vec<Conversion>, ApplyError> {
     };
     Ok(match op {
         Operation::Reserve { source, resources } => {
-            let converted: Resources = resources.iter().cloned().collect();
+            let converted: Resources = resources.iter().collect();
             let consumed = if source.is_empty() {
                 converted.pop_reservation()
             } else {
-                source.iter().cloned().collect()
+                source.iter().collect()
             };
             vec![plain(consumed, converted)]
         }
@@ -88,10 +88,7 @@ fn conversions(op: &Operation) -> Result<Vec<Conversion>, ApplyError> {
             vec![plain(Resources::from(volume.clone()), converted)]
         }
         Operation::Launch { tasks } => {
-            let consumed: Resources = tasks
-                .iter()
-                .flat_map(|t| t.resources.iter().cloned())
-                .collect();
+            let consumed: Resources = tasks.iter().flat_map(|t| t.resources.iter()).collect();
             vec![plain(consumed, Resources::new())]
         }
     })

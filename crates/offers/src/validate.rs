@@ -319,7 +319,7 @@ fn validate_create(volumes: &[Resource], ctx: &Context) -> Result<(), OperationE
 
 fn validate_destroy(volumes: &[Resource], ctx: &Context) -> Result<(), OperationError> {
     // Mesos validates the volumes as a `Resources` collection: empty ones are dropped first.
-    let unallocated: Resources = volumes.iter().cloned().collect::<Resources>().unallocate();
+    let unallocated: Resources = volumes.iter().collect::<Resources>().unallocate();
     let volumes: Vec<Resource> = unallocated.iter().cloned().collect();
     master_resources(&volumes).map_err(OperationError::InvalidResources)?;
     single_provider(&volumes)?;

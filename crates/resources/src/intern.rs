@@ -121,13 +121,34 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
     let empty = empty_value(resource.value_type());
     let value = std::mem::replace(&mut resource.value, empty);
     let hash = resource.metadata_hash();
+    let meta = intern_with(resource, hash, |r| r);
+    (meta, value)
+}
+
+/// Interns `resource`'s metadata, copying it only when it is new (its value is ignored).
+pub(crate) fn intern_ref(resource: &Resource) -> Meta {
+    let hash = resource.metadata_hash();
+    intern_with(resource, hash, |r| {
+        let mut proto = r.clone();
+        proto.value = empty_value(r.value_type());
+        proto
+    })
+}
+
+/// The interned metadata structurally equal to `resource`'s, or `proto(resource)` (the
+/// metadata with an empty value) interned; `hash` is `resource.metadata_hash()`.
+fn intern_with<R: std::borrow::Borrow<Resource>>(
+    resource: R,
+    hash: u64,
+    proto: impl FnOnce(R) -> Resource,
+) -> Meta {
     let mut guard = shard(hash);
     let s = &mut *guard;
     if let Some(bucket) = s.table.get_mut(&hash) {
         let mut i = 0;
         while let Some(w) = bucket.get(i) {
             match w.upgrade() {
-                Some(m) if same_structure(&m.proto, &resource) => return (m, value),
+                Some(m) if same_structure(&m.proto, resource.borrow()) => return m,
                 Some(_) => i += 1,
                 None => {
                     bucket.swap_remove(i);
@@ -138,7 +159,7 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
     }
     let i = shard_index(hash);
     let m = Arc::new(MetaInner {
-        proto: resource,
+        proto: proto(resource),
         hash,
         shard: i,
     });
@@ -150,7 +171,7 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
     if s.slots > 2 * live + SWEEP_FLOOR {
         sweep(s);
     }
-    (m, value)
+    m
 }
 
 /// The interned metadata structurally equal to `resource`'s (its value is ignored), if any

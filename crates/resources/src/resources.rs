@@ -722,6 +722,20 @@ impl Resources {
         }
     }
 
+    /// The entry of `resource`, its metadata interned (copied only if it is new).
+    fn entry_of_ref(resource: &Resource) -> Entry {
+        let meta = crate::intern::intern_ref(resource);
+        Entry {
+            hash: meta.hash,
+            meta,
+            value: resource.value.clone(),
+            count: 1,
+            single: resource.shared || whole_only(resource),
+            shared: resource.shared,
+            volume: resource.is_persistent_volume(),
+        }
+    }
+
     /// An entry to look `resource` up with: its interned metadata if there is one (then
     /// entries holding it compare by pointer), else a copy that is not interned (it is not kept).
     fn probe_of(resource: &Resource) -> Entry {
@@ -1364,6 +1378,20 @@ impl FromIterator<Resource> for Resources {
     }
 }
 
+/// Collects borrowed resources: a metadata already interned is not copied.
+impl<'a> FromIterator<&'a Resource> for Resources {
+    fn from_iter<I: IntoIterator<Item = &'a Resource>>(iter: I) -> Resources {
+        let iter = iter.into_iter();
+        let mut out = Resources::with_capacity(iter.size_hint().0);
+        for r in iter {
+            if r.is_valid() && !r.is_empty() {
+                out.add_entry(&Resources::entry_of_ref(r));
+            }
+        }
+        out
+    }
+}
+
 impl From<Resource> for Resources {
     fn from(r: Resource) -> Resources {
         let mut out = Resources::new();
@@ -1503,6 +1531,24 @@ mod tests {
         }
         assert!(all.entries.len() < 1001);
         assert_eq!(all.len(), 1);
+    }
+
+    /// Collecting borrowed resources gives what collecting copies gives (invalid and empty
+    /// ones dropped, equal ones merged, labels kept as written), sharing interned metadata.
+    #[test]
+    fn collecting_borrowed_resources_is_collecting_copies() {
+        let mut list: Vec<Resource> = (0..40).map(|k| cpus_of(k % 20)).collect();
+        list.push(Resource::scalar("mem", Scalar::ZERO));
+        list.push(Resource::scalar("cpus", Scalar::from_units(-1)));
+        list.push(Resource::scalar("cpus", Scalar::from_units(3)));
+        let borrowed: Resources = list.iter().collect();
+        let copied: Resources = list.iter().cloned().collect();
+        assert_eq!(borrowed, copied);
+        assert_eq!(borrowed.to_string(), copied.to_string());
+        assert_eq!(borrowed.len(), 21);
+        for (a, b) in borrowed.entries.iter().zip(&copied.entries) {
+            assert!(Arc::ptr_eq(&a.meta, &b.meta));
+        }
     }
 
     /// An emptied entry filled again by a resource whose metadata Mesos finds equal but which
