@@ -27,7 +27,7 @@
 //! turn) keeps a short bucket between sweeps.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
 
 use rustc_hash::FxHashMap;
 
@@ -43,6 +43,9 @@ pub(crate) struct MetaInner {
     pub(crate) hash: u64,
     /// The shard whose table holds it, or [`NOT_INTERNED`].
     shard: usize,
+    /// This metadata with its last reservation popped, once asked for (Mesos
+    /// `popReservation`, which RESERVE asks of every resource it reserves).
+    popped: OnceLock<Meta>,
 }
 
 /// [`MetaInner::shard`] of a metadata made for one look-up, in no table.
@@ -55,7 +58,23 @@ impl MetaInner {
             proto,
             hash,
             shard: NOT_INTERNED,
+            popped: OnceLock::new(),
         }
+    }
+}
+
+impl MetaInner {
+    /// This metadata with its last reservation popped, interned (`None` when unreserved).
+    /// Worked out once per metadata: it holds the result, which holds nothing back.
+    pub(crate) fn popped(&self) -> Option<&Meta> {
+        if self.proto.reservations.is_empty() {
+            return None;
+        }
+        Some(self.popped.get_or_init(|| {
+            let mut proto = self.proto.clone();
+            proto.reservations.pop();
+            intern(proto).0
+        }))
     }
 }
 
@@ -162,6 +181,7 @@ fn intern_with<R: std::borrow::Borrow<Resource>>(
         proto: proto(resource),
         hash,
         shard: i,
+        popped: OnceLock::new(),
     });
     s.table.entry(hash).or_default().push(Arc::downgrade(&m));
     s.slots += 1;

@@ -1219,7 +1219,25 @@ impl Resources {
     /// stay as they are.
     #[must_use]
     pub fn pop_reservation(&self) -> Resources {
-        self.map(|r| r.pop_reservation().unwrap_or_else(|| r.clone()))
+        let mut out = Resources::with_capacity(self.len());
+        for e in self.live() {
+            // The stack is not part of what the flags depend on (sharedness, a disk used
+            // whole, a persistent volume), so they carry over.
+            let meta = e
+                .meta
+                .popped()
+                .map_or_else(|| Arc::clone(&e.meta), Arc::clone);
+            out.add_entry(&Entry {
+                hash: meta.hash,
+                meta,
+                value: e.value.clone(),
+                count: e.count,
+                single: e.single,
+                shared: e.shared,
+                volume: e.volume,
+            });
+        }
+        out
     }
 
     /// `reservation` pushed on every entry (Mesos `pushReservation`).
@@ -1549,6 +1567,38 @@ mod tests {
         for (a, b) in borrowed.entries.iter().zip(&copied.entries) {
             assert!(Arc::ptr_eq(&a.meta, &b.meta));
         }
+    }
+
+    /// `pop_reservation` of a collection is each resource's `pop_reservation` collected (equal
+    /// results merged, unreserved ones kept), and a metadata's popped form is worked out once.
+    #[test]
+    fn popping_reservations_is_popping_each_resource() {
+        let mut list: Vec<Resource> = (0..10).map(cpus_of).collect();
+        let mut refined = cpus_of(3);
+        if let Ok(role) = Role::new("r3/sub") {
+            refined
+                .reservations
+                .push(ReservationInfo::dynamic(role, Some("p")));
+        }
+        list.push(refined);
+        list.push(Resource::scalar("mem", Scalar::from_units(64)));
+        let all: Resources = list.iter().collect();
+        let popped = all.pop_reservation();
+        let each: Resources = list
+            .iter()
+            .map(|r| r.pop_reservation().unwrap_or_else(|| r.clone()))
+            .collect();
+        assert_eq!(popped, each);
+        assert_eq!(popped.to_string(), each.to_string());
+        let again = all.pop_reservation();
+        for (a, b) in popped.entries.iter().zip(&again.entries) {
+            assert!(Arc::ptr_eq(&a.meta, &b.meta));
+        }
+        // Ten unreserved cpus merged, the refined one left reserved to r3, and the mem.
+        assert_eq!(popped.len(), 3);
+        let twice = popped.pop_reservation();
+        assert_eq!(twice.reserved(None).len(), 0);
+        assert_eq!(twice.cpus(), Some(Scalar::from_units(11)));
     }
 
     /// An emptied entry filled again by a resource whose metadata Mesos finds equal but which
