@@ -61,9 +61,7 @@ impl MetaInner {
             popped: OnceLock::new(),
         }
     }
-}
 
-impl MetaInner {
     /// This metadata with its last reservation popped, interned (`None` when unreserved).
     /// Worked out once per metadata: it holds the result, which holds nothing back.
     pub(crate) fn popped(&self) -> Option<&Meta> {
@@ -147,11 +145,14 @@ pub(crate) fn intern(mut resource: Resource) -> (Meta, Value) {
 /// Interns `resource`'s metadata, copying it only when it is new (its value is ignored).
 pub(crate) fn intern_ref(resource: &Resource) -> Meta {
     let hash = resource.metadata_hash();
-    intern_with(resource, hash, |r| {
-        let mut proto = r.clone();
-        proto.value = empty_value(r.value_type());
-        proto
-    })
+    intern_with(resource, hash, proto_of)
+}
+
+/// A copy of `resource`'s metadata: the resource with the empty value of its type.
+pub(crate) fn proto_of(resource: &Resource) -> Resource {
+    let mut proto = resource.clone();
+    proto.value = empty_value(resource.value_type());
+    proto
 }
 
 /// The interned metadata structurally equal to `resource`'s, or `proto(resource)` (the
@@ -377,10 +378,10 @@ mod tests {
         }
     }
 
-    /// A process that sees ever new metadata and drops it holds a bounded table.
     /// The tests that measure the whole table, one at a time.
     static TABLE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// A process that sees ever new metadata and drops it holds a bounded table.
     #[test]
     fn the_table_does_not_grow_with_dead_metadata() {
         let _one = TABLE_TESTS
@@ -395,6 +396,7 @@ mod tests {
         assert!(held < SHARDS * (2 * SWEEP_FLOOR) + 10_000, "{held} slots");
     }
 
+    /// A table that a burst of metadata grew gives its memory back once the burst died.
     #[test]
     fn a_burst_that_died_gives_its_table_memory_back() {
         let _one = TABLE_TESTS

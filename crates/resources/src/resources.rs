@@ -78,6 +78,20 @@ struct Entry {
 }
 
 impl Entry {
+    /// One copy of `value` with the metadata `meta`; the flags follow from the metadata.
+    fn new(meta: Meta, value: Value) -> Entry {
+        let r = &meta.proto;
+        Entry {
+            single: r.shared || whole_only(r),
+            shared: r.shared,
+            volume: r.is_persistent_volume(),
+            hash: meta.hash,
+            meta,
+            value,
+            count: 1,
+        }
+    }
+
     #[inline]
     fn is_vacant(&self) -> bool {
         self.count == 0
@@ -707,53 +721,22 @@ impl Resources {
 
     /// The entry of `resource`, its metadata interned.
     fn entry_of(resource: Resource) -> Entry {
-        let single = resource.shared || whole_only(&resource);
-        let shared = resource.shared;
-        let volume = resource.is_persistent_volume();
         let (meta, value) = intern(resource);
-        Entry {
-            hash: meta.hash,
-            meta,
-            value,
-            count: 1,
-            single,
-            shared,
-            volume,
-        }
+        Entry::new(meta, value)
     }
 
     /// The entry of `resource`, its metadata interned (copied only if it is new).
     fn entry_of_ref(resource: &Resource) -> Entry {
-        let meta = crate::intern::intern_ref(resource);
-        Entry {
-            hash: meta.hash,
-            meta,
-            value: resource.value.clone(),
-            count: 1,
-            single: resource.shared || whole_only(resource),
-            shared: resource.shared,
-            volume: resource.is_persistent_volume(),
-        }
+        Entry::new(crate::intern::intern_ref(resource), resource.value.clone())
     }
 
     /// An entry to look `resource` up with: its interned metadata if there is one (then
     /// entries holding it compare by pointer), else a copy that is not interned (it is not kept).
     fn probe_of(resource: &Resource) -> Entry {
         let hash = resource.metadata_hash();
-        let meta = crate::intern::lookup(resource, hash).unwrap_or_else(|| {
-            let mut proto = resource.clone();
-            proto.value = crate::intern::empty_value(resource.value_type());
-            Arc::new(MetaInner::probe(proto, hash))
-        });
-        Entry {
-            single: resource.shared || whole_only(resource),
-            shared: resource.shared,
-            volume: resource.is_persistent_volume(),
-            meta,
-            value: resource.value.clone(),
-            hash,
-            count: 1,
-        }
+        let meta = crate::intern::lookup(resource, hash)
+            .unwrap_or_else(|| Arc::new(MetaInner::probe(crate::intern::proto_of(resource), hash)));
+        Entry::new(meta, resource.value.clone())
     }
 
     /// Adds one resource; invalid or empty resources are ignored (Mesos `+=`).
